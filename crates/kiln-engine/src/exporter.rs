@@ -1,0 +1,574 @@
+//! Exporters: turn a solved filesystem into an image (pushed, or written as an OCI or Docker
+//! tar), a local directory, or a plain tar. Layer blobs are made once per layer and reused by
+//! every later export; layers that came from a base image keep their original blobs.
+
+use crate::cache::BlobRecord;
+use crate::progress::ProgressSender;
+use crate::snapshot::LayerId;
+use crate::solver::SolveError;
+use crate::{Engine, Solved};
+use kiln_oci::layer::Compression;
+use kiln_oci::reference::Reference;
+use kiln_oci::Digest;
+use serde_json::{json, Value};
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+
+/// How to assemble the image.
+#[derive(Debug, Clone)]
+pub struct ImageOptions {
+    /// The image config from the frontend (`containerimage.config`), if any.
+    pub config: Option<Vec<u8>>,
+    pub platform: kiln_oci::Platform,
+    pub compression: Compression,
+    /// OCI media types (default) or Docker schema2 ones.
+    pub oci_mediatypes: bool,
+    /// Fixed creation time (SOURCE_DATE_EPOCH), else derived from the layers.
+    pub epoch: Option<i64>,
+}
+
+impl ImageOptions {
+    pub fn new(config: Option<Vec<u8>>, platform: kiln_oci::Platform) -> ImageOptions {
+        ImageOptions {
+            config,
+            platform,
+            compression: Compression::Gzip,
+            oci_mediatypes: true,
+            epoch: None,
+        }
+    }
+}
+
+/// One layer of a built image.
+#[derive(Debug, Clone)]
+pub struct ImageLayer {
+    pub blob: BlobRecord,
+    pub layer: LayerId,
+}
+
+/// An image assembled in the content store.
+#[derive(Debug, Clone)]
+pub struct BuiltImage {
+    pub manifest: Vec<u8>,
+    pub manifest_digest: Digest,
+    pub manifest_media_type: String,
+    pub config: Vec<u8>,
+    pub config_digest: Digest,
+    pub layers: Vec<ImageLayer>,
+}
+
+fn err(context: &str) -> impl Fn(String) -> SolveError + '_ {
+    move |e| SolveError::msg(format!("{context}: {e}"))
+}
+
+/// Format unix seconds as RFC 3339 UTC.
+pub fn rfc3339(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Howard Hinnant's civil-from-days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+impl Engine {
+    /// The blob of one layer, made (and recorded) on first use.
+    pub async fn layer_blob(
+        &self,
+        id: &LayerId,
+        compression: Compression,
+    ) -> Result<BlobRecord, SolveError> {
+        let inner = self.inner();
+        let comp = match compression {
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+            Compression::None => "uncompressed",
+        };
+        if let Some(rec) = inner
+            .cache
+            .blob(id, comp)
+            .map_err(|e| SolveError::msg(e.to_string()))?
+        {
+            if let Ok(d) = rec.digest.parse::<Digest>() {
+                if inner.content.has(&d) {
+                    return Ok(rec);
+                }
+            }
+        }
+        let dir = inner.layers.dir(id);
+        let inner2 = inner.clone();
+        let blob = tokio::task::spawn_blocking(move || {
+            kiln_oci::layer::write_layer_from_overlay_upper(&dir, &inner2.content, compression)
+        })
+        .await
+        .map_err(|e| SolveError::msg(format!("writing layer {id}: {e}")))?
+        .map_err(|e| SolveError::msg(format!("writing layer {id}: {e}")))?;
+        let rec = BlobRecord {
+            digest: blob.digest.to_string(),
+            diff_id: blob.diff_id.to_string(),
+            size: blob.size,
+            media_type: blob.media_type.clone(),
+            source: None,
+        };
+        inner
+            .cache
+            .put_blob(id, comp, &rec)
+            .map_err(|e| SolveError::msg(e.to_string()))?;
+        Ok(rec)
+    }
+
+    /// Assemble config and manifest for the solved filesystem; blobs go to the content store.
+    pub async fn build_image(
+        &self,
+        solved: &Solved,
+        opts: &ImageOptions,
+        progress: &ProgressSender,
+    ) -> Result<BuiltImage, SolveError> {
+        let vertex = "exporting to image";
+        progress.started(vertex, "exporting to image", vec![]);
+        let result = self.build_image_inner(solved, opts, progress, vertex).await;
+        progress.completed(vertex, result.as_ref().err().map(|e| e.message.clone()));
+        result
+    }
+
+    async fn build_image_inner(
+        &self,
+        solved: &Solved,
+        opts: &ImageOptions,
+        progress: &ProgressSender,
+        vertex: &str,
+    ) -> Result<BuiltImage, SolveError> {
+        let inner = self.inner();
+        let mut layers = Vec::new();
+        let mut newest: i64 = 0;
+        if let Some(chain) = solved.chain() {
+            for (i, id) in chain.layers().iter().enumerate() {
+                progress.status(
+                    vertex,
+                    "exporting layers",
+                    i as u64,
+                    Some(chain.layers().len() as u64),
+                    false,
+                );
+                let mut blob = self.layer_blob(id, opts.compression).await?;
+                if !opts.oci_mediatypes && blob.media_type == kiln_oci::media_types::OCI_LAYER_GZIP
+                {
+                    blob.media_type = DOCKER_LAYER_GZIP.to_string();
+                }
+                if blob.source.is_none() {
+                    if let Ok(m) = std::fs::metadata(inner.layers.dir(id)) {
+                        newest = newest.max(m.mtime());
+                    }
+                }
+                layers.push(ImageLayer {
+                    blob,
+                    layer: id.clone(),
+                });
+            }
+            progress.status(
+                vertex,
+                "exporting layers",
+                chain.layers().len() as u64,
+                Some(chain.layers().len() as u64),
+                true,
+            );
+        }
+
+        let mut config: Value = match &opts.config {
+            Some(bytes) => {
+                serde_json::from_slice(bytes).map_err(|e| err("image config")(e.to_string()))?
+            }
+            None => json!({}),
+        };
+        if !config.is_object() {
+            return Err(SolveError::msg("image config: not a JSON object"));
+        }
+        let obj = config.as_object_mut().expect("checked");
+        obj.entry("architecture")
+            .or_insert_with(|| json!(opts.platform.architecture));
+        obj.entry("os").or_insert_with(|| json!(opts.platform.os));
+        if let Some(v) = &opts.platform.variant {
+            obj.entry("variant").or_insert_with(|| json!(v));
+        }
+        obj.entry("config").or_insert_with(|| json!({}));
+        let created_secs = opts.epoch.unwrap_or(if newest > 0 { newest } else { 0 });
+        let created = (created_secs > 0 || opts.epoch.is_some()).then(|| rfc3339(created_secs));
+        let diff_ids: Vec<String> = layers.iter().map(|l| l.blob.diff_id.clone()).collect();
+        obj.insert(
+            "rootfs".into(),
+            json!({"type": "layers", "diff_ids": diff_ids}),
+        );
+        let history = obj
+            .get("history")
+            .and_then(|h| h.as_array())
+            .cloned()
+            .unwrap_or_default();
+        let history = normalize_history(history, layers.len(), created.as_deref());
+        obj.insert("history".into(), Value::Array(history));
+        match &created {
+            Some(c) => {
+                obj.insert("created".into(), json!(c));
+            }
+            None => {
+                obj.entry("created").or_insert_with(|| json!(rfc3339(0)));
+            }
+        }
+        let config_bytes =
+            serde_json::to_vec(&config).map_err(|e| err("image config")(e.to_string()))?;
+        let config_digest = inner
+            .content
+            .write_bytes(&config_bytes)
+            .map_err(|e| err("writing config")(e.to_string()))?;
+
+        let (manifest_type, config_type) = if opts.oci_mediatypes {
+            (OCI_MANIFEST, OCI_CONFIG)
+        } else {
+            (DOCKER_MANIFEST, DOCKER_CONFIG)
+        };
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": manifest_type,
+            "config": {
+                "mediaType": config_type,
+                "digest": config_digest.to_string(),
+                "size": config_bytes.len(),
+            },
+            "layers": layers.iter().map(|l| json!({
+                "mediaType": l.blob.media_type,
+                "digest": l.blob.digest,
+                "size": l.blob.size,
+            })).collect::<Vec<_>>(),
+        });
+        let manifest_bytes =
+            serde_json::to_vec(&manifest).map_err(|e| err("manifest")(e.to_string()))?;
+        let manifest_digest = inner
+            .content
+            .write_bytes(&manifest_bytes)
+            .map_err(|e| err("writing manifest")(e.to_string()))?;
+        Ok(BuiltImage {
+            manifest: manifest_bytes,
+            manifest_digest,
+            manifest_media_type: manifest_type.to_string(),
+            config: config_bytes,
+            config_digest,
+            layers,
+        })
+    }
+
+    /// Push a built image under each of `names`. Blobs the registry has are skipped; blobs
+    /// from a base image on the same registry are mounted across repositories.
+    pub async fn push_image(
+        &self,
+        solved: &Solved,
+        image: &BuiltImage,
+        names: &[String],
+        progress: &ProgressSender,
+    ) -> Result<(), SolveError> {
+        let inner = self.inner();
+        let registry = solved.registry();
+        for name in names {
+            let vertex = format!("pushing {name}");
+            progress.started(&vertex, &format!("pushing {name} with docker"), vec![]);
+            let result: Result<(), SolveError> = async {
+                let r = Reference::parse(name).map_err(|e| err(name)(e.to_string()))?;
+                for l in &image.layers {
+                    let d: Digest = l
+                        .blob
+                        .digest
+                        .parse()
+                        .map_err(|e: kiln_oci::DigestParseError| err(name)(e.to_string()))?;
+                    let from = l
+                        .blob
+                        .source
+                        .as_deref()
+                        .and_then(|s| Reference::parse(s).ok());
+                    progress.status(
+                        &vertex,
+                        &format!("pushing layer {}", d),
+                        0,
+                        Some(l.blob.size),
+                        false,
+                    );
+                    registry
+                        .push_blob(&r, &d, &inner.content, from.as_ref())
+                        .await
+                        .map_err(|e| SolveError::msg(e.to_string()))?;
+                    progress.status(
+                        &vertex,
+                        &format!("pushing layer {}", d),
+                        l.blob.size,
+                        Some(l.blob.size),
+                        true,
+                    );
+                }
+                registry
+                    .push_blob(&r, &image.config_digest, &inner.content, None)
+                    .await
+                    .map_err(|e| SolveError::msg(e.to_string()))?;
+                registry
+                    .push_manifest(&r, &image.manifest, &image.manifest_media_type)
+                    .await
+                    .map_err(|e| SolveError::msg(e.to_string()))?;
+                Ok(())
+            }
+            .await;
+            progress.completed(&vertex, result.as_ref().err().map(|e| e.message.clone()));
+            result?;
+        }
+        Ok(())
+    }
+
+    /// Write an OCI image layout tar (`docker_compat` adds Docker's `manifest.json`, so that
+    /// `docker load` accepts it).
+    pub fn write_image_tar(
+        &self,
+        image: &BuiltImage,
+        names: &[String],
+        docker_compat: bool,
+        out: &mut dyn Write,
+    ) -> Result<(), SolveError> {
+        let inner = self.inner();
+        let fail = |e: std::io::Error| SolveError::msg(format!("writing image tar: {e}"));
+        let mut tar = tar::Builder::new(out);
+        let add_bytes = |tar: &mut tar::Builder<&mut dyn Write>,
+                         path: &str,
+                         data: &[u8]|
+         -> Result<(), SolveError> {
+            let mut h = tar::Header::new_ustar();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_mtime(0);
+            h.set_entry_type(tar::EntryType::Regular);
+            tar.append_data(&mut h, path, data).map_err(fail)
+        };
+        add_bytes(&mut tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+        let mut blobs: Vec<(Digest, PathBuf)> = Vec::new();
+        for l in &image.layers {
+            let d: Digest = l
+                .blob
+                .digest
+                .parse()
+                .map_err(|e: kiln_oci::DigestParseError| SolveError::msg(e.to_string()))?;
+            let p = inner.content.path(&d);
+            if !blobs.iter().any(|(x, _)| *x == d) {
+                blobs.push((d, p));
+            }
+        }
+        for (d, p) in &blobs {
+            let mut f = std::fs::File::open(p).map_err(fail)?;
+            let mut h = tar::Header::new_ustar();
+            h.set_size(f.metadata().map_err(fail)?.len());
+            h.set_mode(0o644);
+            h.set_mtime(0);
+            h.set_entry_type(tar::EntryType::Regular);
+            tar.append_data(&mut h, format!("blobs/sha256/{}", d.hex()), &mut f)
+                .map_err(fail)?;
+        }
+        add_bytes(
+            &mut tar,
+            &format!("blobs/sha256/{}", image.config_digest.hex()),
+            &image.config,
+        )?;
+        add_bytes(
+            &mut tar,
+            &format!("blobs/sha256/{}", image.manifest_digest.hex()),
+            &image.manifest,
+        )?;
+        let mut annotations = serde_json::Map::new();
+        if let Some(first) = names.first() {
+            annotations.insert("io.containerd.image.name".into(), json!(first));
+            if let Ok(r) = Reference::parse(first) {
+                if let Some(tag) = &r.tag {
+                    annotations.insert("org.opencontainers.image.ref.name".into(), json!(tag));
+                }
+            }
+        }
+        let index = json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": [{
+                "mediaType": image.manifest_media_type,
+                "digest": image.manifest_digest.to_string(),
+                "size": image.manifest.len(),
+                "annotations": annotations,
+            }],
+        });
+        add_bytes(
+            &mut tar,
+            "index.json",
+            &serde_json::to_vec(&index).expect("json"),
+        )?;
+        if docker_compat {
+            let tags: Vec<String> = names
+                .iter()
+                .filter_map(|n| Reference::parse(n).ok())
+                .map(|r| r.familiar())
+                .collect();
+            let manifest = json!([{
+                "Config": format!("blobs/sha256/{}", image.config_digest.hex()),
+                "RepoTags": tags,
+                "Layers": image.layers.iter().map(|l| format!("blobs/sha256/{}", l.blob.digest.trim_start_matches("sha256:"))).collect::<Vec<_>>(),
+            }]);
+            add_bytes(
+                &mut tar,
+                "manifest.json",
+                &serde_json::to_vec(&manifest).expect("json"),
+            )?;
+        }
+        tar.into_inner().map_err(fail)?.flush().map_err(fail)?;
+        Ok(())
+    }
+
+    /// Copy the solved filesystem into a directory.
+    pub fn export_local(&self, solved: &Solved, dest: &Path) -> Result<(), SolveError> {
+        std::fs::create_dir_all(dest).map_err(SolveError::io("creating output directory"))?;
+        let Some(chain) = solved.chain() else {
+            return Ok(());
+        };
+        let guard = self
+            .inner()
+            .layers
+            .mount_ro(chain)
+            .map_err(SolveError::io("mounting result"))?;
+        copy_tree(guard.path(), dest).map_err(SolveError::io("exporting files"))
+    }
+
+    /// Write the solved filesystem as a tar stream.
+    pub fn export_tar(&self, solved: &Solved, out: &mut dyn Write) -> Result<(), SolveError> {
+        let fail = |e: std::io::Error| SolveError::msg(format!("writing tar: {e}"));
+        let mut tar = tar::Builder::new(out);
+        tar.follow_symlinks(false);
+        if let Some(chain) = solved.chain() {
+            let guard = self
+                .inner()
+                .layers
+                .mount_ro(chain)
+                .map_err(SolveError::io("mounting result"))?;
+            let root = guard.path().to_path_buf();
+            for entry in walkdir::WalkDir::new(&root)
+                .sort_by_file_name()
+                .min_depth(1)
+            {
+                let entry = entry.map_err(|e| SolveError::msg(format!("writing tar: {e}")))?;
+                let rel = entry.path().strip_prefix(&root).expect("under root");
+                tar.append_path_with_name(entry.path(), rel).map_err(fail)?;
+            }
+        }
+        tar.into_inner().map_err(fail)?.flush().map_err(fail)?;
+        Ok(())
+    }
+}
+
+/// BuildKit's rule for making history agree with the layers: surplus non-empty entries become
+/// empty, missing ones are appended; every entry gets a creation time.
+fn normalize_history(history: Vec<Value>, layers: usize, created: Option<&str>) -> Vec<Value> {
+    let is_empty = |h: &Value| {
+        h.get("empty_layer")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false)
+    };
+    let mut out = Vec::new();
+    let mut counted = 0;
+    for mut h in history {
+        if !is_empty(&h) {
+            if counted >= layers {
+                h["empty_layer"] = json!(true);
+            } else {
+                counted += 1;
+            }
+        }
+        if h.get("created").is_none() {
+            if let Some(c) = created {
+                h["created"] = json!(c);
+            }
+        }
+        out.push(h);
+    }
+    while counted < layers {
+        let mut h = json!({"created_by": "kiln", "comment": "buildkit.exporter.image.v0"});
+        if let Some(c) = created {
+            h["created"] = json!(c);
+        }
+        out.push(h);
+        counted += 1;
+    }
+    out
+}
+
+fn copy_tree(src: &Path, dest: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for entry in walkdir::WalkDir::new(src).min_depth(1).sort_by_file_name() {
+        let entry = entry.map_err(std::io::Error::other)?;
+        let rel = entry.path().strip_prefix(src).expect("under src");
+        let target = dest.join(rel);
+        let meta = entry.path().symlink_metadata()?;
+        let ft = meta.file_type();
+        if let Ok(existing) = target.symlink_metadata() {
+            if !(existing.is_dir() && ft.is_dir()) {
+                if existing.is_dir() {
+                    std::fs::remove_dir_all(&target)?;
+                } else {
+                    std::fs::remove_file(&target)?;
+                }
+            }
+        }
+        if ft.is_dir() {
+            std::fs::create_dir_all(&target)?;
+            std::fs::set_permissions(
+                &target,
+                std::fs::Permissions::from_mode(meta.mode() & 0o7777),
+            )?;
+        } else if ft.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(entry.path())?, &target)?;
+        } else if ft.is_file() {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_formats_known_instants() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_764_110_000), "2025-11-25T22:33:20Z");
+    }
+
+    #[test]
+    fn history_is_made_to_match_layers() {
+        let h = vec![
+            json!({"created_by": "a"}),
+            json!({"created_by": "ENV", "empty_layer": true}),
+            json!({"created_by": "b"}),
+        ];
+        let out = normalize_history(h.clone(), 1, Some("t"));
+        assert_eq!(out[2]["empty_layer"], json!(true));
+        let out = normalize_history(h, 3, None);
+        assert_eq!(out.len(), 4);
+    }
+}

@@ -1,0 +1,273 @@
+//! kiln's build engine: executes BuildKit LLB with a content-addressed cache.
+//!
+//! The engine takes an LLB [`Definition`](bollard_buildkit_proto::pb::Definition) — from the
+//! Dockerfile frontend, a `buildctl` client or anything else — and solves it: sources are
+//! pulled or synced, exec ops run under runc, file ops are done in process, independent
+//! vertices run in parallel, and every result is cached under a key derived from the op and
+//! the content of its inputs. Exporters turn the result into an image (pushed or written as
+//! an OCI/Docker tar), a directory or a tar.
+//!
+//! ```no_run
+//! # async fn demo(def: bollard_buildkit_proto::pb::Definition,
+//! #               session: std::sync::Arc<dyn kiln_engine::session::Session>) -> Result<(), Box<dyn std::error::Error>> {
+//! use kiln_engine::{Engine, EngineConfig, SolveOptions, progress::ProgressSender};
+//! let engine = Engine::open(EngineConfig::new("/var/lib/kiln".into())).await?;
+//! let solved = engine
+//!     .solve(&def, SolveOptions::default(), session, ProgressSender::discard(), Default::default())
+//!     .await?;
+//! println!("{} layers", solved.chain().map(|c| c.layers().len()).unwrap_or(0));
+//! # Ok(()) }
+//! ```
+
+pub mod cache;
+pub mod executor;
+pub mod exporter;
+pub mod frontend;
+pub mod fsutil;
+mod glob;
+pub mod llb;
+mod ops;
+pub mod progress;
+pub mod prune;
+pub mod session;
+pub mod snapshot;
+pub mod solver;
+mod source;
+mod sys;
+
+use crate::cache::CacheDb;
+use crate::executor::Runc;
+use crate::progress::ProgressSender;
+use crate::session::Session;
+use crate::snapshot::{Chain, LayerStore};
+use crate::solver::{SolveCtx, SolveError};
+use async_trait::async_trait;
+use bollard_buildkit_proto::pb;
+use kiln_oci::registry::{RegistryClient, RegistryConfig};
+use kiln_oci::ContentStore;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+pub use solver::SolveError as Error;
+
+/// Errors opening the engine's state directory.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("state directory {path}: {source}")]
+    State {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Cache(#[from] cache::CacheError),
+    #[error("content store: {0}")]
+    Content(#[from] kiln_oci::StoreError),
+    #[error("runc not found: install runc (Debian package `runc`) or set the runc path")]
+    NoRunc,
+    #[error(
+        "kiln's build engine needs root or a user namespace where it is root \
+         (mounting overlayfs and running runc); rootless mode is not available yet"
+    )]
+    NotRoot,
+}
+
+/// How to open an engine.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// State directory: cache database, layers, content store.
+    pub root: PathBuf,
+    /// Per-registry settings (plain HTTP, TLS verification).
+    pub registry: RegistryConfig,
+    /// The runc binary; found in `PATH` when unset.
+    pub runc: Option<PathBuf>,
+    /// How many exec/file ops may run at once (default: number of CPUs).
+    pub max_parallelism: usize,
+}
+
+impl EngineConfig {
+    pub fn new(root: PathBuf) -> EngineConfig {
+        EngineConfig {
+            root,
+            registry: RegistryConfig::default(),
+            runc: None,
+            max_parallelism: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+        }
+    }
+}
+
+/// Shared engine state. Exposed to the engine's modules; users hold an [`Engine`].
+pub struct EngineInner {
+    pub root: PathBuf,
+    pub layers: LayerStore,
+    pub cache: CacheDb,
+    pub content: ContentStore,
+    pub runc: Runc,
+    pub exec_slots: Arc<Semaphore>,
+    pub registry_config: RegistryConfig,
+    cache_mount_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    _lock: std::fs::File,
+}
+
+impl EngineInner {
+    /// The lock serializing `sharing=locked` cache mounts with this id.
+    pub fn cache_mount_lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.cache_mount_locks
+            .lock()
+            .expect("lock")
+            .entry(id.to_string())
+            .or_default()
+            .clone()
+    }
+}
+
+/// The build engine. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<EngineInner>,
+}
+
+/// Options of one solve.
+#[derive(Debug, Clone, Default)]
+pub struct SolveOptions {
+    /// Re-run every exec and file op even when cached (sources are still reused).
+    pub no_cache: bool,
+}
+
+/// The result of a solve, ready for export.
+pub struct Solved {
+    chain: Option<Chain>,
+    ctx: Arc<SolveCtx>,
+}
+
+impl Solved {
+    /// The resulting filesystem; `None` for an empty result.
+    pub fn chain(&self) -> Option<&Chain> {
+        self.chain.as_ref()
+    }
+
+    pub fn registry(&self) -> &RegistryClient {
+        &self.ctx.registry
+    }
+}
+
+/// Registry credentials come from the session (the client's Docker config, or a job's login).
+struct SessionCredentials(Arc<dyn Session>);
+
+#[async_trait]
+impl kiln_oci::CredentialSource for SessionCredentials {
+    async fn credentials(&self, host: &str) -> Option<kiln_oci::Credentials> {
+        self.0.credentials(host).await
+    }
+}
+
+impl Engine {
+    /// Open (or create) the state directory. Waits while another kiln process holds it.
+    pub async fn open(config: EngineConfig) -> Result<Engine, EngineError> {
+        let root = config.root.clone();
+        let state = |source| EngineError::State {
+            path: root.clone(),
+            source,
+        };
+        if sys::euid() != 0 {
+            return Err(EngineError::NotRoot);
+        }
+        std::fs::create_dir_all(&root).map_err(state)?;
+        let lock = lock_root(&root).await.map_err(state)?;
+        let runc = match config.runc.clone() {
+            Some(p) => p,
+            None => find_in_path("runc").ok_or(EngineError::NoRunc)?,
+        };
+        let layers = LayerStore::open(&root).map_err(state)?;
+        let cache = CacheDb::open(&root.join("cache.redb"))?;
+        let content = ContentStore::open(root.join("content"))?;
+        Ok(Engine {
+            inner: Arc::new(EngineInner {
+                root: root.clone(),
+                layers,
+                cache,
+                content,
+                runc: Runc::new(runc, root.join("runc")),
+                exec_slots: Arc::new(Semaphore::new(config.max_parallelism.max(1))),
+                registry_config: config.registry,
+                cache_mount_locks: Mutex::new(HashMap::new()),
+                _lock: lock,
+            }),
+        })
+    }
+
+    pub fn inner(&self) -> &Arc<EngineInner> {
+        &self.inner
+    }
+
+    /// A registry client that authenticates with the session's credentials.
+    pub fn registry_client(&self, session: Arc<dyn Session>) -> RegistryClient {
+        RegistryClient::new(
+            self.inner.registry_config.clone(),
+            Arc::new(SessionCredentials(session)),
+        )
+    }
+
+    /// Solve an LLB definition.
+    pub async fn solve(
+        &self,
+        def: &pb::Definition,
+        opts: SolveOptions,
+        session: Arc<dyn Session>,
+        progress: ProgressSender,
+        cancel: CancellationToken,
+    ) -> Result<Solved, SolveError> {
+        let graph = llb::Graph::from_definition(def).map_err(|e| SolveError::msg(e.to_string()))?;
+        let registry = self.registry_client(session.clone());
+        let ctx = SolveCtx::new(
+            self.inner.clone(),
+            session,
+            progress,
+            cancel,
+            registry,
+            graph,
+            opts.no_cache,
+        );
+        let chain = ctx.solve_root().await?;
+        Ok(Solved { chain, ctx })
+    }
+}
+
+async fn lock_root(root: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::io::AsRawFd;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(root.join("lock"))?;
+    // SAFETY: flock on a descriptor we own; LOCK_NB never blocks.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        return Ok(file);
+    }
+    tracing::info!("waiting for another kiln process using {}", root.display());
+    tokio::task::spawn_blocking(move || {
+        // SAFETY: as above; this blocking call runs on a blocking thread.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        if rc == 0 {
+            Ok(file)
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
+fn find_in_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}

@@ -1,0 +1,618 @@
+//! File ops (`COPY`, `ADD`, `WORKDIR`, heredocs): copy, mkdir, mkfile, rm and symlink actions,
+//! done by the engine itself on the mounted destination — no container needed. Every path is
+//! resolved inside its root, so nothing a build says can reach outside it.
+
+use crate::fsutil::{clean_abs, resolve_in_root};
+use crate::glob;
+use crate::llb::Vertex;
+use crate::snapshot::{Chain, LayerId};
+use crate::solver::{SolveCtx, SolveError, VertexResult};
+use bollard_buildkit_proto::pb;
+use bollard_buildkit_proto::pb::file_action::Action;
+use std::collections::HashMap;
+use std::fs;
+use std::io::{self, Read};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub async fn solve(
+    ctx: &Arc<SolveCtx>,
+    vertex: &Vertex,
+    file: &pb::FileOp,
+    inputs: &[Arc<VertexResult>],
+) -> Result<VertexResult, SolveError> {
+    let key = key(ctx, vertex, file, inputs)?;
+    let n_outputs = file
+        .actions
+        .iter()
+        .map(|a| a.output + 1)
+        .max()
+        .unwrap_or(0)
+        .max(0) as usize;
+    if !ctx.no_cache {
+        if let Some(outputs) = ctx.lookup(vertex, &key)? {
+            ctx.progress.cached(&vertex.digest);
+            return Ok(VertexResult {
+                key,
+                outputs,
+                local: None,
+            });
+        }
+    }
+    let _slot = ctx
+        .engine
+        .exec_slots
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| SolveError::canceled())?;
+
+    let n_inputs = inputs.len() as i64;
+    let mut results: Vec<Chain> = Vec::new();
+    let mut outputs = vec![Chain::scratch(); n_outputs];
+    for (i, action) in file.actions.iter().enumerate() {
+        let chain_of = |idx: i64| -> Result<Chain, SolveError> {
+            if idx < 0 {
+                Ok(Chain::scratch())
+            } else if idx < n_inputs {
+                let r = &inputs[idx as usize];
+                r.output(vertex.op.inputs[idx as usize].index).cloned()
+            } else {
+                results
+                    .get((idx - n_inputs) as usize)
+                    .cloned()
+                    .ok_or_else(|| SolveError::msg(format!("file action {i}: bad input {idx}")))
+            }
+        };
+        let base = chain_of(action.input)?;
+        let secondary = if action.secondary_input >= 0 {
+            Some(chain_of(action.secondary_input)?)
+        } else {
+            None
+        };
+        let pending = ctx
+            .engine
+            .layers
+            .begin()
+            .map_err(SolveError::io("preparing layer"))?;
+        let guard = ctx
+            .engine
+            .layers
+            .mount_rw(&base, &pending)
+            .map_err(|e| SolveError::msg(format!("mounting filesystem: {e}")))?;
+        let src_guard = match &secondary {
+            Some(chain) => Some(
+                ctx.engine
+                    .layers
+                    .mount_ro(chain)
+                    .map_err(|e| SolveError::msg(format!("mounting copy source: {e}")))?,
+            ),
+            None => None,
+        };
+        let dest_root = guard.path().to_path_buf();
+        let src_root = src_guard.as_ref().map(|g| g.path().to_path_buf());
+        let action = action.clone();
+        tokio::task::spawn_blocking(move || run_action(&dest_root, src_root.as_deref(), &action))
+            .await
+            .map_err(|e| SolveError::msg(format!("file action: {e}")))??;
+        drop(src_guard);
+        drop(guard);
+        let id = LayerId::derive(&format!("{key}/action{i}"));
+        ctx.engine
+            .layers
+            .commit(pending, &id)
+            .map_err(SolveError::io("committing layer"))?;
+        let chain = base.with(id);
+        if file.actions[i].output >= 0 {
+            outputs[file.actions[i].output as usize] = chain.clone();
+        }
+        results.push(chain);
+    }
+    ctx.record(vertex, &key, &outputs)?;
+    Ok(VertexResult {
+        key,
+        outputs,
+        local: None,
+    })
+}
+
+/// The key: inputs read only as copy sources from a local directory contribute the checksum of
+/// what is copied, not of the whole directory.
+fn key(
+    ctx: &SolveCtx,
+    vertex: &Vertex,
+    file: &pb::FileOp,
+    inputs: &[Arc<VertexResult>],
+) -> Result<String, SolveError> {
+    let mut parts = Vec::new();
+    for (idx, (input, result)) in vertex.op.inputs.iter().zip(inputs).enumerate() {
+        let idx = idx as i64;
+        let copies: Vec<&pb::FileActionCopy> = file
+            .actions
+            .iter()
+            .filter(|a| a.secondary_input == idx)
+            .filter_map(|a| match &a.action {
+                Some(Action::Copy(c)) => Some(c),
+                _ => None,
+            })
+            .collect();
+        let only_copy_source = !copies.is_empty() && file.actions.iter().all(|a| a.input != idx);
+        match (&result.local, only_copy_source) {
+            (Some(local), true) => {
+                let mut part = String::from("selected:");
+                for c in copies {
+                    let sum = local
+                        .selection_checksum(
+                            &c.src,
+                            c.allow_wildcard,
+                            c.allow_empty_wildcard,
+                            c.follow_symlink,
+                        )
+                        .map_err(|e| SolveError::msg(e.to_string()))?;
+                    part.push_str(&sum);
+                    part.push(',');
+                }
+                parts.push(part);
+            }
+            _ => parts.push(SolveCtx::input_part(input, result)),
+        }
+    }
+    Ok(ctx.key(vertex, &parts))
+}
+
+fn fail(what: impl std::fmt::Display) -> impl Fn(io::Error) -> SolveError {
+    let what = what.to_string();
+    move |e| SolveError::msg(format!("{what}: {e}"))
+}
+
+fn run_action(
+    root: &Path,
+    src_root: Option<&Path>,
+    action: &pb::FileAction,
+) -> Result<(), SolveError> {
+    match &action.action {
+        Some(Action::Copy(c)) => {
+            let src_root = src_root.ok_or_else(|| SolveError::msg("copy without a source"))?;
+            copy(root, src_root, c)
+        }
+        Some(Action::Mkdir(m)) => mkdir(root, m),
+        Some(Action::Mkfile(m)) => mkfile(root, m),
+        Some(Action::Rm(r)) => rm(root, r),
+        Some(Action::Symlink(s)) => symlink(root, s),
+        None => Ok(()),
+    }
+}
+
+/// Owner for new files: resolved against the destination's /etc/passwd and /etc/group.
+#[derive(Clone, Copy)]
+struct Owner {
+    uid: u32,
+    gid: u32,
+}
+
+fn owner(root: &Path, opt: &Option<pb::ChownOpt>) -> Result<Option<Owner>, SolveError> {
+    let Some(opt) = opt else { return Ok(None) };
+    let id_of = |u: &Option<pb::UserOpt>, file: &str| -> Result<Option<u32>, SolveError> {
+        match u.as_ref().and_then(|u| u.user.as_ref()) {
+            None => Ok(None),
+            Some(pb::user_opt::User::ById(id)) => Ok(Some(*id)),
+            Some(pb::user_opt::User::ByName(n)) => {
+                let text = resolve_in_root(root, file, true)
+                    .ok()
+                    .and_then(|p| fs::read_to_string(p).ok())
+                    .unwrap_or_default();
+                text.lines()
+                    .find_map(|l| {
+                        let f: Vec<&str> = l.split(':').collect();
+                        (f.len() > 2 && f[0] == n.name).then(|| f[2].parse().ok()).flatten()
+                    })
+                    .map(Some)
+                    .ok_or_else(|| {
+                        SolveError::msg(format!(
+                            "unable to convert uid/gid chown string to host mapping: can't find uid for user {}: no such user",
+                            n.name
+                        ))
+                    })
+            }
+        }
+    };
+    let uid = id_of(&opt.user, "/etc/passwd")?;
+    let gid = match &opt.group {
+        Some(_) => id_of(&opt.group, "/etc/group")?,
+        None => None,
+    };
+    Ok(match (uid, gid) {
+        (None, None) => None,
+        (u, g) => Some(Owner {
+            uid: u.unwrap_or(0),
+            gid: g.or(u).unwrap_or(0),
+        }),
+    })
+}
+
+fn apply_owner(path: &Path, owner: Option<Owner>) -> io::Result<()> {
+    if let Some(o) = owner {
+        std::os::unix::fs::lchown(path, Some(o.uid), Some(o.gid))?;
+    }
+    Ok(())
+}
+
+fn set_time(path: &Path, ts: i64) {
+    if ts == -1 || ts == 0 {
+        return;
+    }
+    let t = filetime::FileTime::from_unix_time(
+        ts.div_euclid(1_000_000_000),
+        ts.rem_euclid(1_000_000_000) as u32,
+    );
+    let _ = filetime::set_symlink_file_times(path, t, t);
+}
+
+/// mkdir -p inside `root`, giving created directories `mode` and `owner`.
+fn mkdir_all(
+    root: &Path,
+    path: &str,
+    mode: u32,
+    owner: Option<Owner>,
+    ts: i64,
+) -> Result<PathBuf, SolveError> {
+    let clean = clean_abs(path);
+    let mut cur = String::new();
+    let mut host = root.to_path_buf();
+    for comp in clean.split('/').filter(|c| !c.is_empty()) {
+        cur.push('/');
+        cur.push_str(comp);
+        host = resolve_in_root(root, &cur, true).map_err(fail(&cur))?;
+        match fs::symlink_metadata(&host) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(SolveError::msg(format!(
+                    "mkdir {clean}: {cur} is not a directory"
+                )))
+            }
+            Err(_) => {
+                fs::create_dir(&host).map_err(fail(format!("mkdir {cur}")))?;
+                fs::set_permissions(&host, fs::Permissions::from_mode(mode)).map_err(fail(&cur))?;
+                apply_owner(&host, owner).map_err(fail(&cur))?;
+                set_time(&host, ts);
+            }
+        }
+    }
+    Ok(host)
+}
+
+fn mkdir(root: &Path, m: &pb::FileActionMkDir) -> Result<(), SolveError> {
+    let own = owner(root, &m.owner)?;
+    let mode = (m.mode as u32) & 0o7777;
+    if m.make_parents {
+        mkdir_all(root, &m.path, mode, own, m.timestamp)?;
+        return Ok(());
+    }
+    let clean = clean_abs(&m.path);
+    let host = resolve_in_root(root, &clean, true).map_err(fail(&clean))?;
+    if host.is_dir() {
+        return Ok(());
+    }
+    fs::create_dir(&host).map_err(fail(format!("mkdir {clean}")))?;
+    fs::set_permissions(&host, fs::Permissions::from_mode(mode)).map_err(fail(&clean))?;
+    apply_owner(&host, own).map_err(fail(&clean))?;
+    set_time(&host, m.timestamp);
+    Ok(())
+}
+
+fn mkfile(root: &Path, m: &pb::FileActionMkFile) -> Result<(), SolveError> {
+    let own = owner(root, &m.owner)?;
+    let clean = clean_abs(&m.path);
+    let host = resolve_in_root(root, &clean, false).map_err(fail(&clean))?;
+    if fs::symlink_metadata(&host)
+        .map(|m| m.is_dir())
+        .unwrap_or(false)
+    {
+        return Err(SolveError::msg(format!("mkfile {clean}: is a directory")));
+    }
+    let _ = fs::remove_file(&host);
+    fs::write(&host, &m.data).map_err(fail(format!("mkfile {clean}")))?;
+    fs::set_permissions(&host, fs::Permissions::from_mode((m.mode as u32) & 0o7777))
+        .map_err(fail(&clean))?;
+    apply_owner(&host, own).map_err(fail(&clean))?;
+    set_time(&host, m.timestamp);
+    Ok(())
+}
+
+fn rm(root: &Path, r: &pb::FileActionRm) -> Result<(), SolveError> {
+    let clean = clean_abs(&r.path);
+    let targets = if r.allow_wildcard && glob::has_meta(&clean) {
+        expand_wildcard(root, &clean, false)?
+    } else {
+        vec![resolve_in_root(root, &clean, false).map_err(fail(&clean))?]
+    };
+    if targets.is_empty() && !r.allow_not_found {
+        return Err(SolveError::msg(format!("rm {clean}: not found")));
+    }
+    for host in targets {
+        match fs::symlink_metadata(&host) {
+            Ok(m) if m.is_dir() => {
+                fs::remove_dir_all(&host).map_err(fail(format!("rm {clean}")))?
+            }
+            Ok(_) => fs::remove_file(&host).map_err(fail(format!("rm {clean}")))?,
+            Err(_) if r.allow_not_found => {}
+            Err(_) => return Err(SolveError::msg(format!("rm {clean}: not found"))),
+        }
+    }
+    Ok(())
+}
+
+fn symlink(root: &Path, s: &pb::FileActionSymlink) -> Result<(), SolveError> {
+    let clean = clean_abs(&s.newpath);
+    let host = resolve_in_root(root, &clean, false).map_err(fail(&clean))?;
+    std::os::unix::fs::symlink(&s.oldpath, &host).map_err(fail(format!("symlink {clean}")))?;
+    let own = owner(root, &s.owner)?;
+    apply_owner(&host, own).map_err(fail(&clean))?;
+    set_time(&host, s.timestamp);
+    Ok(())
+}
+
+/// Host paths in `root` matching a wildcard in-image path (wildcards in the last component
+/// and in directories, like Go's filepath.Glob).
+fn expand_wildcard(root: &Path, pattern: &str, follow: bool) -> Result<Vec<PathBuf>, SolveError> {
+    let mut current: Vec<String> = vec![String::new()];
+    for comp in pattern.split('/').filter(|c| !c.is_empty()) {
+        let mut next = Vec::new();
+        for base in &current {
+            if glob::has_meta(comp) {
+                let dir = resolve_in_root(root, if base.is_empty() { "/" } else { base }, true)
+                    .map_err(fail(pattern))?;
+                let Ok(rd) = fs::read_dir(&dir) else { continue };
+                let mut names: Vec<String> = rd
+                    .flatten()
+                    .filter_map(|e| e.file_name().to_str().map(str::to_string))
+                    .filter(|n| glob::path_match(comp, n))
+                    .collect();
+                names.sort();
+                next.extend(names.into_iter().map(|n| format!("{base}/{n}")));
+            } else {
+                next.push(format!("{base}/{comp}"));
+            }
+        }
+        current = next;
+    }
+    let mut out = Vec::new();
+    for p in current {
+        let host = resolve_in_root(root, &p, follow).map_err(fail(&p))?;
+        if fs::symlink_metadata(&host).is_ok() {
+            out.push(host);
+        }
+    }
+    Ok(out)
+}
+
+struct CopyCtx<'a> {
+    dest_root: &'a Path,
+    owner: Option<Owner>,
+    mode: Option<u32>,
+    timestamp: i64,
+    /// (dev, inode) of already copied files → their copy, to keep hard links linked.
+    links: HashMap<(u64, u64), PathBuf>,
+    include: Vec<String>,
+    exclude: Vec<String>,
+}
+
+fn copy(dest_root: &Path, src_root: &Path, c: &pb::FileActionCopy) -> Result<(), SolveError> {
+    let src_clean = clean_abs(&c.src);
+    let sources = if c.allow_wildcard && glob::has_meta(&src_clean) {
+        let m = expand_wildcard(src_root, &src_clean, c.follow_symlink)?;
+        if m.is_empty() {
+            if c.allow_empty_wildcard {
+                return Ok(());
+            }
+            return Err(SolveError::msg(format!("{src_clean} not found")));
+        }
+        m
+    } else {
+        let p =
+            resolve_in_root(src_root, &src_clean, c.follow_symlink).map_err(fail(&src_clean))?;
+        if fs::symlink_metadata(&p).is_err() {
+            return Err(SolveError::msg(format!(
+                "failed to calculate checksum of ref: \"{src_clean}\": not found"
+            )));
+        }
+        vec![p]
+    };
+    // -1 means "keep the source's mode" (BuildKit's convention).
+    let mode = (c.mode >= 0).then_some((c.mode as u32) & 0o7777);
+    let mode = if !c.mode_str.is_empty() {
+        u32::from_str_radix(&c.mode_str, 8).ok().or(mode)
+    } else {
+        mode
+    };
+    let owner = owner(dest_root, &c.owner)?;
+    let mut cc = CopyCtx {
+        dest_root,
+        owner,
+        mode,
+        timestamp: c.timestamp,
+        links: HashMap::new(),
+        include: c.include_patterns.clone(),
+        exclude: c.exclude_patterns.clone(),
+    };
+    let dest_clean = clean_abs(&c.dest);
+    let dest_is_dir_hint = c.dest.ends_with('/') || c.dest.ends_with("/.") || sources.len() > 1;
+    for src in sources {
+        let meta = fs::symlink_metadata(&src).map_err(fail(&src_clean))?;
+        if c.attempt_unpack_docker_compatibility && meta.is_file() && is_archive(&src) {
+            let dir = mkdir_all(dest_root, &dest_clean, 0o755, owner, -1)?;
+            unpack(&src, &dir)?;
+            continue;
+        }
+        let dest_host = resolve_in_root(dest_root, &dest_clean, true).map_err(fail(&dest_clean))?;
+        let dest_exists_dir = dest_host.is_dir();
+        let name = src
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let target = if meta.is_dir() && c.dir_copy_contents {
+            dest_clean.clone()
+        } else if dest_is_dir_hint || dest_exists_dir {
+            format!("{}/{}", dest_clean.trim_end_matches('/'), name)
+        } else {
+            dest_clean.clone()
+        };
+        let parent = Path::new(&target)
+            .parent()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "/".into());
+        if c.create_dest_path {
+            mkdir_all(dest_root, &parent, 0o755, owner, -1)?;
+        } else if !resolve_in_root(dest_root, &parent, true)
+            .map(|p| p.is_dir())
+            .unwrap_or(false)
+        {
+            return Err(SolveError::msg(format!(
+                "failed to stat {}: no such file or directory",
+                c.dest
+            )));
+        }
+        copy_entry(&mut cc, &src, &target, "")?;
+    }
+    Ok(())
+}
+
+fn excluded(cc: &CopyCtx, rel: &str) -> bool {
+    if rel.is_empty() {
+        return false;
+    }
+    if cc.exclude.iter().any(|p| glob::path_match(p, rel)) {
+        return true;
+    }
+    false
+}
+
+fn included(cc: &CopyCtx, rel: &str, is_dir: bool) -> bool {
+    if cc.include.is_empty() || rel.is_empty() {
+        return true;
+    }
+    cc.include.iter().any(|p| {
+        glob::path_match(p, rel)
+            || rel.starts_with(&format!("{}/", p.trim_end_matches('/')))
+            || (is_dir && p.starts_with(&format!("{rel}/")))
+    })
+}
+
+/// Copy `src` (a host path) to the in-image path `target` under `cc.dest_root`.
+fn copy_entry(cc: &mut CopyCtx, src: &Path, target: &str, rel: &str) -> Result<(), SolveError> {
+    let meta = fs::symlink_metadata(src).map_err(fail(src.display()))?;
+    if excluded(cc, rel) || !included(cc, rel, meta.is_dir()) {
+        return Ok(());
+    }
+    let dst = resolve_in_root(cc.dest_root, target, false).map_err(fail(target))?;
+    let ft = meta.file_type();
+    let uid_gid = cc
+        .owner
+        .map(|o| (o.uid, o.gid))
+        .unwrap_or((meta.uid(), meta.gid()));
+    if ft.is_dir() {
+        match fs::symlink_metadata(&dst) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                fs::remove_file(&dst).map_err(fail(target))?;
+                fs::create_dir(&dst).map_err(fail(target))?;
+            }
+            Err(_) => fs::create_dir(&dst).map_err(fail(target))?,
+        }
+        let mut names: Vec<_> = fs::read_dir(src)
+            .map_err(fail(src.display()))?
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        names.sort();
+        for n in names {
+            let child_target = format!("{}/{}", target.trim_end_matches('/'), n.to_string_lossy());
+            let child_rel = if rel.is_empty() {
+                n.to_string_lossy().into_owned()
+            } else {
+                format!("{rel}/{}", n.to_string_lossy())
+            };
+            copy_entry(cc, &src.join(&n), &child_target, &child_rel)?;
+        }
+        let mode = cc.mode.unwrap_or(meta.mode() & 0o7777);
+        fs::set_permissions(&dst, fs::Permissions::from_mode(mode)).map_err(fail(target))?;
+    } else {
+        if let Ok(m) = fs::symlink_metadata(&dst) {
+            if m.is_dir() {
+                fs::remove_dir_all(&dst).map_err(fail(target))?;
+            } else {
+                fs::remove_file(&dst).map_err(fail(target))?;
+            }
+        }
+        if ft.is_symlink() {
+            let link = fs::read_link(src).map_err(fail(src.display()))?;
+            std::os::unix::fs::symlink(&link, &dst).map_err(fail(target))?;
+        } else if ft.is_file() {
+            let key = (meta.dev(), meta.ino());
+            if meta.nlink() > 1 {
+                if let Some(first) = cc.links.get(&key) {
+                    fs::hard_link(first, &dst).map_err(fail(target))?;
+                    return Ok(());
+                }
+                cc.links.insert(key, dst.clone());
+            }
+            fs::copy(src, &dst).map_err(fail(target))?;
+            let mode = cc.mode.unwrap_or(meta.mode() & 0o7777);
+            fs::set_permissions(&dst, fs::Permissions::from_mode(mode)).map_err(fail(target))?;
+            copy_xattrs(src, &dst);
+        } else {
+            // Devices, fifos and sockets are not copied.
+            return Ok(());
+        }
+    }
+    if crate::sys::euid() == 0 {
+        std::os::unix::fs::lchown(&dst, Some(uid_gid.0), Some(uid_gid.1)).map_err(fail(target))?;
+    }
+    if cc.timestamp != -1 && cc.timestamp != 0 {
+        set_time(&dst, cc.timestamp);
+    } else {
+        let t = filetime::FileTime::from_unix_time(meta.mtime(), meta.mtime_nsec() as u32);
+        let _ = filetime::set_symlink_file_times(&dst, t, t);
+    }
+    Ok(())
+}
+
+fn copy_xattrs(src: &Path, dst: &Path) {
+    if let Ok(names) = xattr::list(src) {
+        for n in names {
+            let s = n.to_string_lossy();
+            if s.starts_with("trusted.overlay.") || s.starts_with("user.overlay.") {
+                continue;
+            }
+            if let Ok(Some(v)) = xattr::get(src, &n) {
+                let _ = xattr::set(dst, &n, &v);
+            }
+        }
+    }
+}
+
+fn is_archive(path: &Path) -> bool {
+    let mut head = [0u8; 512];
+    let Ok(mut f) = fs::File::open(path) else {
+        return false;
+    };
+    let n = f.read(&mut head).unwrap_or(0);
+    let h = &head[..n];
+    h.starts_with(&[0x1f, 0x8b])
+        || h.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
+        || (n >= 262 && &h[257..262] == b"ustar")
+}
+
+fn unpack(archive: &Path, dest: &Path) -> Result<(), SolveError> {
+    let what = archive
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let reader = kiln_oci::layer::open_layer(archive)
+        .map_err(|e| SolveError::msg(format!("ADD {what}: {e}")))?;
+    let opts = kiln_oci::layer::ApplyOptions::default();
+    kiln_oci::layer::apply_layer(reader, dest, &opts)
+        .map_err(|e| SolveError::msg(format!("ADD {what}: {e}")))?;
+    Ok(())
+}

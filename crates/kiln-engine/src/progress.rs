@@ -1,0 +1,136 @@
+//! Progress is an event stream. The CLI printers, the gRPC `Status` RPC, the Docker JSON stream and
+//! the Gitea step log are all consumers of the same [`ProgressEvent`]s.
+
+use std::time::SystemTime;
+use tokio::sync::mpsc;
+
+/// Which output stream a log chunk came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+}
+
+/// One thing that happened during a solve. `vertex` is the LLB op digest the event is about.
+#[derive(Debug, Clone)]
+pub enum ProgressEvent {
+    /// A vertex became known (before it starts), with its display name.
+    VertexStarted {
+        vertex: String,
+        name: String,
+        inputs: Vec<String>,
+        at: SystemTime,
+    },
+    /// The vertex's result came from the cache; nothing ran.
+    VertexCached { vertex: String, at: SystemTime },
+    /// The vertex finished. `error` is set when it failed.
+    VertexCompleted {
+        vertex: String,
+        at: SystemTime,
+        error: Option<String>,
+    },
+    /// Output of a running process.
+    Log {
+        vertex: String,
+        stream: LogStream,
+        data: Vec<u8>,
+        at: SystemTime,
+    },
+    /// A progress counter inside a vertex (bytes pulled, files transferred, …).
+    Status {
+        vertex: String,
+        id: String,
+        current: u64,
+        total: Option<u64>,
+        completed: bool,
+        at: SystemTime,
+    },
+    /// A warning about the build (not fatal).
+    Warning {
+        vertex: Option<String>,
+        message: String,
+    },
+}
+
+/// The sending half handed to a solve. Cheap to clone; a dropped receiver is not an error:
+/// progress is best effort, the build goes on without a listener.
+#[derive(Clone)]
+pub struct ProgressSender {
+    tx: Option<mpsc::UnboundedSender<ProgressEvent>>,
+}
+
+impl ProgressSender {
+    pub fn channel() -> (ProgressSender, mpsc::UnboundedReceiver<ProgressEvent>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (ProgressSender { tx: Some(tx) }, rx)
+    }
+
+    /// A sender that drops every event.
+    pub fn discard() -> ProgressSender {
+        ProgressSender { tx: None }
+    }
+
+    pub fn send(&self, event: ProgressEvent) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(event);
+        }
+    }
+
+    pub fn started(&self, vertex: &str, name: &str, inputs: Vec<String>) {
+        self.send(ProgressEvent::VertexStarted {
+            vertex: vertex.to_string(),
+            name: name.to_string(),
+            inputs,
+            at: SystemTime::now(),
+        });
+    }
+
+    pub fn cached(&self, vertex: &str) {
+        self.send(ProgressEvent::VertexCached {
+            vertex: vertex.to_string(),
+            at: SystemTime::now(),
+        });
+    }
+
+    pub fn completed(&self, vertex: &str, error: Option<String>) {
+        self.send(ProgressEvent::VertexCompleted {
+            vertex: vertex.to_string(),
+            at: SystemTime::now(),
+            error,
+        });
+    }
+
+    pub fn log(&self, vertex: &str, stream: LogStream, data: &[u8]) {
+        self.send(ProgressEvent::Log {
+            vertex: vertex.to_string(),
+            stream,
+            data: data.to_vec(),
+            at: SystemTime::now(),
+        });
+    }
+
+    pub fn status(
+        &self,
+        vertex: &str,
+        id: &str,
+        current: u64,
+        total: Option<u64>,
+        completed: bool,
+    ) {
+        self.send(ProgressEvent::Status {
+            vertex: vertex.to_string(),
+            id: id.to_string(),
+            current,
+            total,
+            completed,
+            at: SystemTime::now(),
+        });
+    }
+
+    pub fn warn(&self, vertex: Option<&str>, message: impl Into<String>) {
+        self.send(ProgressEvent::Warning {
+            vertex: vertex.map(str::to_string),
+            message: message.into(),
+        });
+    }
+}

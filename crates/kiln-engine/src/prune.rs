@@ -1,0 +1,148 @@
+//! Disk usage and pruning of the cache (`kiln du`, `kiln prune`).
+
+use crate::snapshot::LayerId;
+use crate::Engine;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+/// One cache record as shown by `kiln du`.
+#[derive(Debug, Clone)]
+pub struct UsageRecord {
+    pub id: String,
+    pub description: String,
+    /// Bytes of the layers this record added (not shared with a record below it).
+    pub size: u64,
+    pub last_used: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PruneOptions {
+    /// Remove everything, not only what is unused.
+    pub all: bool,
+    /// Keep the most recently used records up to this many bytes.
+    pub keep_storage: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PruneReport {
+    pub records: usize,
+    pub layers: usize,
+    pub bytes: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("prune: {0}")]
+pub struct PruneError(String);
+
+impl Engine {
+    /// Every cache record with the size of the layer it adds on top of its inputs.
+    pub fn disk_usage(&self) -> Result<Vec<UsageRecord>, PruneError> {
+        let inner = self.inner();
+        let results = inner
+            .cache
+            .all_results()
+            .map_err(|e| PruneError(e.to_string()))?;
+        let mut out = Vec::new();
+        for (key, rec) in results {
+            let size = rec
+                .outputs
+                .iter()
+                .filter_map(|c| c.layers().last())
+                .map(|l| inner.layers.size(l))
+                .sum();
+            out.push(UsageRecord {
+                id: key,
+                description: rec.description,
+                size,
+                last_used: rec.last_used,
+            });
+        }
+        out.sort_by(|a, b| b.last_used.cmp(&a.last_used));
+        Ok(out)
+    }
+
+    /// Remove cache records, then every layer, blob and cache mount nothing refers to any more.
+    /// With neither `all` nor `keep_storage`, everything is removed as well: a CLI engine has no
+    /// builds in flight while it prunes (it holds the state directory's lock).
+    pub fn prune(&self, opts: &PruneOptions) -> Result<PruneReport, PruneError> {
+        let inner = self.inner();
+        let e = |e: &dyn std::fmt::Display| PruneError(e.to_string());
+        let mut results = inner.cache.all_results().map_err(|x| e(&x))?;
+        results.sort_by(|a, b| b.1.last_used.cmp(&a.1.last_used));
+        let mut keep_keys = BTreeSet::new();
+        if let (Some(limit), false) = (opts.keep_storage, opts.all) {
+            let mut used = 0u64;
+            let mut counted: HashSet<LayerId> = HashSet::new();
+            for (key, rec) in &results {
+                let mut size = 0;
+                for l in rec.outputs.iter().flat_map(|c| c.layers()) {
+                    if !counted.contains(l) {
+                        size += inner.layers.size(l);
+                    }
+                }
+                if used + size > limit {
+                    break;
+                }
+                used += size;
+                counted.extend(rec.outputs.iter().flat_map(|c| c.layers().iter().cloned()));
+                keep_keys.insert(key.clone());
+            }
+        }
+        let remove_keys: Vec<String> = results
+            .iter()
+            .filter(|(k, _)| !keep_keys.contains(k))
+            .map(|(k, _)| k.clone())
+            .collect();
+        let live: HashSet<LayerId> = results
+            .iter()
+            .filter(|(k, _)| keep_keys.contains(k))
+            .flat_map(|(_, r)| r.outputs.iter().flat_map(|c| c.layers().iter().cloned()))
+            .collect();
+        let blobs = inner.cache.all_blobs().map_err(|x| e(&x))?;
+        let mut remove_blobs = Vec::new();
+        let mut live_digests = BTreeSet::new();
+        let mut blob_digests: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (key, rec) in &blobs {
+            let layer = key.split('/').next().unwrap_or_default();
+            if live.contains(&LayerId(layer.to_string())) {
+                live_digests.insert(rec.digest.clone());
+            } else {
+                remove_blobs.push(key.clone());
+                blob_digests
+                    .entry(rec.digest.clone())
+                    .or_default()
+                    .push(key.clone());
+            }
+        }
+        inner
+            .cache
+            .remove(&remove_keys, &remove_blobs)
+            .map_err(|x| e(&x))?;
+
+        let mut report = PruneReport {
+            records: remove_keys.len(),
+            ..Default::default()
+        };
+        for id in inner.layers.list().map_err(|x| e(&x))? {
+            if !live.contains(&id) {
+                report.bytes += inner.layers.size(&id);
+                inner.layers.remove(&id).map_err(|x| e(&x))?;
+                report.layers += 1;
+            }
+        }
+        // Every blob not backing a live layer goes: exported configs and manifests too.
+        for (digest, size) in inner.content.list().map_err(|x| e(&x))? {
+            if !live_digests.contains(&digest.to_string()) {
+                report.bytes += size;
+                inner.content.delete(&digest).map_err(|x| e(&x))?;
+            }
+        }
+        if keep_keys.is_empty() {
+            let cache_mounts = inner.root.join("cache-mounts");
+            if cache_mounts.exists() {
+                report.bytes += crate::snapshot::dir_size(&cache_mounts);
+                crate::snapshot::remove_tree(&cache_mounts).map_err(|x| e(&x))?;
+            }
+        }
+        Ok(report)
+    }
+}

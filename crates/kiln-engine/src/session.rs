@@ -1,0 +1,82 @@
+//! What a build needs from whoever asked for it: local directories, secrets and registry
+//! credentials. The engine never knows whether that is a gRPC client, the CLI or a job.
+
+use async_trait::async_trait;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Errors a session can report; they name the thing that was asked for.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("local directory {0:?} was not provided by the client")]
+    NoSuchLocal(String),
+    #[error("secret {0:?} not found")]
+    NoSuchSecret(String),
+    #[error("session: {0}")]
+    Other(String),
+}
+
+#[async_trait]
+pub trait Session: Send + Sync {
+    /// A directory on this machine that holds the named local (`context`, `dockerfile`, …).
+    /// Remote sessions sync into a directory first and return it.
+    async fn local_dir(
+        &self,
+        name: &str,
+        include: &[String],
+        exclude: &[String],
+    ) -> Result<PathBuf, SessionError>;
+
+    /// The value of a secret, or `NoSuchSecret`.
+    async fn secret(&self, id: &str) -> Result<Vec<u8>, SessionError>;
+
+    /// Registry credentials for a host, if the client has any.
+    async fn credentials(&self, host: &str) -> Option<kiln_oci::auth::Credentials>;
+}
+
+/// A session backed by this machine: named local directories, secrets from files or env vars,
+/// credentials from the Docker config file.
+pub struct LocalSession {
+    pub locals: BTreeMap<String, PathBuf>,
+    pub secrets: BTreeMap<String, SecretSource>,
+    pub docker_config: kiln_oci::auth::DockerConfigCredentials,
+}
+
+/// Where a `--secret` comes from.
+#[derive(Debug, Clone)]
+pub enum SecretSource {
+    File(PathBuf),
+    Env(String),
+}
+
+#[async_trait]
+impl Session for LocalSession {
+    async fn local_dir(
+        &self,
+        name: &str,
+        _include: &[String],
+        _exclude: &[String],
+    ) -> Result<PathBuf, SessionError> {
+        self.locals
+            .get(name)
+            .cloned()
+            .ok_or_else(|| SessionError::NoSuchLocal(name.to_string()))
+    }
+
+    async fn secret(&self, id: &str) -> Result<Vec<u8>, SessionError> {
+        match self.secrets.get(id) {
+            Some(SecretSource::File(path)) => tokio::fs::read(path).await.map_err(|e| {
+                SessionError::Other(format!("secret {id:?}: {}: {e}", path.display()))
+            }),
+            Some(SecretSource::Env(var)) => std::env::var_os(var)
+                .map(|v| v.into_encoded_bytes())
+                .ok_or_else(|| SessionError::NoSuchSecret(id.to_string())),
+            None => Err(SessionError::NoSuchSecret(id.to_string())),
+        }
+    }
+
+    async fn credentials(&self, host: &str) -> Option<kiln_oci::auth::Credentials> {
+        use kiln_oci::auth::CredentialSource;
+        self.docker_config.credentials(host).await
+    }
+}

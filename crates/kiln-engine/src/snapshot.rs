@@ -1,0 +1,314 @@
+//! Snapshots are chains of diff directories ("layers") in overlayfs upper-dir format: whiteouts
+//! are 0:0 character devices and opaque directories carry `trusted.overlay.opaque=y`. A vertex
+//! result is a [`Chain`]; running something on it mounts the chain as overlay lower dirs with a
+//! fresh upper dir, which after the run *is* the new layer — no diffing needed, and image
+//! layers are written straight from it.
+//!
+//! Layer directories get short ids (16 hex digits) because overlay's option string is limited
+//! to one page; with a short root path that allows well over a hundred layers per mount.
+
+use crate::sys;
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Identifies one layer directory.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+pub struct LayerId(pub String);
+
+impl LayerId {
+    /// A layer id derived from a stable string (a cache key, a blob digest), so the same work
+    /// lands in the same place and a crashed attempt is simply redone.
+    pub fn derive(seed: &str) -> LayerId {
+        use sha2::{Digest, Sha256};
+        let h = Sha256::digest(seed.as_bytes());
+        LayerId(hex::encode(&h[..8]))
+    }
+}
+
+impl std::fmt::Display for LayerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A filesystem state: layers from bottom to top. Empty = `scratch`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Chain(pub Vec<LayerId>);
+
+impl Chain {
+    pub fn scratch() -> Chain {
+        Chain(Vec::new())
+    }
+
+    pub fn with(&self, top: LayerId) -> Chain {
+        let mut layers = self.0.clone();
+        layers.push(top);
+        Chain(layers)
+    }
+
+    pub fn layers(&self) -> &[LayerId] {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Where layers live on disk.
+#[derive(Debug)]
+pub struct LayerStore {
+    root: PathBuf,
+    seq: AtomicU64,
+}
+
+impl LayerStore {
+    pub fn open(root: &Path) -> io::Result<LayerStore> {
+        fs::create_dir_all(root.join("l"))?;
+        fs::create_dir_all(root.join("empty"))?;
+        // Scratch space from a previous run is garbage: nothing refers to it.
+        let tmp = root.join("tmp");
+        if tmp.exists() {
+            for entry in fs::read_dir(&tmp)? {
+                let path = entry?.path();
+                let _ = sys::unmount(&path.join("m"));
+                let _ = fs::remove_dir_all(&path);
+            }
+        }
+        fs::create_dir_all(&tmp)?;
+        Ok(LayerStore {
+            root: root.to_path_buf(),
+            seq: AtomicU64::new(0),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn dir(&self, id: &LayerId) -> PathBuf {
+        self.root.join("l").join(&id.0)
+    }
+
+    pub fn exists(&self, id: &LayerId) -> bool {
+        self.dir(id).is_dir()
+    }
+
+    /// A fresh scratch directory under the store (same filesystem, so commits are renames).
+    pub fn scratch_dir(&self) -> io::Result<PathBuf> {
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        let dir = self
+            .root
+            .join("tmp")
+            .join(format!("{}-{n}", std::process::id()));
+        if dir.exists() {
+            fs::remove_dir_all(&dir)?;
+        }
+        fs::create_dir_all(&dir)?;
+        Ok(dir)
+    }
+
+    /// Start a new layer: an empty upper dir plus overlay's work dir.
+    pub fn begin(&self) -> io::Result<PendingLayer> {
+        let dir = self.scratch_dir()?;
+        fs::create_dir(dir.join("diff"))?;
+        fs::create_dir(dir.join("work"))?;
+        fs::create_dir(dir.join("m"))?;
+        Ok(PendingLayer { dir })
+    }
+
+    /// Make a pending layer permanent under `id`. If another solve committed the same id
+    /// meanwhile, that one wins (same key ⇒ same content) and ours is dropped.
+    pub fn commit(&self, pending: PendingLayer, id: &LayerId) -> io::Result<LayerId> {
+        let target = self.dir(id);
+        if target.exists() {
+            return Ok(id.clone());
+        }
+        let diff = pending.dir.join("diff");
+        match fs::rename(&diff, &target) {
+            Ok(()) => {}
+            Err(_) if target.exists() => {}
+            Err(e) => return Err(e),
+        }
+        // fsync the parent so the rename survives a crash before the cache record is written.
+        if let Ok(d) = fs::File::open(self.root.join("l")) {
+            let _ = d.sync_all();
+        }
+        Ok(id.clone())
+    }
+
+    pub fn remove(&self, id: &LayerId) -> io::Result<()> {
+        let dir = self.dir(id);
+        if dir.exists() {
+            remove_tree(&dir)?;
+        }
+        Ok(())
+    }
+
+    /// Mount `chain` read-write at the pending layer's mount point, with the pending layer as
+    /// overlay upper dir. Returns a guard that unmounts on drop.
+    pub fn mount_rw(&self, chain: &Chain, pending: &PendingLayer) -> io::Result<MountGuard> {
+        let lower = self.lowerdirs(chain);
+        let opts = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lower,
+            pending.diff().display(),
+            pending.dir.join("work").display()
+        );
+        self.mount_with(&opts, pending.mount_point())
+    }
+
+    /// Mount `chain` read-only at a fresh scratch directory.
+    pub fn mount_ro(&self, chain: &Chain) -> io::Result<MountGuard> {
+        let dir = self.scratch_dir()?;
+        let target = dir.join("m");
+        fs::create_dir(&target)?;
+        let guard = match chain.layers() {
+            [] => {
+                sys::bind_mount(&self.root.join("empty"), &target, true)?;
+                MountGuard {
+                    target,
+                    cleanup: Some(dir),
+                }
+            }
+            [single] => {
+                sys::bind_mount(&self.dir(single), &target, true)?;
+                MountGuard {
+                    target,
+                    cleanup: Some(dir),
+                }
+            }
+            _ => {
+                let opts = format!("lowerdir={}", self.lowerdirs(chain));
+                let mut g = self.mount_with(&opts, target)?;
+                g.cleanup = Some(dir);
+                g
+            }
+        };
+        Ok(guard)
+    }
+
+    fn mount_with(&self, opts: &str, target: PathBuf) -> io::Result<MountGuard> {
+        // One page is overlay's limit for the whole option string.
+        if opts.len() > 4000 {
+            return Err(io::Error::other(format!(
+                "too many layers to mount at once ({} bytes of overlay options); \
+                 use a shorter --root path",
+                opts.len()
+            )));
+        }
+        sys::mount_overlay(&target, opts)?;
+        Ok(MountGuard {
+            target,
+            cleanup: None,
+        })
+    }
+
+    fn lowerdirs(&self, chain: &Chain) -> String {
+        if chain.is_empty() {
+            return self.root.join("empty").display().to_string();
+        }
+        chain
+            .layers()
+            .iter()
+            .rev()
+            .map(|id| self.dir(id).display().to_string())
+            .collect::<Vec<_>>()
+            .join(":")
+    }
+
+    /// Disk usage of one layer in bytes (apparent size of regular files).
+    pub fn size(&self, id: &LayerId) -> u64 {
+        dir_size(&self.dir(id))
+    }
+
+    /// All layer ids on disk.
+    pub fn list(&self) -> io::Result<Vec<LayerId>> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(self.root.join("l"))? {
+            let entry = entry?;
+            if let Some(name) = entry.file_name().to_str() {
+                out.push(LayerId(name.to_string()));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A layer being written: `diff/` (overlay upper), `work/`, and a mount point `m/`.
+#[derive(Debug)]
+pub struct PendingLayer {
+    dir: PathBuf,
+}
+
+impl PendingLayer {
+    pub fn diff(&self) -> PathBuf {
+        self.dir.join("diff")
+    }
+
+    pub fn mount_point(&self) -> PathBuf {
+        self.dir.join("m")
+    }
+}
+
+impl Drop for PendingLayer {
+    fn drop(&mut self) {
+        let _ = sys::unmount(&self.dir.join("m"));
+        let _ = remove_tree(&self.dir);
+    }
+}
+
+/// Unmounts on drop.
+#[derive(Debug)]
+pub struct MountGuard {
+    target: PathBuf,
+    cleanup: Option<PathBuf>,
+}
+
+impl MountGuard {
+    pub fn path(&self) -> &Path {
+        &self.target
+    }
+}
+
+impl Drop for MountGuard {
+    fn drop(&mut self) {
+        if let Err(e) = sys::unmount(&self.target) {
+            tracing::warn!("unmount {}: {e}", self.target.display());
+        }
+        if let Some(dir) = self.cleanup.take() {
+            let _ = fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// `remove_dir_all` that first makes read-only directories writable (a RUN step may have
+/// left `chmod 0555` dirs behind, which root can delete but a rootless engine cannot).
+pub fn remove_tree(path: &Path) -> io::Result<()> {
+    match fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(first) => {
+            use std::os::unix::fs::PermissionsExt;
+            for entry in walkdir::WalkDir::new(path).into_iter().flatten() {
+                if entry.file_type().is_dir() {
+                    let _ = fs::set_permissions(entry.path(), fs::Permissions::from_mode(0o700));
+                }
+            }
+            fs::remove_dir_all(path).map_err(|_| first)
+        }
+    }
+}
+
+pub fn dir_size(path: &Path) -> u64 {
+    walkdir::WalkDir::new(path)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum()
+}

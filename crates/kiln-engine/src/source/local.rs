@@ -1,0 +1,385 @@
+//! Local directories (the build context): scanned once per solve into a content manifest whose
+//! checksum is the source's cache key, copied into a layer only when that key is new. COPY
+//! cache keys use the checksum of just the paths they select, so editing one file re-runs only
+//! the steps that read it.
+
+use crate::fsutil::resolve_in_root;
+use crate::glob;
+use kiln_dockerfile::dockerignore::DockerIgnore;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Read};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error("invalid exclude patterns for local {name:?}: {reason}")]
+    Patterns { name: String, reason: String },
+    #[error("reading build context {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("failed to calculate checksum of ref: \"{path}\": not found")]
+    NotFound { path: String },
+}
+
+/// One entry of a scanned directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryKind {
+    Dir,
+    File { digest: [u8; 32] },
+    Symlink { target: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct LocalEntry {
+    pub kind: EntryKind,
+    pub mode: u32,
+}
+
+/// A scanned local directory: what is included, and its checksum.
+#[derive(Debug)]
+pub struct LocalSnapshot {
+    pub root: PathBuf,
+    /// Relative paths (no leading `/`), sorted; parents come before children.
+    pub entries: BTreeMap<String, LocalEntry>,
+    pub checksum: String,
+}
+
+/// Scan `root`, applying `.dockerignore`-style `exclude` patterns and `include` (follow) paths.
+pub fn scan(
+    name: &str,
+    root: &Path,
+    include: &[String],
+    exclude: &[String],
+) -> Result<LocalSnapshot, LocalError> {
+    let ignore = DockerIgnore::parse(&exclude.join("\n")).map_err(|e| LocalError::Patterns {
+        name: name.to_string(),
+        reason: e.to_string(),
+    })?;
+    let has_exceptions = exclude.iter().any(|p| p.trim_start().starts_with('!'));
+    let includes: Vec<String> = include
+        .iter()
+        .map(|p| p.trim_start_matches('/').trim_end_matches('/').to_string())
+        .filter(|p| !p.is_empty() && p != ".")
+        .collect();
+    let io_err = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| LocalError::Io { path, source }
+    };
+
+    let mut entries = BTreeMap::new();
+    let mut walker = walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .sort_by_file_name()
+        .min_depth(1)
+        .into_iter();
+    while let Some(item) = walker.next() {
+        let item = item.map_err(|e| LocalError::Io {
+            path: e
+                .path()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            source: e
+                .into_io_error()
+                .unwrap_or_else(|| io::Error::other("walk error")),
+        })?;
+        let rel = match item.path().strip_prefix(root) {
+            Ok(r) => r.to_string_lossy().into_owned(),
+            Err(_) => continue,
+        };
+        let is_dir = item.file_type().is_dir();
+        if !includes.is_empty()
+            && !includes.iter().any(|inc| {
+                rel == *inc
+                    || rel.starts_with(&format!("{inc}/"))
+                    || inc.starts_with(&format!("{rel}/"))
+            })
+        {
+            if is_dir {
+                walker.skip_current_dir();
+            }
+            continue;
+        }
+        if ignore.is_excluded(&rel) {
+            if is_dir && !has_exceptions {
+                walker.skip_current_dir();
+            }
+            continue;
+        }
+        let meta = item.metadata().map_err(|e| LocalError::Io {
+            path: item.path().display().to_string(),
+            source: e
+                .into_io_error()
+                .unwrap_or_else(|| io::Error::other("stat error")),
+        })?;
+        let mode = meta.permissions().mode() & 0o7777;
+        let kind = if is_dir {
+            EntryKind::Dir
+        } else if item.file_type().is_symlink() {
+            let target = fs::read_link(item.path()).map_err(io_err(item.path()))?;
+            EntryKind::Symlink {
+                target: target.to_string_lossy().into_owned(),
+            }
+        } else if item.file_type().is_file() {
+            EntryKind::File {
+                digest: hash_file(item.path()).map_err(io_err(item.path()))?,
+            }
+        } else {
+            // Sockets, fifos and devices are not build context.
+            continue;
+        };
+        entries.insert(rel, LocalEntry { kind, mode });
+    }
+    // A directory kept only because an exception matched something inside it must exist.
+    let mut checksum = Sha256::new();
+    for (path, entry) in &entries {
+        hash_entry(&mut checksum, path, entry);
+    }
+    Ok(LocalSnapshot {
+        root: root.to_path_buf(),
+        entries,
+        checksum: format!("sha256:{}", hex::encode(checksum.finalize())),
+    })
+}
+
+fn hash_entry(h: &mut Sha256, path: &str, entry: &LocalEntry) {
+    h.update(path.as_bytes());
+    h.update([0]);
+    h.update(entry.mode.to_le_bytes());
+    match &entry.kind {
+        EntryKind::Dir => h.update(b"d"),
+        EntryKind::File { digest } => {
+            h.update(b"f");
+            h.update(digest);
+        }
+        EntryKind::Symlink { target } => {
+            h.update(b"l");
+            h.update(target.as_bytes());
+        }
+    }
+    h.update([0]);
+}
+
+fn hash_file(path: &Path) -> io::Result<[u8; 32]> {
+    let mut f = fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().into())
+}
+
+impl LocalSnapshot {
+    /// Checksum of what a COPY of `src` would read: the matched paths and everything below
+    /// them. Symlinks in `src` are resolved inside the context, never outside it.
+    pub fn selection_checksum(
+        &self,
+        src: &str,
+        allow_wildcard: bool,
+        allow_empty: bool,
+        follow_symlink: bool,
+    ) -> Result<String, LocalError> {
+        let matches = self.select(src, allow_wildcard, follow_symlink)?;
+        if matches.is_empty() && !(allow_wildcard && allow_empty && glob::has_meta(src)) {
+            return Err(LocalError::NotFound {
+                path: src.to_string(),
+            });
+        }
+        let mut h = Sha256::new();
+        for m in &matches {
+            h.update(m.as_bytes());
+            h.update([1]);
+            for (path, entry) in self.subtree(m) {
+                hash_entry(&mut h, path, entry);
+            }
+        }
+        Ok(format!("sha256:{}", hex::encode(h.finalize())))
+    }
+
+    /// The relative paths `src` selects (after resolving symlinks inside the root).
+    pub fn select(
+        &self,
+        src: &str,
+        allow_wildcard: bool,
+        follow_symlink: bool,
+    ) -> Result<Vec<String>, LocalError> {
+        let clean = crate::fsutil::clean_abs(src);
+        let rel = clean.trim_start_matches('/').to_string();
+        let candidates: Vec<String> = if allow_wildcard && glob::has_meta(&rel) {
+            self.entries
+                .keys()
+                .filter(|p| glob::path_match(&rel, p))
+                .cloned()
+                .collect()
+        } else {
+            vec![rel]
+        };
+        let mut out = Vec::new();
+        for c in candidates {
+            let resolved = if c.is_empty() {
+                String::new()
+            } else {
+                let host = resolve_in_root(&self.root, &c, follow_symlink).map_err(|e| {
+                    LocalError::Io {
+                        path: c.clone(),
+                        source: e,
+                    }
+                })?;
+                match host.strip_prefix(&self.root) {
+                    Ok(r) => r.to_string_lossy().into_owned(),
+                    Err(_) => continue,
+                }
+            };
+            if resolved.is_empty() || self.entries.contains_key(&resolved) {
+                out.push(resolved);
+            }
+        }
+        Ok(out)
+    }
+
+    fn subtree<'a>(
+        &'a self,
+        rel: &'a str,
+    ) -> impl Iterator<Item = (&'a String, &'a LocalEntry)> + 'a {
+        let prefix = format!("{rel}/");
+        self.entries
+            .iter()
+            .filter(move |(p, _)| rel.is_empty() || *p == rel || p.starts_with(&prefix))
+    }
+
+    /// Copy the included entries into `dest` (a new layer), owned by root like BuildKit's
+    /// file sync does, keeping modes and modification times.
+    pub fn copy_into(&self, dest: &Path) -> Result<(), LocalError> {
+        let chown = crate::sys::euid() == 0;
+        let mut dirs = Vec::new();
+        for (rel, entry) in &self.entries {
+            let src = self.root.join(rel);
+            let dst = dest.join(rel);
+            let err = |source| LocalError::Io {
+                path: src.display().to_string(),
+                source,
+            };
+            if let Some(parent) = dst.parent() {
+                fs::create_dir_all(parent).map_err(err)?;
+            }
+            match &entry.kind {
+                EntryKind::Dir => {
+                    fs::create_dir_all(&dst).map_err(err)?;
+                    dirs.push((src.clone(), dst.clone(), entry.mode));
+                }
+                EntryKind::File { .. } => {
+                    fs::copy(&src, &dst).map_err(err)?;
+                    fs::set_permissions(&dst, fs::Permissions::from_mode(entry.mode))
+                        .map_err(err)?;
+                    copy_mtime(&src, &dst);
+                }
+                EntryKind::Symlink { target } => {
+                    std::os::unix::fs::symlink(target, &dst).map_err(err)?;
+                }
+            }
+            if chown {
+                let _ = std::os::unix::fs::lchown(&dst, Some(0), Some(0));
+            }
+        }
+        // Directory modes and times last: writing children changes a directory's mtime.
+        for (src, dst, mode) in dirs.into_iter().rev() {
+            let _ = fs::set_permissions(&dst, fs::Permissions::from_mode(mode));
+            copy_mtime(&src, &dst);
+        }
+        Ok(())
+    }
+}
+
+fn copy_mtime(src: &Path, dst: &Path) {
+    if let Ok(m) = fs::symlink_metadata(src) {
+        let t = filetime::FileTime::from_unix_time(m.mtime(), m.mtime_nsec() as u32);
+        let _ = filetime::set_symlink_file_times(dst, t, t);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        fs::create_dir_all(r.join("src/sub")).unwrap();
+        fs::write(r.join("src/a.c"), "int a;").unwrap();
+        fs::write(r.join("src/sub/b.c"), "int b;").unwrap();
+        fs::write(r.join("README"), "hi").unwrap();
+        fs::create_dir_all(r.join("node_modules/x")).unwrap();
+        fs::write(r.join("node_modules/x/i.js"), "").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", r.join("evil")).unwrap();
+        dir
+    }
+
+    #[test]
+    fn excluded_paths_are_not_scanned() {
+        let dir = context();
+        let snap = scan("context", dir.path(), &[], &["node_modules".into()]).unwrap();
+        assert!(snap.entries.contains_key("src/sub/b.c"));
+        assert!(!snap.entries.keys().any(|k| k.starts_with("node_modules")));
+    }
+
+    #[test]
+    fn selection_checksum_ignores_unrelated_files() {
+        let dir = context();
+        let before = scan("context", dir.path(), &[], &[]).unwrap();
+        fs::write(dir.path().join("README"), "changed").unwrap();
+        let after = scan("context", dir.path(), &[], &[]).unwrap();
+        assert_ne!(before.checksum, after.checksum);
+        let sel = |s: &LocalSnapshot| s.selection_checksum("src", false, false, true).unwrap();
+        assert_eq!(sel(&before), sel(&after));
+        let whole = |s: &LocalSnapshot| s.selection_checksum(".", false, false, true).unwrap();
+        assert_ne!(whole(&before), whole(&after));
+    }
+
+    #[test]
+    fn wildcards_select_matching_files() {
+        let dir = context();
+        let snap = scan("context", dir.path(), &[], &[]).unwrap();
+        assert_eq!(snap.select("src/*.c", true, true).unwrap(), vec!["src/a.c"]);
+        assert!(snap
+            .selection_checksum("*.nothing", true, true, true)
+            .is_ok());
+        assert!(snap
+            .selection_checksum("*.nothing", true, false, true)
+            .is_err());
+    }
+
+    #[test]
+    fn symlink_out_of_the_context_is_not_found() {
+        let dir = context();
+        let snap = scan("context", dir.path(), &[], &[]).unwrap();
+        let err = snap
+            .selection_checksum("evil", false, false, true)
+            .unwrap_err();
+        assert!(err.to_string().contains("not found"), "{err}");
+    }
+
+    #[test]
+    fn copy_into_keeps_modes() {
+        let dir = context();
+        fs::set_permissions(dir.path().join("README"), fs::Permissions::from_mode(0o751)).unwrap();
+        let snap = scan("context", dir.path(), &[], &[]).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        snap.copy_into(out.path()).unwrap();
+        let m = fs::metadata(out.path().join("README")).unwrap();
+        assert_eq!(m.permissions().mode() & 0o777, 0o751);
+        assert_eq!(
+            fs::read_link(out.path().join("evil")).unwrap(),
+            Path::new("/etc/passwd")
+        );
+    }
+}

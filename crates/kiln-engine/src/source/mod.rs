@@ -1,0 +1,139 @@
+//! Source ops: where filesystem content enters a build.
+
+pub mod http;
+pub mod image;
+pub mod local;
+
+use crate::llb::Vertex;
+use crate::snapshot::{Chain, LayerId};
+use crate::solver::{SolveCtx, SolveError, VertexResult};
+use bollard_buildkit_proto::pb;
+use std::sync::Arc;
+
+pub async fn solve(
+    ctx: &Arc<SolveCtx>,
+    vertex: &Vertex,
+    src: &pb::SourceOp,
+) -> Result<VertexResult, SolveError> {
+    let id = src.identifier.as_str();
+    if let Some(rest) = id.strip_prefix("docker-image://") {
+        solve_image(ctx, vertex, rest).await
+    } else if let Some(name) = id.strip_prefix("local://") {
+        solve_local(ctx, vertex, name, src).await
+    } else if id.starts_with("https://") || id.starts_with("http://") {
+        http::solve(ctx, vertex, src).await
+    } else if id.starts_with("git://") {
+        Err(SolveError::msg(format!(
+            "{id}: git sources are not supported by this version of kiln"
+        )))
+    } else {
+        Err(SolveError::msg(format!("unsupported source {id:?}")))
+    }
+}
+
+async fn solve_image(
+    ctx: &Arc<SolveCtx>,
+    vertex: &Vertex,
+    reference: &str,
+) -> Result<VertexResult, SolveError> {
+    let r = kiln_oci::reference::Reference::parse(reference)
+        .map_err(|e| SolveError::msg(format!("invalid image reference {reference:?}: {e}")))?;
+    let platform = vertex
+        .op
+        .platform
+        .as_ref()
+        .map(|p| kiln_oci::platform::Platform {
+            os: p.os.clone(),
+            architecture: p.architecture.clone(),
+            variant: (!p.variant.is_empty()).then(|| p.variant.clone()),
+        })
+        .unwrap_or_else(kiln_oci::platform::Platform::host);
+    let image = ctx.resolve_image(&r, &platform).await?;
+    let all_present = image
+        .config
+        .rootfs()
+        .diff_ids()
+        .iter()
+        .all(|d| ctx.engine.layers.exists(&image::layer_id_for_diff(d)));
+    let chain = image::unpack(ctx, &vertex.digest, &image).await?;
+    if all_present {
+        ctx.progress.cached(&vertex.digest);
+    }
+    Ok(VertexResult {
+        key: format!("docker-image:{}", image.manifest_digest),
+        outputs: vec![chain],
+        local: None,
+    })
+}
+
+fn json_list(src: &pb::SourceOp, attr: &str) -> Result<Vec<String>, SolveError> {
+    match src.attrs.get(attr) {
+        None => Ok(Vec::new()),
+        Some(v) if v.is_empty() => Ok(Vec::new()),
+        Some(v) => serde_json::from_str(v).map_err(|e| {
+            SolveError::msg(format!("source {}: attribute {attr}: {e}", src.identifier))
+        }),
+    }
+}
+
+async fn solve_local(
+    ctx: &Arc<SolveCtx>,
+    vertex: &Vertex,
+    name: &str,
+    src: &pb::SourceOp,
+) -> Result<VertexResult, SolveError> {
+    let mut include = json_list(src, "local.includepattern")?;
+    include.extend(json_list(src, "local.includepatterns")?);
+    include.extend(json_list(src, "local.followpaths")?);
+    let exclude = json_list(src, "local.excludepatterns")?;
+    let dir = ctx
+        .session
+        .local_dir(name, &include, &exclude)
+        .await
+        .map_err(|e| SolveError::msg(e.to_string()))?;
+    let owned_name = name.to_string();
+    let snapshot =
+        tokio::task::spawn_blocking(move || local::scan(&owned_name, &dir, &include, &exclude))
+            .await
+            .map_err(|e| SolveError::msg(format!("scanning local {name:?}: {e}")))?
+            .map_err(|e| SolveError::msg(e.to_string()))?;
+    ctx.progress.status(
+        &vertex.digest,
+        &format!("transferring {name}"),
+        snapshot.entries.len() as u64,
+        None,
+        true,
+    );
+    let key = format!("local:{}", snapshot.checksum);
+    let id = LayerId::derive(&key);
+    if ctx.engine.layers.exists(&id) {
+        ctx.progress.cached(&vertex.digest);
+    } else {
+        let pending = ctx
+            .engine
+            .layers
+            .begin()
+            .map_err(SolveError::io("preparing layer"))?;
+        let diff = pending.diff();
+        let snap = Arc::new(snapshot);
+        let s2 = snap.clone();
+        tokio::task::spawn_blocking(move || s2.copy_into(&diff))
+            .await
+            .map_err(|e| SolveError::msg(format!("copying local {name:?}: {e}")))?
+            .map_err(|e| SolveError::msg(e.to_string()))?;
+        ctx.engine
+            .layers
+            .commit(pending, &id)
+            .map_err(SolveError::io("committing layer"))?;
+        return Ok(VertexResult {
+            key,
+            outputs: vec![Chain::scratch().with(id)],
+            local: Some(snap),
+        });
+    }
+    Ok(VertexResult {
+        key,
+        outputs: vec![Chain::scratch().with(id)],
+        local: Some(Arc::new(snapshot)),
+    })
+}

@@ -1,0 +1,460 @@
+//! `kiln build`: Dockerfile → engine → exporters, with buildx-like flags and output.
+
+use crate::config::KilnConfig;
+use crate::progress_ui::{self, ProgressMode};
+use anyhow::{bail, Context};
+use kiln_engine::exporter::ImageOptions;
+use kiln_engine::progress::ProgressSender;
+use kiln_engine::session::{LocalSession, SecretSource};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+#[derive(clap::Args, Debug)]
+pub struct BuildArgs {
+    /// Build context directory.
+    pub context: PathBuf,
+    /// Dockerfile (default: CONTEXT/Dockerfile).
+    #[arg(short = 'f', long = "file")]
+    pub file: Option<PathBuf>,
+    /// Image name and optionally a tag (`name:tag`); repeatable.
+    #[arg(short = 't', long = "tag")]
+    pub tags: Vec<String>,
+    /// Build-time variable `KEY=VALUE` (or `KEY` to take it from the environment).
+    #[arg(long = "build-arg")]
+    pub build_args: Vec<String>,
+    /// Stage to build.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Target platform (only the host's platform can run RUN steps).
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Do not use the cache for RUN/COPY steps.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Image label `KEY=VALUE`; repeatable.
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
+    /// Secret for `RUN --mount=type=secret`: `id=ID,src=PATH` or `id=ID,env=VAR`.
+    #[arg(long = "secret")]
+    pub secrets: Vec<String>,
+    /// Output: `type=image|oci|docker|local|tar[,name=…][,push=true][,dest=…]`, a directory
+    /// (local), or `-` (tar to stdout).
+    #[arg(short = 'o', long = "output")]
+    pub outputs: Vec<String>,
+    /// Shorthand for `--output=type=image,push=true` with the `-t` names.
+    #[arg(long)]
+    pub push: bool,
+    /// Progress output.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub progress: ProgressMode,
+    /// Write build result metadata (image digest, names) as JSON to this file.
+    #[arg(long)]
+    pub metadata_file: Option<PathBuf>,
+    /// Print only the image digest.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+}
+
+/// One `--output`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    Image { names: Vec<String>, push: bool },
+    Oci { dest: String, names: Vec<String> },
+    Docker { dest: String, names: Vec<String> },
+    Local { dest: PathBuf },
+    Tar { dest: String },
+}
+
+fn kv_list(s: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for part in s.split(',') {
+        let (k, v) = part
+            .split_once('=')
+            .with_context(|| format!("invalid value {part:?} in {s:?}: expected key=value"))?;
+        out.insert(k.trim().to_string(), v.trim().to_string());
+    }
+    Ok(out)
+}
+
+pub fn parse_output(s: &str, tags: &[String], push_flag: bool) -> anyhow::Result<Output> {
+    if s == "-" {
+        return Ok(Output::Tar { dest: "-".into() });
+    }
+    if !s.contains('=') {
+        return Ok(Output::Local {
+            dest: PathBuf::from(s),
+        });
+    }
+    let mut kv = kv_list(s)?;
+    let typ = kv.remove("type").unwrap_or_else(|| "local".into());
+    let names = || -> Vec<String> {
+        match kv.get("name") {
+            Some(n) => n
+                .split(';')
+                .map(str::to_string)
+                .filter(|n| !n.is_empty())
+                .collect(),
+            None => tags.to_vec(),
+        }
+    };
+    let dest = || -> anyhow::Result<String> {
+        kv.get("dest")
+            .cloned()
+            .with_context(|| format!("output type {typ} needs dest=…"))
+    };
+    Ok(match typ.as_str() {
+        "image" | "registry" => Output::Image {
+            names: names(),
+            push: typ == "registry"
+                || push_flag
+                || kv.get("push").map(|v| v == "true").unwrap_or(false),
+        },
+        "oci" => Output::Oci {
+            dest: dest()?,
+            names: names(),
+        },
+        "docker" => Output::Docker {
+            dest: dest()?,
+            names: names(),
+        },
+        "local" => Output::Local {
+            dest: PathBuf::from(dest()?),
+        },
+        "tar" => Output::Tar { dest: dest()? },
+        other => {
+            bail!("unknown output type {other:?} (use image, registry, oci, docker, local or tar)")
+        }
+    })
+}
+
+fn parse_secret(s: &str) -> anyhow::Result<(String, SecretSource)> {
+    let kv = kv_list(s)?;
+    let id = kv
+        .get("id")
+        .cloned()
+        .with_context(|| format!("--secret {s:?}: missing id="))?;
+    if let Some(src) = kv.get("src").or(kv.get("source")) {
+        return Ok((id, SecretSource::File(PathBuf::from(src))));
+    }
+    if let Some(env) = kv.get("env") {
+        return Ok((id, SecretSource::Env(env.clone())));
+    }
+    // Like buildx: a secret with neither src nor env reads the env var named like the id.
+    Ok((id.clone(), SecretSource::Env(id)))
+}
+
+fn platform_of(s: &str) -> anyhow::Result<kiln_dockerfile::Platform> {
+    kiln_dockerfile::Platform::parse(s).map_err(|e| anyhow::anyhow!("--platform {s:?}: {e}"))
+}
+
+pub async fn run(args: BuildArgs, config: &KilnConfig, root: PathBuf) -> anyhow::Result<()> {
+    let context = args
+        .context
+        .canonicalize()
+        .with_context(|| format!("build context {}", args.context.display()))?;
+    if !context.is_dir() {
+        bail!("build context {} is not a directory", context.display());
+    }
+    let dockerfile = match &args.file {
+        Some(f) if f.as_os_str() == "-" => {
+            bail!("reading the Dockerfile from stdin is not supported yet")
+        }
+        Some(f) => f
+            .canonicalize()
+            .with_context(|| format!("Dockerfile {}", f.display()))?,
+        None => context.join("Dockerfile"),
+    };
+    let dockerfile_dir = dockerfile
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| context.clone());
+    let filename = dockerfile
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "Dockerfile".into());
+
+    let host = kiln_oci::Platform::host();
+    let build_platform = platform_of(&host.to_string())?;
+    let target_platform = match &args.platform {
+        Some(p) => platform_of(p)?,
+        None => build_platform.clone(),
+    };
+    let mut outputs: Vec<Output> = args
+        .outputs
+        .iter()
+        .map(|o| parse_output(o, &args.tags, args.push))
+        .collect::<anyhow::Result<_>>()?;
+    if outputs.is_empty() && (args.push || !args.tags.is_empty()) {
+        outputs.push(Output::Image {
+            names: args.tags.clone(),
+            push: args.push,
+        });
+    }
+
+    let mut build_args = BTreeMap::new();
+    for a in &args.build_args {
+        match a.split_once('=') {
+            Some((k, v)) => {
+                build_args.insert(k.to_string(), v.to_string());
+            }
+            None => {
+                if let Ok(v) = std::env::var(a) {
+                    build_args.insert(a.clone(), v);
+                }
+            }
+        }
+    }
+    let mut labels = BTreeMap::new();
+    for l in &args.labels {
+        let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
+        labels.insert(k.to_string(), v.to_string());
+    }
+    let mut secrets = BTreeMap::new();
+    for s in &args.secrets {
+        let (id, src) = parse_secret(s)?;
+        secrets.insert(id, src);
+    }
+
+    let engine = config.open_engine(root).await?;
+    let session = Arc::new(LocalSession {
+        locals: BTreeMap::from([
+            ("context".to_string(), context.clone()),
+            ("dockerfile".to_string(), dockerfile_dir),
+        ]),
+        secrets,
+        docker_config: docker_config(),
+    });
+
+    let (progress, rx) = ProgressSender::channel();
+    let mode = if args.quiet {
+        ProgressMode::Quiet
+    } else {
+        args.progress
+    };
+    let printer = tokio::spawn(progress_ui::render(mode, rx));
+    let cancel = CancellationToken::new();
+    let on_signal = cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            on_signal.cancel();
+        }
+    });
+
+    let result = build(
+        &engine,
+        &args,
+        session,
+        &progress,
+        cancel,
+        &outputs,
+        BuildInputs {
+            filename,
+            target_platform,
+            build_platform,
+            build_args,
+            labels,
+        },
+    )
+    .await;
+    drop(progress);
+    let _ = printer.await;
+    let metadata = result.map_err(|e| anyhow::anyhow!("failed to solve: {e}"))?;
+    if let Some(path) = &args.metadata_file {
+        std::fs::write(path, serde_json::to_vec_pretty(&metadata)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(d) = metadata
+        .get("containerimage.digest")
+        .and_then(|d| d.as_str())
+    {
+        if args.quiet {
+            println!("{d}");
+        }
+    }
+    if outputs.is_empty() && !args.quiet {
+        eprintln!(
+            "WARNING: No output specified. Build result will only remain in the build cache. \
+             To push the image to a registry use --push with -t, or use --output"
+        );
+    }
+    Ok(())
+}
+
+struct BuildInputs {
+    filename: String,
+    target_platform: kiln_dockerfile::Platform,
+    build_platform: kiln_dockerfile::Platform,
+    build_args: BTreeMap<String, String>,
+    labels: BTreeMap<String, String>,
+}
+
+async fn build(
+    engine: &kiln_engine::Engine,
+    args: &BuildArgs,
+    session: Arc<LocalSession>,
+    progress: &ProgressSender,
+    cancel: CancellationToken,
+    outputs: &[Output],
+    inputs: BuildInputs,
+) -> Result<serde_json::Map<String, serde_json::Value>, kiln_engine::Error> {
+    let mut options = kiln_dockerfile::lower::LowerOptions {
+        target: args.target.clone(),
+        build_args: inputs.build_args,
+        labels: inputs.labels,
+        build_platform: inputs.build_platform,
+        target_platform: inputs.target_platform.clone(),
+        no_cache: args.no_cache,
+        ..Default::default()
+    };
+    options.context_name = "context".into();
+    let req = kiln_engine::frontend::DockerfileRequest {
+        filename: inputs.filename,
+        options,
+        ..Default::default()
+    };
+    let session: Arc<dyn kiln_engine::session::Session> = session;
+    let fe = engine
+        .dockerfile_frontend(&req, session.clone(), progress)
+        .await?;
+    let solved = engine
+        .solve(
+            &fe.definition,
+            kiln_engine::SolveOptions {
+                no_cache: args.no_cache,
+            },
+            session,
+            progress.clone(),
+            cancel,
+        )
+        .await?;
+
+    let mut metadata = serde_json::Map::new();
+    let platform = kiln_oci::Platform {
+        os: inputs.target_platform.os.clone(),
+        architecture: inputs.target_platform.architecture.clone(),
+        variant: inputs.target_platform.variant.clone(),
+    };
+    let image_opts = ImageOptions::new(Some(fe.image_config.clone()), platform);
+    for out in outputs {
+        match out {
+            Output::Image { names, push } => {
+                let image = engine.build_image(&solved, &image_opts, progress).await?;
+                if *push {
+                    if names.is_empty() {
+                        return Err(kiln_engine::Error::msg(
+                            "--push needs an image name (-t NAME)",
+                        ));
+                    }
+                    engine.push_image(&solved, &image, names, progress).await?;
+                }
+                record_image(&mut metadata, &image, names);
+            }
+            Output::Oci { dest, names } | Output::Docker { dest, names } => {
+                let image = engine.build_image(&solved, &image_opts, progress).await?;
+                let docker = matches!(out, Output::Docker { .. });
+                let mut w = open_dest(dest)?;
+                engine.write_image_tar(&image, names, docker, &mut w)?;
+                record_image(&mut metadata, &image, names);
+            }
+            Output::Local { dest } => engine.export_local(&solved, dest)?,
+            Output::Tar { dest } => {
+                let mut w = open_dest(dest)?;
+                engine.export_tar(&solved, &mut w)?;
+            }
+        }
+    }
+    Ok(metadata)
+}
+
+fn docker_config() -> kiln_oci::DockerConfigCredentials {
+    match kiln_oci::DockerConfigCredentials::load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("WARNING: ignoring Docker config: {e}");
+            kiln_oci::DockerConfigCredentials::from_json(b"{}").expect("empty config parses")
+        }
+    }
+}
+
+fn record_image(
+    metadata: &mut serde_json::Map<String, serde_json::Value>,
+    image: &kiln_engine::exporter::BuiltImage,
+    names: &[String],
+) {
+    metadata.insert(
+        "containerimage.digest".into(),
+        image.manifest_digest.to_string().into(),
+    );
+    metadata.insert(
+        "containerimage.config.digest".into(),
+        image.config_digest.to_string().into(),
+    );
+    if !names.is_empty() {
+        metadata.insert("image.name".into(), names.join(",").into());
+    }
+}
+
+fn open_dest(dest: &str) -> Result<Box<dyn std::io::Write>, kiln_engine::Error> {
+    if dest == "-" {
+        return Ok(Box::new(std::io::stdout().lock()));
+    }
+    let f = std::fs::File::create(dest)
+        .map_err(|e| kiln_engine::Error::msg(format!("output {dest}: {e}")))?;
+    Ok(Box::new(std::io::BufWriter::new(f)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outputs_parse_like_buildx() {
+        let tags = vec!["r/app:1".to_string()];
+        let cases: Vec<(&str, Output)> = vec![
+            (
+                "type=image,name=a/b:1,push=true",
+                Output::Image {
+                    names: vec!["a/b:1".into()],
+                    push: true,
+                },
+            ),
+            (
+                "type=registry",
+                Output::Image {
+                    names: tags.clone(),
+                    push: true,
+                },
+            ),
+            (
+                "type=oci,dest=out.tar",
+                Output::Oci {
+                    dest: "out.tar".into(),
+                    names: tags.clone(),
+                },
+            ),
+            (
+                "type=docker,dest=-",
+                Output::Docker {
+                    dest: "-".into(),
+                    names: tags.clone(),
+                },
+            ),
+            ("type=local,dest=out", Output::Local { dest: "out".into() }),
+            ("out", Output::Local { dest: "out".into() }),
+            ("-", Output::Tar { dest: "-".into() }),
+            (
+                "type=tar,dest=x.tar",
+                Output::Tar {
+                    dest: "x.tar".into(),
+                },
+            ),
+        ];
+        for (s, want) in cases {
+            assert_eq!(parse_output(s, &tags, false).unwrap(), want, "{s}");
+        }
+        assert!(parse_output("type=bogus,dest=x", &tags, false).is_err());
+        assert!(parse_output("type=oci", &tags, false).is_err());
+    }
+}

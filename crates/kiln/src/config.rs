@@ -1,0 +1,133 @@
+//! kiln's own configuration file (TOML), in the spirit of buildkitd.toml:
+//!
+//! ```toml
+//! root = "/var/lib/kiln"
+//! [registry."registry.internal:5000"]
+//! http = true        # plain HTTP (loopback registries need nothing)
+//! insecure = false   # skip TLS verification
+//! ```
+
+use anyhow::Context;
+use kiln_oci::registry::{HostConfig, RegistryConfig};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KilnConfig {
+    pub root: Option<PathBuf>,
+    #[serde(default)]
+    pub registry: BTreeMap<String, HostConfig>,
+    /// Path of the runc binary (default: found in PATH).
+    pub runc: Option<PathBuf>,
+    /// How many RUN/COPY steps may run at once (default: number of CPUs).
+    pub max_parallelism: Option<usize>,
+}
+
+impl KilnConfig {
+    pub fn load(path: Option<&Path>) -> anyhow::Result<KilnConfig> {
+        let (path, required) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from("/etc/kiln/kiln.toml"), false),
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(KilnConfig::default())
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading config {}", path.display())),
+        };
+        toml::from_str(&text).with_context(|| format!("config {}", path.display()))
+    }
+
+    pub async fn open_engine(&self, root: PathBuf) -> anyhow::Result<kiln_engine::Engine> {
+        let mut cfg = kiln_engine::EngineConfig::new(root);
+        cfg.registry = RegistryConfig {
+            hosts: self.registry.clone(),
+        };
+        cfg.runc = self.runc.clone();
+        if let Some(n) = self.max_parallelism {
+            cfg.max_parallelism = n;
+        }
+        Ok(kiln_engine::Engine::open(cfg).await?)
+    }
+}
+
+pub fn default_root() -> PathBuf {
+    // SAFETY: geteuid cannot fail and has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return PathBuf::from("/var/lib/kiln");
+    }
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME") {
+        return PathBuf::from(d).join("kiln");
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
+    home.join(".local/share/kiln")
+}
+
+/// Parse `10GB`, `512MiB`, `1024` (bytes).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("invalid size {s:?}"))?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        "t" | "tb" => 1e12,
+        "ki" | "kib" => 1024.0,
+        "mi" | "mib" => 1024.0 * 1024.0,
+        "gi" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "ti" | "tib" => 1024.0f64.powi(4),
+        u => return Err(format!("invalid size unit {u:?} in {s:?}")),
+    };
+    Ok((n * mult) as u64)
+}
+
+pub fn human_size(n: u64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1000.0 && i < units.len() - 1 {
+        v /= 1000.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n}B")
+    } else {
+        format!("{v:.2}{}", units[i])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_like_buildctl() {
+        for (s, want) in [
+            ("1024", 1024),
+            ("10GB", 10_000_000_000),
+            ("512MiB", 512 * 1024 * 1024),
+            ("1.5kb", 1500),
+        ] {
+            assert_eq!(parse_size(s).unwrap(), want, "{s}");
+        }
+        assert!(parse_size("ten").is_err());
+        assert!(parse_size("10XB").is_err());
+    }
+
+    #[test]
+    fn registry_hosts_come_from_toml() {
+        let c: KilnConfig =
+            toml::from_str("[registry.\"reg.internal:5000\"]\nhttp = true\n").unwrap();
+        assert!(c.registry["reg.internal:5000"].http);
+    }
+}

@@ -1,0 +1,117 @@
+//! `kiln`: a Gitea Actions runner with a built-in BuildKit-compatible image builder.
+//! This binary only parses flags and wires the library crates together.
+
+mod build;
+mod config;
+mod progress_ui;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "kiln",
+    version,
+    about = "Gitea Actions runner with a built-in image builder"
+)]
+struct Cli {
+    /// State directory (cache, layers, content). Default: /var/lib/kiln for root,
+    /// $XDG_DATA_HOME/kiln otherwise.
+    #[arg(long, global = true, env = "KILN_ROOT")]
+    root: Option<PathBuf>,
+    /// Config file (TOML). Default: /etc/kiln/kiln.toml if it exists.
+    #[arg(long, global = true, env = "KILN_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log level filter (e.g. `info`, `kiln_engine=debug`).
+    #[arg(long, global = true, env = "KILN_LOG", default_value = "warn")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build an image from a Dockerfile.
+    Build(build::BuildArgs),
+    /// Show the build cache's disk usage.
+    Du {
+        /// List every record.
+        #[arg(long, short)]
+        verbose: bool,
+    },
+    /// Remove build cache.
+    Prune {
+        /// Remove all cache, not only unused records.
+        #[arg(long)]
+        all: bool,
+        /// Keep the most recently used cache up to this size (e.g. 10GB, 512MiB).
+        #[arg(long, value_parser = config::parse_size)]
+        keep_storage: Option<u64>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ERROR: starting runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(cli));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ERROR: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = config::KilnConfig::load(cli.config.as_deref())?;
+    let root = cli
+        .root
+        .clone()
+        .or(config.root.clone())
+        .unwrap_or_else(config::default_root);
+    match cli.command {
+        Command::Build(args) => build::run(args, &config, root).await,
+        Command::Du { verbose } => {
+            let engine = config.open_engine(root).await?;
+            let records = engine.disk_usage()?;
+            let total: u64 = records.iter().map(|r| r.size).sum();
+            if verbose {
+                println!("{:<20} {:>10}  DESCRIPTION", "ID", "SIZE");
+                for r in &records {
+                    println!(
+                        "{:<20} {:>10}  {}",
+                        &r.id[7..26.min(r.id.len())],
+                        config::human_size(r.size),
+                        r.description
+                    );
+                }
+            }
+            println!("Records:\t{}", records.len());
+            println!("Total:\t{}", config::human_size(total));
+            Ok(())
+        }
+        Command::Prune { all, keep_storage } => {
+            let engine = config.open_engine(root).await?;
+            let report = engine.prune(&kiln_engine::prune::PruneOptions { all, keep_storage })?;
+            println!(
+                "Removed {} records and {} layers\nTotal:\t{}",
+                report.records,
+                report.layers,
+                config::human_size(report.bytes)
+            );
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,403 @@
+//! End-to-end builds with the real `kiln` binary, a real Distribution registry and runc.
+
+mod common;
+
+use common::setup;
+use std::fs;
+
+#[test]
+fn build_covers_each_instruction_and_pushes_the_image() {
+    let Some(env) = setup("build_covers_each_instruction_and_pushes_the_image") else {
+        return;
+    };
+    let ctx = env.context(
+        "all",
+        &[
+            (
+                "Dockerfile",
+                r#"# syntax=docker/dockerfile:1
+ARG BASE=$BASE
+FROM ${BASE} AS base
+ARG GREETING=hello
+ENV APP_HOME=/srv/app \
+    MODE=test
+LABEL org.example.team="platform" version=1
+WORKDIR $APP_HOME
+COPY files/ ./files/
+COPY --chmod=755 run.sh /usr/local/bin/run.sh
+ADD archive.tar /opt/unpacked/
+RUN echo "$GREETING from $(pwd)" > greeting && test "$MODE" = test
+RUN --mount=type=cache,target=/cache echo cached > /cache/x && cat /cache/x > from-cache
+USER user
+RUN id -u > /tmp/uid-file && cp /tmp/uid-file /home/user/uid
+USER root
+EXPOSE 8080/tcp
+VOLUME /data
+STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=5s CMD true
+SHELL ["/bin/sh", "-c"]
+ENTRYPOINT ["/usr/local/bin/run.sh"]
+CMD ["serve"]
+"#,
+            ),
+            ("files/a.txt", "A"),
+            ("files/sub/b.txt", "B"),
+            ("run.sh", "#!/bin/sh\necho run\n"),
+        ],
+    );
+    // A tar archive for ADD to unpack.
+    let tar_path = ctx.join("archive.tar");
+    {
+        let mut b = tar::Builder::new(fs::File::create(&tar_path).unwrap());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(5);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, "inside.txt", &b"tared"[..]).unwrap();
+        b.finish().unwrap();
+    }
+    let name = env.image("all:1");
+    let (run, meta) = env.build(
+        &ctx,
+        &[
+            "-t",
+            &name,
+            "--push",
+            "--build-arg",
+            &format!("BASE={}", env.base),
+        ],
+    );
+    run.assert_ok();
+    let digest = meta.expect("metadata")["containerimage.digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(digest.starts_with("sha256:"));
+
+    let config = env.config_of(&name);
+    let c = &config["config"];
+    let env_list: Vec<&str> = c["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(env_list.contains(&"APP_HOME=/srv/app"), "{env_list:?}");
+    assert!(env_list.contains(&"MODE=test"));
+    assert!(
+        !env_list.iter().any(|e| e.starts_with("GREETING")),
+        "ARG must not persist: {env_list:?}"
+    );
+    assert_eq!(c["WorkingDir"], "/srv/app");
+    assert_eq!(c["Labels"]["org.example.team"], "platform");
+    assert_eq!(c["Labels"]["version"], "1");
+    assert_eq!(c["User"], "root");
+    assert!(c["ExposedPorts"]["8080/tcp"].is_object());
+    assert!(c["Volumes"]["/data"].is_object());
+    assert_eq!(c["StopSignal"], "SIGTERM");
+    assert_eq!(
+        c["Entrypoint"],
+        serde_json::json!(["/usr/local/bin/run.sh"])
+    );
+    assert_eq!(c["Cmd"], serde_json::json!(["serve"]));
+    assert!(c["Healthcheck"]["Test"].is_array());
+    let diff_ids = config["rootfs"]["diff_ids"].as_array().unwrap().len();
+    let history_layers = config["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| !h["empty_layer"].as_bool().unwrap_or(false))
+        .count();
+    assert_eq!(
+        diff_ids, history_layers,
+        "history must match layers: {config}"
+    );
+
+    let rootfs = env.rootfs_of(&name);
+    let r = rootfs.path();
+    assert_eq!(
+        fs::read_to_string(r.join("srv/app/greeting")).unwrap(),
+        "hello from /srv/app\n"
+    );
+    assert_eq!(
+        fs::read_to_string(r.join("srv/app/files/a.txt")).unwrap(),
+        "A"
+    );
+    assert_eq!(
+        fs::read_to_string(r.join("srv/app/files/sub/b.txt")).unwrap(),
+        "B"
+    );
+    assert_eq!(
+        fs::read_to_string(r.join("srv/app/from-cache")).unwrap(),
+        "cached\n"
+    );
+    assert_eq!(
+        fs::read_to_string(r.join("opt/unpacked/inside.txt")).unwrap(),
+        "tared"
+    );
+    assert_eq!(
+        fs::read_to_string(r.join("home/user/uid")).unwrap(),
+        "1000\n"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::metadata(r.join("usr/local/bin/run.sh"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o755);
+    // Injected files and mount stubs are not part of the image; the cache mount isn't either.
+    assert!(!r.join("cache").join("x").exists());
+    let hosts = r.join("etc/hosts");
+    assert!(
+        !hosts.exists()
+            || fs::metadata(&hosts).unwrap().len() == 0
+            || !fs::read_to_string(&hosts)
+                .unwrap()
+                .contains("buildkitsandbox")
+    );
+}
+
+#[test]
+fn identical_rebuild_is_fully_cached_with_the_same_digest() {
+    let Some(env) = setup("identical_rebuild_is_fully_cached_with_the_same_digest") else {
+        return;
+    };
+    let ctx = env.context(
+        "cached",
+        &[
+            (
+                "Dockerfile",
+                "FROM $BASE\nCOPY a.txt /a.txt\nRUN cat /a.txt > /b.txt\n",
+            ),
+            ("a.txt", "content"),
+        ],
+    );
+    let name = env.image("cached:1");
+    let (first, m1) = env.build(&ctx, &["-t", &name, "--push"]);
+    first.assert_ok();
+    assert!(first.ran("RUN cat /a.txt"), "{}", first.stderr());
+    // A new process: the cache survives the restart.
+    let (second, m2) = env.build(&ctx, &["-t", &name, "--push"]);
+    second.assert_ok();
+    assert!(second.cached("RUN cat /a.txt"), "{}", second.stderr());
+    assert!(second.cached("COPY a.txt"), "{}", second.stderr());
+    assert_eq!(
+        m1.unwrap()["containerimage.digest"],
+        m2.unwrap()["containerimage.digest"],
+        "a fully cached build yields the same image"
+    );
+}
+
+#[test]
+fn one_changed_file_reruns_only_what_depends_on_it() {
+    let Some(env) = setup("one_changed_file_reruns_only_what_depends_on_it") else {
+        return;
+    };
+    let ctx = env.context(
+        "edit",
+        &[
+            (
+                "Dockerfile",
+                "FROM $BASE\nCOPY a.txt /a.txt\nRUN cat /a.txt > /a.out\nCOPY b.txt /b.txt\nRUN cat /b.txt > /b.out\n",
+            ),
+            ("a.txt", "a1"),
+            ("b.txt", "b1"),
+        ],
+    );
+    env.build(&ctx, &[]).0.assert_ok();
+    fs::write(ctx.join("b.txt"), "b2").unwrap();
+    let (run, _) = env.build(&ctx, &["-o", env.work.path().join("out").to_str().unwrap()]);
+    run.assert_ok();
+    assert!(run.cached("COPY a.txt"), "{}", run.stderr());
+    assert!(run.cached("RUN cat /a.txt"), "{}", run.stderr());
+    assert!(run.ran("RUN cat /b.txt"), "{}", run.stderr());
+    assert_eq!(
+        fs::read_to_string(env.work.path().join("out/b.out")).unwrap(),
+        "b2"
+    );
+}
+
+#[test]
+fn only_stages_the_target_needs_are_built() {
+    let Some(env) = setup("only_stages_the_target_needs_are_built") else {
+        return;
+    };
+    let ctx = env.context(
+        "stages",
+        &[(
+            "Dockerfile",
+            "FROM $BASE AS builder\nRUN echo built > /artifact\n\
+             FROM $BASE AS unused\nRUN exit 1\n\
+             FROM $BASE\nCOPY --from=builder /artifact /artifact\n",
+        )],
+    );
+    let out = env.work.path().join("stages-out");
+    let (run, _) = env.build(&ctx, &["-o", out.to_str().unwrap()]);
+    run.assert_ok();
+    assert_eq!(fs::read_to_string(out.join("artifact")).unwrap(), "built\n");
+    assert!(!run.stderr().contains("exit 1"));
+}
+
+#[test]
+fn failing_run_reports_the_command_and_exit_code() {
+    let Some(env) = setup("failing_run_reports_the_command_and_exit_code") else {
+        return;
+    };
+    let ctx = env.context(
+        "fail",
+        &[(
+            "Dockerfile",
+            "FROM $BASE\nRUN echo about to fail && exit 3\n",
+        )],
+    );
+    let (run, _) = env.build(&ctx, &["-t", &env.image("fail:1"), "--push"]);
+    run.assert_err_contains(r#"process "/bin/sh -c echo about to fail && exit 3" did not complete successfully: exit code: 3"#);
+    assert!(
+        run.stderr().contains("about to fail"),
+        "the step's output is shown"
+    );
+}
+
+#[test]
+fn bad_dockerfiles_name_file_and_line() {
+    let Some(env) = setup("bad_dockerfiles_name_file_and_line") else {
+        return;
+    };
+    let ctx = env.context("bad", &[("Dockerfile", "FROM $BASE\n\nRUNN echo hi\n")]);
+    env.build(&ctx, &[]).0.assert_err_contains("Dockerfile:3");
+}
+
+#[test]
+fn copy_outside_the_context_is_refused() {
+    let Some(env) = setup("copy_outside_the_context_is_refused") else {
+        return;
+    };
+    let ctx = env.context(
+        "outside",
+        &[("Dockerfile", "FROM $BASE\nCOPY ../secret.txt /x\n")],
+    );
+    fs::write(env.work.path().join("secret.txt"), "do not copy").unwrap();
+    let (run, _) = env.build(&ctx, &["-o", env.work.path().join("o1").to_str().unwrap()]);
+    run.assert_err_contains("not found");
+    assert!(!env.work.path().join("o1/x").exists());
+
+    let ctx2 = env.context(
+        "symlink-out",
+        &[("Dockerfile", "FROM $BASE\nCOPY link /x\n")],
+    );
+    std::os::unix::fs::symlink(env.work.path().join("secret.txt"), ctx2.join("link")).unwrap();
+    let (run, _) = env.build(&ctx2, &["-o", env.work.path().join("o2").to_str().unwrap()]);
+    run.assert_err_contains("not found");
+}
+
+#[test]
+fn missing_base_image_is_a_clear_error() {
+    let Some(env) = setup("missing_base_image_is_a_clear_error") else {
+        return;
+    };
+    let missing = env.image("does-not-exist:1");
+    let ctx = env.context(
+        "missing",
+        &[("Dockerfile", &format!("FROM {missing}\nRUN true\n"))],
+    );
+    env.build(&ctx, &[]).0.assert_err_contains("does-not-exist");
+}
+
+#[test]
+fn oci_and_docker_tars_hold_the_image() {
+    let Some(env) = setup("oci_and_docker_tars_hold_the_image") else {
+        return;
+    };
+    let ctx = env.context("tars", &[("Dockerfile", "FROM $BASE\nRUN echo x > /x\n")]);
+    let oci = env.work.path().join("img.oci.tar");
+    let docker = env.work.path().join("img.docker.tar");
+    let (run, _) = env.build(
+        &ctx,
+        &[
+            "-t",
+            "example.test/app:v1",
+            "-o",
+            &format!("type=oci,dest={}", oci.display()),
+            "-o",
+            &format!("type=docker,dest={}", docker.display()),
+        ],
+    );
+    run.assert_ok();
+    let names = |p: &std::path::Path| -> Vec<String> {
+        tar::Archive::new(fs::File::open(p).unwrap())
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+            .collect()
+    };
+    let o = names(&oci);
+    assert!(
+        o.contains(&"oci-layout".to_string()) && o.contains(&"index.json".to_string()),
+        "{o:?}"
+    );
+    let d = names(&docker);
+    assert!(d.contains(&"manifest.json".to_string()), "{d:?}");
+    let mut a = tar::Archive::new(fs::File::open(&docker).unwrap());
+    let mut manifest = String::new();
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.path().unwrap().to_string_lossy() == "manifest.json" {
+            use std::io::Read;
+            e.read_to_string(&mut manifest).unwrap();
+        }
+    }
+    let m: serde_json::Value = serde_json::from_str(&manifest).unwrap();
+    assert_eq!(m[0]["RepoTags"][0], "example.test/app:v1");
+    assert_eq!(m[0]["Layers"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn pushed_image_is_readable_with_skopeo() {
+    let Some(env) = setup("pushed_image_is_readable_with_skopeo") else {
+        return;
+    };
+    if !std::path::Path::new("/usr/bin/skopeo").exists() {
+        println!("SKIP pushed_image_is_readable_with_skopeo: skopeo not installed");
+        return;
+    }
+    let ctx = env.context(
+        "skopeo",
+        &[(
+            "Dockerfile",
+            "FROM $BASE\nLABEL checked=by-skopeo\nRUN touch /marker\n",
+        )],
+    );
+    let name = env.image("skopeo:1");
+    env.build(&ctx, &["-t", &name, "--push"]).0.assert_ok();
+    let out = std::process::Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", &format!("docker://{name}")])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["Labels"]["checked"], "by-skopeo");
+    assert_eq!(v["Layers"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn du_and_prune_manage_the_cache() {
+    let Some(env) = setup("du_and_prune_manage_the_cache") else {
+        return;
+    };
+    let ctx = env.context("prune", &[("Dockerfile", "FROM $BASE\nRUN echo x > /x\n")]);
+    env.build(&ctx, &[]).0.assert_ok();
+    let du = env.kiln(&["du"]);
+    du.assert_ok();
+    assert!(!du.stdout().contains("Records:\t0"), "{}", du.stdout());
+    env.kiln(&["prune", "--all"]).assert_ok();
+    let du = env.kiln(&["du"]);
+    assert!(du.stdout().contains("Records:\t0"), "{}", du.stdout());
+    // And the next build works again from an empty cache.
+    let (run, _) = env.build(&ctx, &[]);
+    run.assert_ok();
+    assert!(run.ran("RUN echo x"));
+}

@@ -1,0 +1,284 @@
+//! Shared set-up for end-to-end tests of the `kiln` binary: a real Distribution registry on a
+//! loopback port, a busybox base image made from Debian's busybox-static and pushed with
+//! kiln-oci, and a helper to run `kiln` with its own state directory.
+
+#![allow(dead_code)]
+
+use kiln_oci::testing::TestRegistry;
+use kiln_oci::{Compression, ContentStore, LayerWriter, NoCredentials, Reference, RegistryClient};
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+pub struct Env {
+    pub registry: TestRegistry,
+    pub root: tempfile::TempDir,
+    pub work: tempfile::TempDir,
+    /// `127.0.0.1:PORT/busybox:latest`
+    pub base: String,
+}
+
+/// Everything a build test needs, or `None` (with a SKIP line) when this machine lacks it.
+pub fn setup(test: &str) -> Option<Env> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        println!("SKIP {test}: build tests need root (overlayfs and runc)");
+        return None;
+    }
+    for tool in ["/usr/sbin/runc", "/bin/busybox"] {
+        if !Path::new(tool).exists() {
+            println!("SKIP {test}: {tool} not installed");
+            return None;
+        }
+    }
+    let registry = TestRegistry::start()?;
+    let base = format!("{}/busybox:latest", registry.host());
+    rt().block_on(push_busybox(&base));
+    Some(Env {
+        registry,
+        root: tempfile::tempdir().expect("tempdir"),
+        work: tempfile::tempdir().expect("tempdir"),
+        base,
+    })
+}
+
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// A busybox rootfs: the static binary, its applets as symlinks, and users root and 1000.
+pub fn busybox_rootfs(dir: &Path) {
+    for d in ["bin", "etc", "tmp", "root", "home/user"] {
+        fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    fs::set_permissions(dir.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
+    fs::copy("/bin/busybox", dir.join("bin/busybox")).unwrap();
+    let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        if applet != "busybox" {
+            let _ = std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet));
+        }
+    }
+    fs::write(
+        dir.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\n",
+    )
+    .unwrap();
+    fs::write(dir.join("etc/group"), "root:x:0:\nuser:x:1000:\n").unwrap();
+    std::os::unix::fs::chown(dir.join("home/user"), Some(1000), Some(1000)).unwrap();
+}
+
+async fn push_busybox(name: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let rootfs = tmp.path().join("rootfs");
+    busybox_rootfs(&rootfs);
+    let store = ContentStore::open(tmp.path().join("store")).unwrap();
+    let mut w = LayerWriter::new(&store, Compression::Gzip).unwrap();
+    let mut entries: Vec<PathBuf> = walkdir::WalkDir::new(&rootfs)
+        .min_depth(1)
+        .into_iter()
+        .map(|e| e.unwrap().path().to_path_buf())
+        .collect();
+    entries.sort();
+    for p in entries {
+        let rel = p
+            .strip_prefix(&rootfs)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        w.add_path(&rel, &p).unwrap();
+    }
+    let layer = w.finish().unwrap();
+    let arch = kiln_oci::Platform::host().architecture;
+    let config = serde_json::json!({
+        "architecture": arch,
+        "os": "linux",
+        "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["sh"]},
+        "rootfs": {"type": "layers", "diff_ids": [layer.diff_id.to_string()]},
+        "history": [{"created": "2024-01-01T00:00:00Z", "created_by": "busybox-static rootfs"}],
+    });
+    let config_bytes = serde_json::to_vec(&config).unwrap();
+    let config_digest = store.write_bytes(&config_bytes).unwrap();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest.to_string(), "size": config_bytes.len()},
+        "layers": [{"mediaType": layer.media_type, "digest": layer.digest.to_string(), "size": layer.size}],
+    });
+    let r = Reference::parse(name).unwrap();
+    let client = RegistryClient::new(Default::default(), Arc::new(NoCredentials));
+    client
+        .push_blob(&r, &layer.digest, &store, None)
+        .await
+        .unwrap();
+    client
+        .push_blob(&r, &config_digest, &store, None)
+        .await
+        .unwrap();
+    client
+        .push_manifest(
+            &r,
+            &serde_json::to_vec(&manifest).unwrap(),
+            "application/vnd.oci.image.manifest.v1+json",
+        )
+        .await
+        .unwrap();
+}
+
+impl Env {
+    /// A build context directory with these files.
+    pub fn context(&self, name: &str, files: &[(&str, &str)]) -> PathBuf {
+        let dir = self.work.path().join(name);
+        for (path, content) in files {
+            let p = dir.join(path);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, content.replace("$BASE", &self.base)).unwrap();
+        }
+        dir
+    }
+
+    pub fn image(&self, name: &str) -> String {
+        format!("{}/{name}", self.registry.host())
+    }
+
+    /// Run `kiln` with this test's state directory and plain progress.
+    pub fn kiln(&self, args: &[&str]) -> Run {
+        let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .arg("--root")
+            .arg(self.root.path())
+            .args(args)
+            .env("DOCKER_CONFIG", self.work.path().join("docker-config"))
+            .output()
+            .expect("run kiln");
+        Run(out)
+    }
+
+    /// `kiln build --progress plain` plus args, with a metadata file; returns the run.
+    pub fn build(&self, context: &Path, extra: &[&str]) -> (Run, Option<serde_json::Value>) {
+        let meta = self.work.path().join("meta.json");
+        let _ = fs::remove_file(&meta);
+        let mut args = vec![
+            "build",
+            "--progress",
+            "plain",
+            "--metadata-file",
+            meta.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        args.push(context.to_str().unwrap());
+        let run = self.kiln(&args);
+        let json = fs::read(&meta)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        (run, json)
+    }
+
+    /// Fetch an image's config from the registry.
+    pub fn config_of(&self, name: &str) -> serde_json::Value {
+        rt().block_on(async {
+            let client = RegistryClient::new(Default::default(), Arc::new(NoCredentials));
+            let img = client
+                .resolve(
+                    &Reference::parse(name).unwrap(),
+                    &kiln_oci::Platform::host(),
+                )
+                .await
+                .unwrap();
+            serde_json::from_slice(&img.config_bytes).unwrap()
+        })
+    }
+
+    /// Pull an image and unpack its layers into a directory.
+    pub fn rootfs_of(&self, name: &str) -> tempfile::TempDir {
+        let out = tempfile::tempdir().unwrap();
+        rt().block_on(async {
+            let client = RegistryClient::new(Default::default(), Arc::new(NoCredentials));
+            let r = Reference::parse(name).unwrap();
+            let img = client
+                .resolve(&r, &kiln_oci::Platform::host())
+                .await
+                .unwrap();
+            let store = ContentStore::open(self.work.path().join("pull-store")).unwrap();
+            for l in img.manifest.layers() {
+                let d: kiln_oci::Digest = l.digest().to_string().parse().unwrap();
+                client.fetch_blob(&r, &d, &store).await.unwrap();
+                let tar = kiln_oci::open_layer(&store.path(&d)).unwrap();
+                kiln_oci::apply_layer(tar, out.path(), &Default::default()).unwrap();
+            }
+        });
+        out
+    }
+}
+
+pub struct Run(pub Output);
+
+impl Run {
+    pub fn ok(&self) -> bool {
+        self.0.status.success()
+    }
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.0.stderr).into_owned()
+    }
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.0.stdout).into_owned()
+    }
+    #[track_caller]
+    pub fn assert_ok(&self) -> &Self {
+        assert!(
+            self.ok(),
+            "kiln failed:\n{}\n{}",
+            self.stdout(),
+            self.stderr()
+        );
+        self
+    }
+    #[track_caller]
+    pub fn assert_err_contains(&self, needle: &str) -> &Self {
+        assert!(
+            !self.ok(),
+            "kiln unexpectedly succeeded:\n{}",
+            self.stderr()
+        );
+        assert!(
+            self.stderr().contains(needle),
+            "expected {needle:?} in:\n{}",
+            self.stderr()
+        );
+        self
+    }
+    /// How many vertices whose name contains `needle` were CACHED in plain output.
+    pub fn cached(&self, needle: &str) -> bool {
+        vertex_status(&self.stderr(), needle) == Some("CACHED")
+    }
+    pub fn ran(&self, needle: &str) -> bool {
+        vertex_status(&self.stderr(), needle) == Some("DONE")
+    }
+}
+
+/// In plain progress output, the final status of the vertex whose name contains `needle`.
+fn vertex_status<'a>(out: &'a str, needle: &str) -> Option<&'static str> {
+    let number = out.lines().find_map(|l| {
+        let rest = l.strip_prefix('#')?;
+        let (n, name) = rest.split_once(' ')?;
+        name.contains(needle).then(|| n.to_string())
+    })?;
+    let prefix = format!("#{number} ");
+    for l in out.lines().filter(|l| l.starts_with(&prefix)) {
+        let s = &l[prefix.len()..];
+        if s == "CACHED" {
+            return Some("CACHED");
+        }
+        if s.starts_with("DONE") {
+            return Some("DONE");
+        }
+        if s.starts_with("ERROR") {
+            return Some("ERROR");
+        }
+    }
+    None
+}
