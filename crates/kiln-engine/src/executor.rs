@@ -85,6 +85,14 @@ impl ProcessSpec {
     }
 }
 
+/// Where a process's output goes and what stops it.
+pub struct ProcessIo<'a> {
+    pub progress: &'a ProgressSender,
+    /// The vertex its log lines belong to.
+    pub vertex: &'a str,
+    pub cancel: &'a CancellationToken,
+}
+
 /// The runc executor.
 #[derive(Debug, Clone)]
 pub struct Runc {
@@ -105,10 +113,13 @@ impl Runc {
         rootfs: &Path,
         bundle: &Path,
         spec: &ProcessSpec,
-        progress: &ProgressSender,
-        vertex: &str,
-        cancel: &CancellationToken,
+        io: ProcessIo<'_>,
     ) -> Result<(), ExecError> {
+        let ProcessIo {
+            progress,
+            vertex,
+            cancel,
+        } = io;
         let oci = self.oci_spec(rootfs, bundle, spec)?;
         oci.save(bundle.join("config.json"))
             .map_err(|e| ExecError::Runtime(format!("writing config.json: {e}")))?;

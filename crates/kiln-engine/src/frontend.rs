@@ -52,7 +52,11 @@ impl Engine {
         progress.started(&load, &load, vec![]);
         let read = async {
             let dir = session
-                .local_dir(&req.dockerfile_local, &[req.filename.clone()], &[])
+                .local_dir(
+                    &req.dockerfile_local,
+                    std::slice::from_ref(&req.filename),
+                    &[],
+                )
                 .await
                 .map_err(|e| SolveError::msg(e.to_string()))?;
             let path = crate::fsutil::resolve_in_root(&dir, &req.filename, true)

@@ -56,7 +56,7 @@ impl Engine {
                 last_used: rec.last_used,
             });
         }
-        out.sort_by(|a, b| b.last_used.cmp(&a.last_used));
+        out.sort_by_key(|r| std::cmp::Reverse(r.last_used));
         Ok(out)
     }
 
@@ -67,7 +67,7 @@ impl Engine {
         let inner = self.inner();
         let e = |e: &dyn std::fmt::Display| PruneError(e.to_string());
         let mut results = inner.cache.all_results().map_err(|x| e(&x))?;
-        results.sort_by(|a, b| b.1.last_used.cmp(&a.1.last_used));
+        results.sort_by_key(|r| std::cmp::Reverse(r.1.last_used));
         let mut keep_keys = BTreeSet::new();
         if let (Some(limit), false) = (opts.keep_storage, opts.all) {
             let mut used = 0u64;

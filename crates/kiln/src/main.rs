@@ -33,7 +33,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Build an image from a Dockerfile.
-    Build(build::BuildArgs),
+    Build(Box<build::BuildArgs>),
     /// Show the build cache's disk usage.
     Du {
         /// List every record.
@@ -82,7 +82,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .or(config.root.clone())
         .unwrap_or_else(config::default_root);
     match cli.command {
-        Command::Build(args) => build::run(args, &config, root).await,
+        Command::Build(args) => build::run(*args, &config, root).await,
         Command::Du { verbose } => {
             let engine = config.open_engine(root).await?;
             let records = engine.disk_usage()?;

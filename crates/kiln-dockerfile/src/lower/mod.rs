@@ -6,6 +6,7 @@
 //! 2. [`Plan::lower`] takes those configs and produces the LLB [`pb::Definition`] plus the
 //!    resulting image config.
 
+mod config;
 mod copy;
 mod dispatch;
 mod llb;

@@ -317,9 +317,11 @@ pub async fn solve(
             &rootfs,
             &bundle,
             &spec,
-            &ctx.progress,
-            &vertex.digest,
-            &ctx.cancel,
+            crate::executor::ProcessIo {
+                progress: &ctx.progress,
+                vertex: &vertex.digest,
+                cancel: &ctx.cancel,
+            },
         )
         .await;
     drop(held);

@@ -17,8 +17,6 @@ pub fn layer_id_for_diff(diff_id: &str) -> LayerId {
 fn compression_of(media_type: &str) -> &'static str {
     if media_type.ends_with("zstd") {
         "zstd"
-    } else if media_type.ends_with("gzip") || media_type.ends_with(".tar.gzip") {
-        "gzip"
     } else if media_type.contains("gzip") {
         "gzip"
     } else {

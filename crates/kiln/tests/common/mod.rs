@@ -261,7 +261,7 @@ impl Run {
 }
 
 /// In plain progress output, the final status of the vertex whose name contains `needle`.
-fn vertex_status<'a>(out: &'a str, needle: &str) -> Option<&'static str> {
+fn vertex_status(out: &str, needle: &str) -> Option<&'static str> {
     let number = out.lines().find_map(|l| {
         let rest = l.strip_prefix('#')?;
         let (n, name) = rest.split_once(' ')?;
