@@ -98,11 +98,26 @@ pub struct ProcessIo<'a> {
 pub struct Runc {
     binary: PathBuf,
     state_root: PathBuf,
+    /// Running as root of a user namespace: runc must not expect to manage cgroups.
+    rootless: bool,
 }
 
 impl Runc {
     pub fn new(binary: PathBuf, state_root: PathBuf) -> Runc {
-        Runc { binary, state_root }
+        Runc {
+            binary,
+            state_root,
+            rootless: crate::sys::in_user_namespace(),
+        }
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.binary);
+        cmd.arg("--root").arg(&self.state_root);
+        if self.rootless {
+            cmd.arg("--rootless").arg("true");
+        }
+        cmd
     }
 
     /// Run `spec` with `rootfs` as `/`. `bundle` is a scratch directory for config.json and
@@ -127,9 +142,8 @@ impl Runc {
             .await
             .map_err(io_err("runc state dir"))?;
 
-        let mut child = Command::new(&self.binary)
-            .arg("--root")
-            .arg(&self.state_root)
+        let mut child = self
+            .command()
             .arg("run")
             .arg("--bundle")
             .arg(bundle)
@@ -195,9 +209,8 @@ impl Runc {
     }
 
     async fn kill(&self, id: &str) {
-        let _ = Command::new(&self.binary)
-            .arg("--root")
-            .arg(&self.state_root)
+        let _ = self
+            .command()
             .args(["kill", "--all", id, "KILL"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -206,9 +219,8 @@ impl Runc {
     }
 
     async fn delete(&self, id: &str) {
-        let _ = Command::new(&self.binary)
-            .arg("--root")
-            .arg(&self.state_root)
+        let _ = self
+            .command()
             .args(["delete", "--force", id])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -301,6 +313,21 @@ impl Runc {
         let mut mounts: Vec<Mount> = oci.mounts().clone().unwrap_or_default();
         // The cgroup mount needs a cgroup namespace we don't create; builds don't need it.
         mounts.retain(|m| m.typ().as_deref() != Some("cgroup"));
+        if self.rootless {
+            // gid 5 (tty) may not be mapped in our user namespace; runc's rootless spec drops it.
+            for m in mounts.iter_mut() {
+                if m.typ().as_deref() == Some("devpts") {
+                    let opts: Vec<String> = m
+                        .options()
+                        .clone()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter(|o| !o.starts_with("gid="))
+                        .collect();
+                    m.set_options(Some(opts));
+                }
+            }
+        }
         if spec.network == Network::Host {
             // sysfs can't be mounted fresh without owning the network namespace.
             for m in mounts.iter_mut() {

@@ -69,8 +69,8 @@ pub enum EngineError {
     #[error("runc not found: install runc (Debian package `runc`) or set the runc path")]
     NoRunc,
     #[error(
-        "kiln's build engine needs root or a user namespace where it is root \
-         (mounting overlayfs and running runc); rootless mode is not available yet"
+        "kiln's build engine needs root, or to run as root of a user namespace \
+         (the kiln binary sets one up by itself when started as a normal user)"
     )]
     NotRoot,
 }

@@ -63,6 +63,8 @@ impl Chain {
 pub struct LayerStore {
     root: PathBuf,
     seq: AtomicU64,
+    /// In a user namespace overlay must keep its metadata in `user.*` xattrs (`userxattr`).
+    userxattr: bool,
 }
 
 impl LayerStore {
@@ -82,11 +84,17 @@ impl LayerStore {
         Ok(LayerStore {
             root: root.to_path_buf(),
             seq: AtomicU64::new(0),
+            userxattr: sys::in_user_namespace(),
         })
     }
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Whether layers use `user.overlay.*` xattrs (rootless) instead of `trusted.overlay.*`.
+    pub fn userxattr(&self) -> bool {
+        self.userxattr
     }
 
     pub fn dir(&self, id: &LayerId) -> PathBuf {
@@ -152,12 +160,15 @@ impl LayerStore {
     /// overlay upper dir. Returns a guard that unmounts on drop.
     pub fn mount_rw(&self, chain: &Chain, pending: &PendingLayer) -> io::Result<MountGuard> {
         let lower = self.lowerdirs(chain);
-        let opts = format!(
+        let mut opts = format!(
             "lowerdir={},upperdir={},workdir={}",
             lower,
             pending.diff().display(),
             pending.dir.join("work").display()
         );
+        if self.userxattr {
+            opts.push_str(",userxattr");
+        }
         self.mount_with(&opts, pending.mount_point())
     }
 
@@ -182,7 +193,10 @@ impl LayerStore {
                 }
             }
             _ => {
-                let opts = format!("lowerdir={}", self.lowerdirs(chain));
+                let mut opts = format!("lowerdir={}", self.lowerdirs(chain));
+                if self.userxattr {
+                    opts.push_str(",userxattr");
+                }
                 let mut g = self.mount_with(&opts, target)?;
                 g.cleanup = Some(dir);
                 g

@@ -135,3 +135,15 @@ pub fn nofile_hard_limit() -> u64 {
         1024
     }
 }
+
+/// Whether this process runs in a user namespace other than the initial one (rootless mode):
+/// the initial namespace maps the whole id range onto itself.
+pub fn in_user_namespace() -> bool {
+    match std::fs::read_to_string("/proc/self/uid_map") {
+        Ok(map) => {
+            let fields: Vec<&str> = map.split_whitespace().collect();
+            fields != ["0", "0", "4294967295"]
+        }
+        Err(_) => false,
+    }
+}

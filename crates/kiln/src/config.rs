@@ -55,8 +55,7 @@ impl KilnConfig {
 }
 
 pub fn default_root() -> PathBuf {
-    // SAFETY: geteuid cannot fail and has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
+    if crate::userns::outer_uid() == 0 {
         return PathBuf::from("/var/lib/kiln");
     }
     if let Some(d) = std::env::var_os("XDG_DATA_HOME") {

@@ -4,6 +4,7 @@
 mod build;
 mod config;
 mod progress_ui;
+mod userns;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -53,6 +54,15 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Before any thread starts: a user namespace can only be entered single-threaded.
+    match userns::ensure_root() {
+        Ok(userns::Role::Continue) => {}
+        Ok(userns::Role::Exit(code)) => return code,
+        Err(e) => {
+            eprintln!("ERROR: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
         .with_writer(std::io::stderr)

@@ -101,11 +101,16 @@ async fn unpack_layer(
     let blob_path = engine.content.path(&digest);
     let diff_dir = pending.diff();
     let what = format!("image {image_ref}: layer {digest}");
+    let userxattr = engine.layers.userxattr();
     tokio::task::spawn_blocking(move || -> Result<(), SolveError> {
         let reader = kiln_oci::layer::open_layer(&blob_path)
             .map_err(|e| SolveError::msg(format!("{what}: {e}")))?;
         let opts = ApplyOptions {
-            whiteout_mode: WhiteoutMode::OverlayFs,
+            whiteout_mode: if userxattr {
+                WhiteoutMode::OverlayFsUserXattr
+            } else {
+                WhiteoutMode::OverlayFs
+            },
             ..Default::default()
         };
         kiln_oci::layer::apply_layer(reader, &diff_dir, &opts)

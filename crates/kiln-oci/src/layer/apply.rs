@@ -15,7 +15,6 @@ use super::sys;
 use super::{ApplyOptions, ApplyStats, LayerError, WhiteoutMode, WHITEOUT_OPAQUE, WHITEOUT_PREFIX};
 
 const MAX_SYMLINK_HOPS: u32 = 40;
-const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 
 /// Extracts the layer tar read from `reader` onto `dest`, which may hold lower layers' content.
 ///
@@ -244,7 +243,15 @@ impl Applier<'_> {
 
         if self.chown {
             let (u, g) = self.opts.id_map.unwrap_or_default().to_host(uid, gid);
-            std::os::unix::fs::lchown(&target, Some(u), Some(g)).map_err(self.ioe(name))?;
+            match std::os::unix::fs::lchown(&target, Some(u), Some(g)) {
+                Ok(()) => {}
+                // An id this user namespace does not map (rootless without subordinate ids):
+                // the file keeps the namespace root as owner rather than failing the pull.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    self.stats.unmapped_owners += 1;
+                }
+                Err(e) => return Err(self.ioe(name)(e)),
+            }
         }
         self.xattrs(entry, &target, name)?;
         if kind == EntryType::Directory {
@@ -294,13 +301,18 @@ impl Applier<'_> {
         base: &[u8],
     ) -> Result<(), LayerError> {
         self.stats.whiteouts += 1;
-        let overlay = self.opts.whiteout_mode == WhiteoutMode::OverlayFs;
+        let opaque_xattr = match self.opts.whiteout_mode {
+            WhiteoutMode::Apply => None,
+            WhiteoutMode::OverlayFs => Some("trusted.overlay.opaque"),
+            WhiteoutMode::OverlayFsUserXattr => Some("user.overlay.opaque"),
+        };
+        let overlay = opaque_xattr.is_some();
         if base == WHITEOUT_OPAQUE.as_bytes() {
             let dir = self
                 .resolve(parents, overlay)
                 .map_err(|r| self.bad(name, r))?;
-            if overlay {
-                xattr::set(&dir, OVERLAY_OPAQUE_XATTR, b"y").map_err(self.ioe(name))?;
+            if let Some(attr) = opaque_xattr {
+                xattr::set(&dir, attr, b"y").map_err(self.ioe(name))?;
                 self.keep(&dir);
             } else if dir.is_dir() {
                 self.remove_unkept_children(&dir).map_err(self.ioe(name))?;

@@ -38,6 +38,9 @@ pub enum WhiteoutMode {
     /// Write overlayfs whiteouts: char device 0:0 for deleted names, xattr
     /// `trusted.overlay.opaque=y` for opaque directories. For preparing an overlay upper dir.
     OverlayFs,
+    /// Like `OverlayFs` but with `user.overlay.opaque=y`, for overlay mounted with `userxattr`
+    /// inside a user namespace (rootless).
+    OverlayFsUserXattr,
 }
 
 /// A uid/gid shift between the image's ids and the host's (rootless user namespaces):
@@ -92,6 +95,8 @@ pub struct ApplyStats {
     pub whiteouts: u64,
     /// Entries skipped because they could not be created here (devices without privilege).
     pub skipped: u64,
+    /// Entries whose owner could not be set because the id is not mapped here.
+    pub unmapped_owners: u64,
 }
 
 /// Errors of layer application and creation. Entry errors name the layer and the entry:
