@@ -86,6 +86,8 @@ pub struct EngineConfig {
     pub runc: Option<PathBuf>,
     /// How many exec/file ops may run at once (default: number of CPUs).
     pub max_parallelism: usize,
+    /// overlayfs or the copying snapshotter; `None` picks overlayfs when it works.
+    pub snapshotter: Option<snapshot::Snapshotter>,
 }
 
 impl EngineConfig {
@@ -97,6 +99,7 @@ impl EngineConfig {
             max_parallelism: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(2),
+            snapshotter: None,
         }
     }
 }
@@ -183,7 +186,7 @@ impl Engine {
             Some(p) => p,
             None => find_in_path("runc").ok_or(EngineError::NoRunc)?,
         };
-        let layers = LayerStore::open(&root).map_err(state)?;
+        let layers = LayerStore::open(&root, config.snapshotter).map_err(state)?;
         let cache = CacheDb::open(&root.join("cache.redb"))?;
         let content = ContentStore::open(root.join("content"))?;
         Ok(Engine {

@@ -23,6 +23,8 @@ pub struct KilnConfig {
     pub runc: Option<PathBuf>,
     /// How many RUN/COPY steps may run at once (default: number of CPUs).
     pub max_parallelism: Option<usize>,
+    /// `overlayfs` or `native` (copying); default: overlayfs when the kernel allows it.
+    pub snapshotter: Option<String>,
 }
 
 impl KilnConfig {
@@ -49,6 +51,12 @@ impl KilnConfig {
         cfg.runc = self.runc.clone();
         if let Some(n) = self.max_parallelism {
             cfg.max_parallelism = n;
+        }
+        if let Some(s) = &self.snapshotter {
+            cfg.snapshotter = Some(
+                s.parse()
+                    .map_err(|e: String| anyhow::anyhow!("config: snapshotter: {e}"))?,
+            );
         }
         Ok(kiln_engine::Engine::open(cfg).await?)
     }

@@ -401,3 +401,113 @@ fn du_and_prune_manage_the_cache() {
     run.assert_ok();
     assert!(run.ran("RUN echo x"));
 }
+
+/// Every file under `dir` with its content (symlinks as their targets), for comparing trees.
+fn tree(dir: &std::path::Path) -> std::collections::BTreeMap<String, String> {
+    walkdir::WalkDir::new(dir)
+        .min_depth(1)
+        .into_iter()
+        .map(|e| e.unwrap())
+        .map(|e| {
+            let rel = e
+                .path()
+                .strip_prefix(dir)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            let ft = e.file_type();
+            let what = if ft.is_symlink() {
+                format!("-> {}", fs::read_link(e.path()).unwrap().display())
+            } else if ft.is_dir() {
+                "dir".to_string()
+            } else {
+                fs::read_to_string(e.path()).unwrap_or_else(|_| "<binary>".into())
+            };
+            (rel, what)
+        })
+        .collect()
+}
+
+#[test]
+fn copying_snapshotter_builds_the_same_filesystem_as_overlayfs() {
+    let Some(env) = setup("copying_snapshotter_builds_the_same_filesystem_as_overlayfs") else {
+        return;
+    };
+    let ctx = env.context(
+        "native",
+        &[
+            (
+                "Dockerfile",
+                "FROM $BASE\n\
+                 RUN rm /bin/vi && mkdir -p /d/sub && echo 1 > /d/f && echo keep > /d/sub/k\n\
+                 RUN rm -r /d && mkdir /d && echo 2 > /d/g && chmod 700 /etc\n\
+                 COPY x /d/x\n\
+                 RUN echo more >> /d/x && ln -s /d/g /link\n",
+            ),
+            ("x", "x"),
+        ],
+    );
+    let native_config = env.work.path().join("native.toml");
+    fs::write(&native_config, "snapshotter = \"native\"\n").unwrap();
+    let native_root = env.work.path().join("native-root");
+    let out_overlay = env.work.path().join("out-overlay");
+    let out_native = env.work.path().join("out-native");
+
+    env.build(&ctx, &["-o", out_overlay.to_str().unwrap()])
+        .0
+        .assert_ok();
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args([
+            "--config",
+            native_config.to_str().unwrap(),
+            "--root",
+            native_root.to_str().unwrap(),
+        ])
+        .args([
+            "build",
+            "--progress",
+            "plain",
+            "-o",
+            out_native.to_str().unwrap(),
+        ])
+        .arg(&ctx)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+
+    let name = env.image("native:1");
+    let push = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args([
+            "--config",
+            native_config.to_str().unwrap(),
+            "--root",
+            native_root.to_str().unwrap(),
+        ])
+        .args(["build", "--progress", "plain", "-t", &name, "--push"])
+        .arg(&ctx)
+        .output()
+        .unwrap();
+    assert!(
+        push.status.success(),
+        "{}",
+        String::from_utf8_lossy(&push.stderr)
+    );
+    let pulled = env.rootfs_of(&name);
+
+    let (a, b) = (tree(&out_overlay), tree(&out_native));
+    assert_eq!(
+        a,
+        tree(pulled.path()),
+        "the pushed layers unpack to the same filesystem"
+    );
+    assert_eq!(a, b, "both snapshotters give the same filesystem");
+    assert!(!a.contains_key("bin/vi"));
+    assert!(!a.contains_key("d/f") && !a.contains_key("d/sub/k"));
+    assert_eq!(a["d/g"], "2\n");
+    assert_eq!(a["d/x"], "xmore\n");
+    assert_eq!(a["link"], "-> /d/g");
+}

@@ -4,7 +4,7 @@
 use crate::executor::{ExecMount, ExecMountKind, Network, ProcessSpec};
 use crate::fsutil::{clean_abs, resolve_in_root};
 use crate::llb::Vertex;
-use crate::snapshot::{Chain, LayerId, MountGuard, PendingLayer};
+use crate::snapshot::{Chain, LayerId, MountGuard, PendingLayer, RwMount};
 use crate::solver::{SolveCtx, SolveError, VertexResult};
 use bollard_buildkit_proto::pb;
 use sha2::{Digest, Sha256};
@@ -26,6 +26,7 @@ const DEFAULT_MOUNT_POINTS: &[&str] = &[
 #[allow(dead_code)]
 enum Held {
     Mount(MountGuard),
+    Rw(RwMount),
     Pending(PendingLayer),
     Tmpfs(TmpfsDir),
     CacheLock(tokio::sync::OwnedMutexGuard<()>),
@@ -150,7 +151,7 @@ pub async fn solve(
     let mut held: Vec<Held> = Vec::new();
     let mut mounts = Vec::new();
     let mut env = meta.env.clone();
-    let mut output_layers: Vec<(i64, Chain, PendingLayer)> = Vec::new();
+    let mut output_layers: Vec<(i64, Chain, PendingLayer, RwMount)> = Vec::new();
     let mut secrets_dir: Option<PathBuf> = None;
 
     for m in &exec.mounts {
@@ -194,7 +195,7 @@ pub async fn solve(
                         kind: ExecMountKind::Bind(src),
                         readonly: false,
                     });
-                    held.push(Held::Mount(g));
+                    held.push(Held::Rw(g));
                     held.push(Held::Pending(p));
                 } else {
                     let p = ctx
@@ -212,8 +213,7 @@ pub async fn solve(
                         kind: ExecMountKind::Bind(g.path().to_path_buf()),
                         readonly: false,
                     });
-                    held.push(Held::Mount(g));
-                    output_layers.push((m.output, chain, p));
+                    output_layers.push((m.output, chain, p, g));
                 }
             }
             pb::MountType::Cache => {
@@ -325,8 +325,11 @@ pub async fn solve(
         )
         .await;
     drop(held);
-    drop(root_guard);
+    let finished = root_guard
+        .finish()
+        .map_err(SolveError::io("collecting changes"));
     let _ = std::fs::remove_dir_all(&bundle);
+    finished?;
     if let Err(e) = run {
         return Err(match e {
             crate::executor::ExecError::Canceled => SolveError::canceled(),
@@ -347,7 +350,10 @@ pub async fn solve(
     if root_mount.output >= 0 {
         outputs[root_mount.output as usize] = root_chain.with(root_id);
     }
-    for (out, chain, pending) in output_layers {
+    for (out, chain, pending, mount) in output_layers {
+        mount
+            .finish()
+            .map_err(SolveError::io("collecting changes"))?;
         let id = LayerId::derive(&format!("{key}/{out}"));
         ctx.engine
             .layers

@@ -97,7 +97,9 @@ pub async fn solve(
             .await
             .map_err(|e| SolveError::msg(format!("file action: {e}")))??;
         drop(src_guard);
-        drop(guard);
+        guard
+            .finish()
+            .map_err(SolveError::io("collecting changes"))?;
         let id = LayerId::derive(&format!("{key}/action{i}"));
         ctx.engine
             .layers

@@ -4,8 +4,13 @@
 //! fresh upper dir, which after the run *is* the new layer — no diffing needed, and image
 //! layers are written straight from it.
 //!
+//! Where overlayfs can't be mounted, the copying snapshotter ([`native`]) produces the same
+//! layers by materializing chains and diffing afterwards.
+//!
 //! Layer directories get short ids (16 hex digits) because overlay's option string is limited
 //! to one page; with a short root path that allows well over a hundred layers per mount.
+
+pub mod native;
 
 use crate::sys;
 use serde::{Deserialize, Serialize};
@@ -58,17 +63,41 @@ impl Chain {
     }
 }
 
+/// How chains become mounted filesystems.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Snapshotter {
+    /// overlayfs mounts (fast: nothing is copied).
+    Overlay,
+    /// Copies (works everywhere, costs a copy of the chain per step).
+    Native,
+}
+
+impl std::str::FromStr for Snapshotter {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "overlayfs" | "overlay" => Ok(Snapshotter::Overlay),
+            "native" => Ok(Snapshotter::Native),
+            other => Err(format!(
+                "unknown snapshotter {other:?} (use overlayfs or native)"
+            )),
+        }
+    }
+}
+
 /// Where layers live on disk.
 #[derive(Debug)]
 pub struct LayerStore {
     root: PathBuf,
     seq: AtomicU64,
+    snapshotter: Snapshotter,
     /// In a user namespace overlay must keep its metadata in `user.*` xattrs (`userxattr`).
     userxattr: bool,
 }
 
 impl LayerStore {
-    pub fn open(root: &Path) -> io::Result<LayerStore> {
+    /// Open the store; `snapshotter` `None` means overlayfs when a test mount works, else native.
+    pub fn open(root: &Path, snapshotter: Option<Snapshotter>) -> io::Result<LayerStore> {
         fs::create_dir_all(root.join("l"))?;
         fs::create_dir_all(root.join("empty"))?;
         // Scratch space from a previous run is garbage: nothing refers to it.
@@ -81,11 +110,37 @@ impl LayerStore {
             }
         }
         fs::create_dir_all(&tmp)?;
-        Ok(LayerStore {
+        let mut store = LayerStore {
             root: root.to_path_buf(),
             seq: AtomicU64::new(0),
+            snapshotter: snapshotter.unwrap_or(Snapshotter::Overlay),
             userxattr: sys::in_user_namespace(),
-        })
+        };
+        if snapshotter.is_none() {
+            if let Err(e) = store.probe_overlay() {
+                tracing::warn!(
+                    "overlayfs is not usable under {} ({e}); using the copying snapshotter",
+                    root.display()
+                );
+                store.snapshotter = Snapshotter::Native;
+            }
+        }
+        Ok(store)
+    }
+
+    fn probe_overlay(&self) -> io::Result<()> {
+        let pending = self.begin()?;
+        let guard = self.mount_overlay_rw(&Chain::scratch(), &pending)?;
+        std::fs::write(guard.path().join("probe"), b"")?;
+        drop(guard);
+        if !pending.diff().join("probe").exists() {
+            return Err(io::Error::other("overlay upper dir stayed empty"));
+        }
+        Ok(())
+    }
+
+    pub fn snapshotter(&self) -> Snapshotter {
+        self.snapshotter
     }
 
     pub fn root(&self) -> &Path {
@@ -156,9 +211,38 @@ impl LayerStore {
         Ok(())
     }
 
-    /// Mount `chain` read-write at the pending layer's mount point, with the pending layer as
-    /// overlay upper dir. Returns a guard that unmounts on drop.
-    pub fn mount_rw(&self, chain: &Chain, pending: &PendingLayer) -> io::Result<MountGuard> {
+    /// Make `chain` writable at the pending layer's mount point. Call [`RwMount::finish`] when
+    /// done: afterwards the pending layer's diff holds the changes.
+    pub fn mount_rw(&self, chain: &Chain, pending: &PendingLayer) -> io::Result<RwMount> {
+        match self.snapshotter {
+            Snapshotter::Overlay => Ok(RwMount {
+                kind: RwKind::Overlay(self.mount_overlay_rw(chain, pending)?),
+                target: pending.mount_point(),
+                diff: pending.diff(),
+            }),
+            Snapshotter::Native => {
+                let target = pending.mount_point();
+                self.materialize(chain, &target)?;
+                Ok(RwMount {
+                    kind: RwKind::Native {
+                        before: native::manifest(&target)?,
+                        userxattr: self.userxattr,
+                    },
+                    target,
+                    diff: pending.diff(),
+                })
+            }
+        }
+    }
+
+    fn materialize(&self, chain: &Chain, target: &Path) -> io::Result<()> {
+        for id in chain.layers() {
+            native::apply_layer_dir(&self.dir(id), target)?;
+        }
+        Ok(())
+    }
+
+    fn mount_overlay_rw(&self, chain: &Chain, pending: &PendingLayer) -> io::Result<MountGuard> {
         let lower = self.lowerdirs(chain);
         let mut opts = format!(
             "lowerdir={},upperdir={},workdir={}",
@@ -172,17 +256,27 @@ impl LayerStore {
         self.mount_with(&opts, pending.mount_point())
     }
 
-    /// Mount `chain` read-only at a fresh scratch directory.
+    /// Mount `chain` read-only at a fresh scratch directory (a copy, for the native
+    /// snapshotter; don't write to it either way).
     pub fn mount_ro(&self, chain: &Chain) -> io::Result<MountGuard> {
         let dir = self.scratch_dir()?;
         let target = dir.join("m");
         fs::create_dir(&target)?;
+        if self.snapshotter == Snapshotter::Native {
+            self.materialize(chain, &target)?;
+            return Ok(MountGuard {
+                target,
+                cleanup: Some(dir),
+                mounted: false,
+            });
+        }
         let guard = match chain.layers() {
             [] => {
                 sys::bind_mount(&self.root.join("empty"), &target, true)?;
                 MountGuard {
                     target,
                     cleanup: Some(dir),
+                    mounted: true,
                 }
             }
             [single] => {
@@ -190,6 +284,7 @@ impl LayerStore {
                 MountGuard {
                     target,
                     cleanup: Some(dir),
+                    mounted: true,
                 }
             }
             _ => {
@@ -218,6 +313,7 @@ impl LayerStore {
         Ok(MountGuard {
             target,
             cleanup: None,
+            mounted: true,
         })
     }
 
@@ -275,11 +371,49 @@ impl Drop for PendingLayer {
     }
 }
 
-/// Unmounts on drop.
+/// A writable view of a chain whose changes go to a pending layer.
+#[derive(Debug)]
+pub struct RwMount {
+    target: PathBuf,
+    diff: PathBuf,
+    kind: RwKind,
+}
+
+#[derive(Debug)]
+enum RwKind {
+    Overlay(MountGuard),
+    Native {
+        before: native::Manifest,
+        userxattr: bool,
+    },
+}
+
+impl RwMount {
+    pub fn path(&self) -> &Path {
+        &self.target
+    }
+
+    /// Stop writing and leave the changes in the pending layer's diff directory.
+    pub fn finish(self) -> io::Result<()> {
+        match self.kind {
+            RwKind::Overlay(guard) => {
+                drop(guard);
+                Ok(())
+            }
+            RwKind::Native { before, userxattr } => {
+                native::write_diff(&self.target, &before, &self.diff, userxattr)?;
+                remove_tree(&self.target)
+            }
+        }
+    }
+}
+
+/// Unmounts (or, for copies, deletes) on drop.
 #[derive(Debug)]
 pub struct MountGuard {
     target: PathBuf,
     cleanup: Option<PathBuf>,
+    mounted: bool,
 }
 
 impl MountGuard {
@@ -290,8 +424,10 @@ impl MountGuard {
 
 impl Drop for MountGuard {
     fn drop(&mut self) {
-        if let Err(e) = sys::unmount(&self.target) {
-            tracing::warn!("unmount {}: {e}", self.target.display());
+        if self.mounted {
+            if let Err(e) = sys::unmount(&self.target) {
+                tracing::warn!("unmount {}: {e}", self.target.display());
+            }
         }
         if let Some(dir) = self.cleanup.take() {
             let _ = fs::remove_dir_all(dir);
