@@ -511,3 +511,122 @@ fn copying_snapshotter_builds_the_same_filesystem_as_overlayfs() {
     assert_eq!(a["d/x"], "xmore\n");
     assert_eq!(a["link"], "-> /d/g");
 }
+
+#[test]
+fn push_to_a_registry_with_auth_uses_docker_config_credentials() {
+    let Some(env) = setup("push_to_a_registry_with_auth_uses_docker_config_credentials") else {
+        return;
+    };
+    let Some(private) = kiln_oci::testing::TestRegistry::start_with_basic_auth("ci", "hunter2")
+    else {
+        return;
+    };
+    let ctx = env.context(
+        "auth",
+        &[("Dockerfile", "FROM $BASE\nRUN echo private > /p\n")],
+    );
+    let name = format!("{}/team/app:1", private.host());
+
+    // No credentials: a clear refusal naming the image, and the password never shows up.
+    let (run, _) = env.build(&ctx, &["-t", &name, "--push"]);
+    run.assert_err_contains(&format!("{}/team/app", private.host()));
+
+    let config_dir = env.work.path().join("docker-config");
+    fs::create_dir_all(&config_dir).unwrap();
+    use base64::Engine as _;
+    let auth = base64::engine::general_purpose::STANDARD.encode("ci:hunter2");
+    fs::write(
+        config_dir.join("config.json"),
+        format!(
+            r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#,
+            private.host()
+        ),
+    )
+    .unwrap();
+    let (run, meta) = env.build(&ctx, &["-t", &name, "--push"]);
+    run.assert_ok();
+    assert!(!run.stderr().contains("hunter2"));
+    let digest = meta.unwrap()["containerimage.digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let client = kiln_oci::RegistryClient::new(
+        Default::default(),
+        std::sync::Arc::new(kiln_oci::StaticCredentials::default().with(
+            &private.host(),
+            kiln_oci::Credentials {
+                username: "ci".into(),
+                password: "hunter2".into(),
+            },
+        )),
+    );
+    let (_, _, pushed) = common::rt()
+        .block_on(client.get_manifest(&kiln_oci::Reference::parse(&name).unwrap()))
+        .unwrap();
+    assert_eq!(pushed.to_string(), digest);
+}
+
+#[test]
+fn secrets_reach_the_step_but_not_the_image_or_the_log() {
+    let Some(env) = setup("secrets_reach_the_step_but_not_the_image_or_the_log") else {
+        return;
+    };
+    let ctx = env.context(
+        "secret",
+        &[(
+            "Dockerfile",
+            "FROM $BASE\n\
+             RUN --mount=type=secret,id=token,required=true test \"$(md5sum < /run/secrets/token | cut -c1-32)\" = e74a7345b906b2dd50c8e026a10bc02f && echo checked > /ok\n\
+             RUN --mount=type=secret,id=token,env=TOKEN test \"$(printf %s \"$TOKEN\" | md5sum | cut -c1-32)\" = e74a7345b906b2dd50c8e026a10bc02f\n",
+        )],
+    );
+    let secret = env.work.path().join("token.txt");
+    fs::write(&secret, "s3cr3t-value").unwrap();
+    let oci = env.work.path().join("secret.oci.tar");
+    let (run, _) = env.build(
+        &ctx,
+        &[
+            "--secret",
+            &format!("id=token,src={}", secret.display()),
+            "-o",
+            &format!("type=oci,dest={}", oci.display()),
+        ],
+    );
+    run.assert_ok();
+    assert!(!run.stderr().contains("s3cr3t-value"));
+    // Unpack every blob of the image: the secret is in no layer, config or history.
+    let mut a = tar::Archive::new(fs::File::open(&oci).unwrap());
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        let mut data = Vec::new();
+        use std::io::Read;
+        e.read_to_end(&mut data).unwrap();
+        let mut plain = Vec::new();
+        if data.starts_with(&[0x1f, 0x8b]) {
+            flate2::read::GzDecoder::new(&data[..])
+                .read_to_end(&mut plain)
+                .unwrap();
+        } else {
+            plain = data;
+        }
+        let text = String::from_utf8_lossy(&plain);
+        assert!(
+            !text.contains("s3cr3t-value"),
+            "secret leaked into {:?}",
+            e.path().unwrap()
+        );
+        // Layers: no mount point for the secret was left behind either.
+        if let Ok(entries) = tar::Archive::new(&plain[..]).entries() {
+            for entry in entries.flatten() {
+                let path = entry.path().unwrap().to_string_lossy().into_owned();
+                assert!(
+                    !path.starts_with("run/secrets"),
+                    "mount stub {path} in a layer"
+                );
+            }
+        }
+    }
+    // Without the secret the step fails with a clear message.
+    let (run, _) = env.build(&ctx, &["--no-cache"]);
+    run.assert_err_contains("secret token");
+}
