@@ -25,6 +25,23 @@ pub struct KilnConfig {
     pub max_parallelism: Option<usize>,
     /// `overlayfs` or `native` (copying); default: overlayfs when the kernel allows it.
     pub snapshotter: Option<String>,
+    /// After each build, prune the least recently used cache beyond this size ("20GB").
+    #[serde(default, deserialize_with = "size_opt")]
+    pub gc_keep_storage: Option<u64>,
+}
+
+fn size_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Bytes(u64),
+        Text(String),
+    }
+    match Option::<Size>::deserialize(d)? {
+        None => Ok(None),
+        Some(Size::Bytes(n)) => Ok(Some(n)),
+        Some(Size::Text(t)) => parse_size(&t).map(Some).map_err(serde::de::Error::custom),
+    }
 }
 
 impl KilnConfig {
@@ -136,5 +153,14 @@ mod tests {
         let c: KilnConfig =
             toml::from_str("[registry.\"reg.internal:5000\"]\nhttp = true\n").unwrap();
         assert!(c.registry["reg.internal:5000"].http);
+    }
+
+    #[test]
+    fn gc_size_accepts_text_or_bytes() {
+        let c: KilnConfig = toml::from_str("gc_keep_storage = \"2GB\"").unwrap();
+        assert_eq!(c.gc_keep_storage, Some(2_000_000_000));
+        let c: KilnConfig = toml::from_str("gc_keep_storage = 1024").unwrap();
+        assert_eq!(c.gc_keep_storage, Some(1024));
+        assert!(toml::from_str::<KilnConfig>("gc_keep_storage = \"lots\"").is_err());
     }
 }

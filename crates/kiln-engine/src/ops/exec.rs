@@ -73,6 +73,16 @@ pub async fn solve(
             });
         }
     }
+    if let Some(p) = &vertex.op.platform {
+        let host = kiln_oci::Platform::host();
+        if !p.architecture.is_empty() && p.architecture != host.architecture {
+            return Err(SolveError::msg(format!(
+                "RUN for platform {}/{} cannot run on this {host} host: kiln does not emulate \
+                 other architectures (build for {host}, or cross-compile in a {host} stage)",
+                p.os, p.architecture
+            )));
+        }
+    }
     let _slot = ctx
         .engine
         .exec_slots
