@@ -260,6 +260,15 @@ pub async fn run(args: BuildArgs, config: &KilnConfig, root: PathBuf) -> anyhow:
     .await;
     drop(progress);
     let _ = printer.await;
+    if let Some(limit) = config.gc_keep_storage {
+        let opts = kiln_engine::prune::PruneOptions {
+            all: false,
+            keep_storage: Some(limit),
+        };
+        if let Err(e) = engine.prune(&opts) {
+            eprintln!("WARNING: cache garbage collection: {e}");
+        }
+    }
     let metadata = result.map_err(|e| anyhow::anyhow!("failed to solve: {e}"))?;
     if let Some(path) = &args.metadata_file {
         std::fs::write(path, serde_json::to_vec_pretty(&metadata)?)
