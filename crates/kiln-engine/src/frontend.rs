@@ -131,14 +131,111 @@ impl Engine {
         }))
         .await?;
         configs.extend(resolved);
-        let lowered = plan
+        let mut lowered = plan
             .lower(&configs)
             .map_err(|e| SolveError::msg(e.to_string()))?;
+        // Like BuildKit, the source map carries the Dockerfile itself, so errors can quote it.
+        if let Some(source) = lowered.definition.source.as_mut() {
+            if let Some(info) = source.infos.first_mut() {
+                info.data = text.into_bytes();
+            }
+        }
         let image_config = serde_json::to_vec(&lowered.image_config)
             .map_err(|e| SolveError::msg(format!("image config: {e}")))?;
         Ok(FrontendResult {
             definition: lowered.definition,
             image_config,
         })
+    }
+}
+
+/// Where in the Dockerfile a failed vertex came from, for showing the offending lines the way
+/// buildx and buildctl do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorContext {
+    /// The step as shown in progress (`[2/3] RUN make`).
+    pub step: String,
+    pub filename: String,
+    pub first_line: usize,
+    /// (line number, text, part of the failing instruction)
+    pub lines: Vec<(usize, String, bool)>,
+}
+
+impl ErrorContext {
+    /// Find the source of `vertex` in a definition's source map.
+    pub fn find(def: &pb::Definition, vertex: &str) -> Option<ErrorContext> {
+        let source = def.source.as_ref()?;
+        let loc = source.locations.get(vertex)?.locations.first()?;
+        let info = source.infos.get(usize::try_from(loc.source_index).ok()?)?;
+        let range = loc.ranges.first()?;
+        let first = usize::try_from(range.start?.line).ok()?;
+        let last = usize::try_from(range.end?.line).ok()?.max(first);
+        let text = String::from_utf8_lossy(&info.data);
+        let all: Vec<&str> = text.lines().collect();
+        let from = first.saturating_sub(2).max(1);
+        let to = (last + 1).min(all.len());
+        let lines = (from..=to)
+            .filter_map(|n| {
+                all.get(n - 1)
+                    .map(|l| (n, l.to_string(), n >= first && n <= last))
+            })
+            .collect();
+        let step = def
+            .metadata
+            .get(vertex)
+            .and_then(|m| m.description.get("llb.customname"))
+            .cloned()
+            .unwrap_or_default();
+        Some(ErrorContext {
+            step,
+            filename: info.filename.clone(),
+            first_line: first,
+            lines,
+        })
+    }
+}
+
+impl std::fmt::Display for ErrorContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "------\n > {}:\n------", self.step)?;
+        writeln!(f, "{}:{}", self.filename, self.first_line)?;
+        writeln!(f, "--------------------")?;
+        for (n, text, hit) in &self.lines {
+            let mark = if *hit { ">>>" } else { "   " };
+            writeln!(f, "{n:>4} | {mark} {text}")?;
+        }
+        write!(f, "--------------------")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_context_quotes_the_failing_lines() {
+        let text = "FROM scratch\nCOPY a /a\nRUN false\n";
+        let df = kiln_dockerfile::parse(text).unwrap();
+        let plan = kiln_dockerfile::plan(&df, &LowerOptions::default()).unwrap();
+        let mut lowered = plan.lower(&HashMap::new()).unwrap();
+        lowered.definition.source.as_mut().unwrap().infos[0].data = text.as_bytes().to_vec();
+        let def = &lowered.definition;
+        let vertex = def
+            .def
+            .iter()
+            .map(|b| crate::llb::op_digest(b))
+            .find(|d| {
+                def.metadata
+                    .get(d)
+                    .and_then(|m| m.description.get("llb.customname"))
+                    .is_some_and(|n| n.contains("RUN false"))
+            })
+            .unwrap();
+        let ctx = ErrorContext::find(def, &vertex).unwrap();
+        assert_eq!(ctx.first_line, 3);
+        let shown = ctx.to_string();
+        assert!(shown.contains("Dockerfile:3"), "{shown}");
+        assert!(shown.contains("   3 | >>> RUN false"), "{shown}");
+        assert!(shown.contains("   2 |     COPY a /a"), "{shown}");
     }
 }

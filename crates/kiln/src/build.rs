@@ -242,6 +242,7 @@ pub async fn run(args: BuildArgs, config: &KilnConfig, root: PathBuf) -> anyhow:
         }
     });
 
+    let mut failed_at = None;
     let result = build(
         &engine,
         &args,
@@ -256,6 +257,7 @@ pub async fn run(args: BuildArgs, config: &KilnConfig, root: PathBuf) -> anyhow:
             build_args,
             labels,
         },
+        &mut failed_at,
     )
     .await;
     drop(progress);
@@ -268,6 +270,9 @@ pub async fn run(args: BuildArgs, config: &KilnConfig, root: PathBuf) -> anyhow:
         if let Err(e) = engine.prune(&opts) {
             eprintln!("WARNING: cache garbage collection: {e}");
         }
+    }
+    if let (Err(_), Some(context)) = (&result, &failed_at) {
+        eprintln!("{context}");
     }
     let metadata = result.map_err(|e| anyhow::anyhow!("failed to solve: {e}"))?;
     if let Some(path) = &args.metadata_file {
@@ -307,6 +312,7 @@ async fn build(
     cancel: CancellationToken,
     outputs: &[Output],
     inputs: BuildInputs,
+    failed_at: &mut Option<kiln_engine::frontend::ErrorContext>,
 ) -> Result<serde_json::Map<String, serde_json::Value>, kiln_engine::Error> {
     let mut options = kiln_dockerfile::lower::LowerOptions {
         target: args.target.clone(),
@@ -337,7 +343,16 @@ async fn build(
             progress.clone(),
             cancel,
         )
-        .await?;
+        .await
+        .map_err(|e| {
+            // Quote the Dockerfile lines of the failed step once progress output is done.
+            let context = e
+                .vertex
+                .as_deref()
+                .and_then(|v| kiln_engine::frontend::ErrorContext::find(&fe.definition, v));
+            *failed_at = context;
+            e
+        })?;
 
     let mut metadata = serde_json::Map::new();
     let platform = kiln_oci::Platform {

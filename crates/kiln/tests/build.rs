@@ -256,6 +256,17 @@ fn failing_run_reports_the_command_and_exit_code() {
         run.stderr().contains("about to fail"),
         "the step's output is shown"
     );
+    assert!(
+        run.stderr().contains("Dockerfile:2"),
+        "the failing line is named:\n{}",
+        run.stderr()
+    );
+    assert!(
+        run.stderr()
+            .contains("   2 | >>> RUN echo about to fail && exit 3"),
+        "{}",
+        run.stderr()
+    );
 }
 
 #[test]

@@ -94,7 +94,7 @@ impl<'a> Lowerer<'a> {
         if tp.variant.is_some() || !same {
             image.variant = tp.variant.clone();
         }
-        let definition = self.graph.definition(&target.output);
+        let definition = self.graph.definition(&target.output, &self.file);
         let stage_names = (0..self.states.len())
             .filter(|i| self.states[*i].is_some())
             .map(|i| {
@@ -274,7 +274,12 @@ impl<'a> Lowerer<'a> {
                         command: Some(stage.source.code.clone()),
                         ..OpMeta::named(name)
                     };
+                    let outer = self
+                        .graph
+                        .location
+                        .replace((stage.source.start_line, stage.source.end_line));
                     st.output = self.image_source(reference, &platform, meta);
+                    self.graph.location = outer;
                 }
                 st
             }
@@ -314,8 +319,16 @@ impl<'a> Lowerer<'a> {
         for (ins, is_onbuild) in commands {
             st.is_onbuild = is_onbuild;
             let at = if is_onbuild { line } else { ins.line() };
-            self.dispatch(&mut st, i, &ins)
-                .map_err(|e| e.at(&self.file, at))?;
+            // Ops made for this instruction point back at its lines (ONBUILD ones at FROM).
+            let lines = if is_onbuild {
+                (stage.source.start_line, stage.source.end_line)
+            } else {
+                (ins.source().start_line, ins.source().end_line)
+            };
+            let outer = self.graph.location.replace(lines);
+            let result = self.dispatch(&mut st, i, &ins);
+            self.graph.location = outer;
+            result.map_err(|e| e.at(&self.file, at))?;
         }
         st.is_onbuild = false;
         Ok(st)

@@ -23,6 +23,10 @@ pub(crate) fn digest_of(bytes: &[u8]) -> String {
 pub(crate) struct Graph {
     ops: BTreeMap<String, (Vec<u8>, Vec<String>)>,
     metadata: BTreeMap<String, pb::OpMetadata>,
+    /// Dockerfile lines (first, last) of the instruction being lowered; ops added meanwhile
+    /// are mapped to them in the definition's source map, so errors can name `Dockerfile:N`.
+    pub location: Option<(usize, usize)>,
+    locations: BTreeMap<String, (usize, usize)>,
 }
 
 /// What the progress stream shows for an op, plus capability flags.
@@ -73,6 +77,9 @@ impl Graph {
         let digest = digest_of(&bytes);
         let inputs = op.inputs.iter().map(|i| i.digest.clone()).collect();
         self.ops.entry(digest.clone()).or_insert((bytes, inputs));
+        if let Some(lines) = self.location {
+            self.locations.entry(digest.clone()).or_insert(lines);
+        }
         let new = meta.to_pb();
         match self.metadata.get_mut(&digest) {
             Some(existing) => {
@@ -92,7 +99,7 @@ impl Graph {
 
     /// The definition whose result is `target`: reachable ops in depth-first input order, then the
     /// terminal op. Scratch yields an empty definition, as BuildKit's `Marshal` does.
-    pub(crate) fn definition(&self, target: &Output) -> pb::Definition {
+    pub(crate) fn definition(&self, target: &Output, filename: &str) -> pb::Definition {
         let Some(target) = target else {
             return pb::Definition::default();
         };
@@ -119,6 +126,37 @@ impl Graph {
             if let Some(md) = self.metadata.get(&digest) {
                 def.metadata.insert(digest.clone(), md.clone());
             }
+        }
+        let mut source = pb::Source {
+            infos: vec![pb::SourceInfo {
+                filename: filename.to_string(),
+                language: "Dockerfile".to_string(),
+                ..pb::SourceInfo::default()
+            }],
+            ..pb::Source::default()
+        };
+        for digest in &seen {
+            if let Some(&(first, last)) = self.locations.get(digest) {
+                let pos = |line: usize| pb::Position {
+                    line: i32::try_from(line).unwrap_or(i32::MAX),
+                    character: 0,
+                };
+                source.locations.insert(
+                    digest.clone(),
+                    pb::Locations {
+                        locations: vec![pb::Location {
+                            source_index: 0,
+                            ranges: vec![pb::Range {
+                                start: Some(pos(first)),
+                                end: Some(pos(last)),
+                            }],
+                        }],
+                    },
+                );
+            }
+        }
+        if !source.locations.is_empty() {
+            def.source = Some(source);
         }
         let terminal = pb::Op {
             inputs: vec![target.clone()],

@@ -673,3 +673,31 @@ fn missing_base_config_is_reported() {
         "{e}"
     );
 }
+
+#[test]
+fn source_map_points_ops_at_their_dockerfile_lines() {
+    let l = lower_text(
+        "FROM busybox\n\nRUN echo one \\\n  two\nCOPY a /a\n",
+        &LowerOptions::default(),
+    )
+    .unwrap();
+    let source = l.definition.source.clone().expect("source map");
+    assert_eq!(source.infos[0].filename, "Dockerfile");
+    let lines_of = |want: &dyn Fn(&pb::Op) -> bool| -> (i32, i32) {
+        let (digest, _) = ops(&l).into_iter().find(|(_, op)| want(op)).expect("op");
+        let loc = &source.locations[&digest].locations[0].ranges[0];
+        (loc.start.unwrap().line, loc.end.unwrap().line)
+    };
+    assert_eq!(
+        lines_of(&|op| matches!(op.op, Some(pb::op::Op::Exec(_)))),
+        (3, 4)
+    );
+    assert_eq!(
+        lines_of(&|op| matches!(op.op, Some(pb::op::Op::File(_)))),
+        (5, 5)
+    );
+    assert_eq!(
+        lines_of(&|op| matches!(op.op, Some(pb::op::Op::Source(_)))),
+        (1, 1)
+    );
+}
