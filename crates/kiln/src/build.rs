@@ -248,9 +248,9 @@ pub async fn run(args: BuildArgs, config: &KilnConfig, root: PathBuf) -> anyhow:
         &args,
         session,
         &progress,
-        cancel,
         &outputs,
         BuildInputs {
+            cancel,
             filename,
             target_platform,
             build_platform,
@@ -297,6 +297,7 @@ pub async fn run(args: BuildArgs, config: &KilnConfig, root: PathBuf) -> anyhow:
 }
 
 struct BuildInputs {
+    cancel: CancellationToken,
     filename: String,
     target_platform: kiln_dockerfile::Platform,
     build_platform: kiln_dockerfile::Platform,
@@ -309,7 +310,6 @@ async fn build(
     args: &BuildArgs,
     session: Arc<LocalSession>,
     progress: &ProgressSender,
-    cancel: CancellationToken,
     outputs: &[Output],
     inputs: BuildInputs,
     failed_at: &mut Option<kiln_engine::frontend::ErrorContext>,
@@ -341,17 +341,15 @@ async fn build(
             },
             session,
             progress.clone(),
-            cancel,
+            inputs.cancel.clone(),
         )
         .await
-        .map_err(|e| {
+        .inspect_err(|e| {
             // Quote the Dockerfile lines of the failed step once progress output is done.
-            let context = e
+            *failed_at = e
                 .vertex
                 .as_deref()
                 .and_then(|v| kiln_engine::frontend::ErrorContext::find(&fe.definition, v));
-            *failed_at = context;
-            e
         })?;
 
     let mut metadata = serde_json::Map::new();
