@@ -104,15 +104,15 @@ def main():
     if bkd:
         print("buildkitd peak RSS per case (VmHWM, MiB): " + ", ".join(
             f"{c} {v / 1024:.0f}" for c, v in bkd))
-    print(f"\nkiln: {a.kiln_version or '?'}; buildkit: {a.buildkit_version or 'not run'}; "
+    print(f"\nkiln: {a.kiln_version.strip() or '?'}; buildkit: {a.buildkit_version.strip() or 'not run'}; "
           f"{a.nproc} CPUs; registry {a.registry}")
 
     if a.json:
         doc = {
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "host": {"machine": platform.machine(), "kernel": platform.release(), "nproc": a.nproc},
-            "kiln_version": a.kiln_version,
-            "buildkit_version": a.buildkit_version or None,
+            "kiln_version": a.kiln_version.strip(),
+            "buildkit_version": a.buildkit_version.strip() or None,
             "targets": {"ratio": RATIO_TARGETS, "kiln_cprog_cold_rss_mib": RSS_TARGET_MIB},
             "results": rows,
             "comparisons": comparisons,

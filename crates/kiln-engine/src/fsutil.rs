@@ -65,6 +65,21 @@ pub fn clean_abs(path: &str) -> String {
     format!("/{}", parts.join("/"))
 }
 
+/// Copy extended attributes, except overlayfs's own (they describe the layer, not the file).
+pub fn copy_xattrs(src: &Path, dst: &Path) {
+    if let Ok(names) = xattr::list(src) {
+        for n in names {
+            let s = n.to_string_lossy();
+            if s.starts_with("trusted.overlay.") || s.starts_with("user.overlay.") {
+                continue;
+            }
+            if let Ok(Some(v)) = xattr::get(src, &n) {
+                let _ = xattr::set(dst, &n, &v);
+            }
+        }
+    }
+}
+
 fn components(p: &Path) -> Vec<OsString> {
     p.components()
         .filter_map(|c| match c {

@@ -206,9 +206,10 @@ impl SolveCtx {
         format!("{}#{}", result.key, input.index)
     }
 
-    /// A cached result for `key`, if present and every layer it names still exists.
-    pub fn lookup(&self, vertex: &Vertex, key: &str) -> Result<Option<Vec<Chain>>, SolveError> {
-        if vertex.ignore_cache() {
+    /// The cached result for `key` (reported as cached), unless the cache is to be ignored or
+    /// the record is missing or names a layer that no longer exists.
+    pub fn cached(&self, vertex: &Vertex, key: &str) -> Result<Option<VertexResult>, SolveError> {
+        if self.no_cache || vertex.ignore_cache() {
             return Ok(None);
         }
         let rec = self
@@ -225,7 +226,12 @@ impl SolveCtx {
             return Ok(None);
         }
         let _ = self.engine.cache.touch(key);
-        Ok(Some(rec.outputs))
+        self.progress.cached(&vertex.digest);
+        Ok(Some(VertexResult {
+            key: key.to_string(),
+            outputs: rec.outputs,
+            local: None,
+        }))
     }
 
     pub fn record(&self, vertex: &Vertex, key: &str, outputs: &[Chain]) -> Result<(), SolveError> {

@@ -141,7 +141,7 @@ pub(crate) fn go_duration(ns: i64) -> String {
 }
 
 /// Seconds since the epoch → RFC 3339 UTC (`2021-01-01T00:00:00Z`).
-pub(crate) fn rfc3339(secs: i64) -> String {
+pub fn rfc3339(secs: i64) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     let (h, m, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);

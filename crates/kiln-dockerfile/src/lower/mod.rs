@@ -7,6 +7,7 @@
 //!    resulting image config.
 
 mod config;
+pub use config::rfc3339;
 mod copy;
 mod dispatch;
 mod llb;

@@ -63,15 +63,8 @@ pub async fn solve(
         .max()
         .unwrap_or(0)
         .max(0) as usize;
-    if !ctx.no_cache {
-        if let Some(outputs) = ctx.lookup(vertex, &key)? {
-            ctx.progress.cached(&vertex.digest);
-            return Ok(VertexResult {
-                key,
-                outputs,
-                local: None,
-            });
-        }
+    if let Some(cached) = ctx.cached(vertex, &key)? {
+        return Ok(cached);
     }
     if let Some(p) = &vertex.op.platform {
         let host = kiln_oci::Platform::host();
@@ -116,15 +109,10 @@ pub async fn solve(
         .find(|m| m.dest == "/")
         .ok_or_else(|| SolveError::msg("exec op has no root mount"))?;
     let root_chain = chain_of(root_mount.input)?;
-    let root_layer = ctx
+    let (root_layer, root_guard) = ctx
         .engine
         .layers
-        .begin()
-        .map_err(SolveError::io("preparing layer"))?;
-    let root_guard = ctx
-        .engine
-        .layers
-        .mount_rw(&root_chain, &root_layer)
+        .begin_on(&root_chain)
         .map_err(|e| SolveError::msg(format!("mounting root filesystem: {e}")))?;
     let rootfs = root_guard.path().to_path_buf();
 
@@ -189,15 +177,10 @@ pub async fn solve(
                         continue;
                     }
                     // Writable, but changes are thrown away.
-                    let p = ctx
+                    let (p, g) = ctx
                         .engine
                         .layers
-                        .begin()
-                        .map_err(SolveError::io("preparing mount"))?;
-                    let g = ctx
-                        .engine
-                        .layers
-                        .mount_rw(&chain, &p)
+                        .begin_on(&chain)
                         .map_err(|e| SolveError::msg(format!("mounting {dest}: {e}")))?;
                     let src = selector_path(g.path(), &m.selector)?;
                     mounts.push(ExecMount {
@@ -208,15 +191,10 @@ pub async fn solve(
                     held.push(Held::Rw(g));
                     held.push(Held::Pending(p));
                 } else {
-                    let p = ctx
+                    let (p, g) = ctx
                         .engine
                         .layers
-                        .begin()
-                        .map_err(SolveError::io("preparing mount"))?;
-                    let g = ctx
-                        .engine
-                        .layers
-                        .mount_rw(&chain, &p)
+                        .begin_on(&chain)
                         .map_err(|e| SolveError::msg(format!("mounting {dest}: {e}")))?;
                     mounts.push(ExecMount {
                         dest,

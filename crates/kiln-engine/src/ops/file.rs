@@ -30,15 +30,8 @@ pub async fn solve(
         .max()
         .unwrap_or(0)
         .max(0) as usize;
-    if !ctx.no_cache {
-        if let Some(outputs) = ctx.lookup(vertex, &key)? {
-            ctx.progress.cached(&vertex.digest);
-            return Ok(VertexResult {
-                key,
-                outputs,
-                local: None,
-            });
-        }
+    if let Some(cached) = ctx.cached(vertex, &key)? {
+        return Ok(cached);
     }
     let _slot = ctx
         .engine
@@ -71,15 +64,10 @@ pub async fn solve(
         } else {
             None
         };
-        let pending = ctx
+        let (pending, guard) = ctx
             .engine
             .layers
-            .begin()
-            .map_err(SolveError::io("preparing layer"))?;
-        let guard = ctx
-            .engine
-            .layers
-            .mount_rw(&base, &pending)
+            .begin_on(&base)
             .map_err(|e| SolveError::msg(format!("mounting filesystem: {e}")))?;
         let src_guard = match &secondary {
             Some(chain) => Some(
@@ -562,7 +550,7 @@ fn copy_entry(cc: &mut CopyCtx, src: &Path, target: &str, rel: &str) -> Result<(
             fs::copy(src, &dst).map_err(fail(target))?;
             let mode = cc.mode.unwrap_or(meta.mode() & 0o7777);
             fs::set_permissions(&dst, fs::Permissions::from_mode(mode)).map_err(fail(target))?;
-            copy_xattrs(src, &dst);
+            crate::fsutil::copy_xattrs(src, &dst);
         } else {
             // Devices, fifos and sockets are not copied.
             return Ok(());
@@ -578,20 +566,6 @@ fn copy_entry(cc: &mut CopyCtx, src: &Path, target: &str, rel: &str) -> Result<(
         let _ = filetime::set_symlink_file_times(&dst, t, t);
     }
     Ok(())
-}
-
-fn copy_xattrs(src: &Path, dst: &Path) {
-    if let Ok(names) = xattr::list(src) {
-        for n in names {
-            let s = n.to_string_lossy();
-            if s.starts_with("trusted.overlay.") || s.starts_with("user.overlay.") {
-                continue;
-            }
-            if let Ok(Some(v)) = xattr::get(src, &n) {
-                let _ = xattr::set(dst, &n, &v);
-            }
-        }
-    }
 }
 
 fn is_archive(path: &Path) -> bool {

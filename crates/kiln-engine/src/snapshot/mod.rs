@@ -211,6 +211,13 @@ impl LayerStore {
         Ok(())
     }
 
+    /// A new layer on top of `chain`, mounted writable: [`LayerStore::begin`] + [`LayerStore::mount_rw`].
+    pub fn begin_on(&self, chain: &Chain) -> io::Result<(PendingLayer, RwMount)> {
+        let pending = self.begin()?;
+        let mount = self.mount_rw(chain, &pending)?;
+        Ok((pending, mount))
+    }
+
     /// Make `chain` writable at the pending layer's mount point. Call [`RwMount::finish`] when
     /// done: afterwards the pending layer's diff holds the changes.
     pub fn mount_rw(&self, chain: &Chain, pending: &PendingLayer) -> io::Result<RwMount> {

@@ -77,17 +77,7 @@ fn copy_entry(src: &Path, dst: &Path, meta: &fs::Metadata, chown: bool) -> io::R
     if !ft.is_symlink() {
         fs::set_permissions(dst, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
     }
-    if let Ok(names) = xattr::list(src) {
-        for n in names {
-            let s = n.to_string_lossy();
-            if s.starts_with("trusted.overlay.") || s.starts_with("user.overlay.") {
-                continue;
-            }
-            if let Ok(Some(v)) = xattr::get(src, &n) {
-                let _ = xattr::set(dst, &n, &v);
-            }
-        }
-    }
+    crate::fsutil::copy_xattrs(src, dst);
     let mtime = filetime::FileTime::from_unix_time(meta.mtime(), meta.mtime_nsec() as u32);
     let _ = filetime::set_symlink_file_times(dst, mtime, mtime);
     Ok(())

@@ -2,7 +2,7 @@
 //! cache key is its content digest, so an unchanged download reuses everything after it.
 
 use crate::llb::Vertex;
-use crate::snapshot::{Chain, LayerId};
+use crate::snapshot::Chain;
 use crate::solver::{SolveCtx, SolveError, VertexResult};
 use bollard_buildkit_proto::pb;
 use futures::StreamExt;
@@ -64,25 +64,14 @@ pub async fn solve(
         .and_then(|p| u32::from_str_radix(p, 8).ok())
         .unwrap_or(0o600);
     let key = format!("http:{digest}:{filename}:{perm:o}");
-    let id = LayerId::derive(&key);
-    if ctx.engine.layers.exists(&id) {
-        ctx.progress.cached(&vertex.digest);
-    } else {
-        let pending = ctx
-            .engine
-            .layers
-            .begin()
-            .map_err(SolveError::io("preparing layer"))?;
-        let dst = pending.diff().join(&filename);
-        std::fs::copy(ctx.engine.content.path(&digest), &dst)
-            .map_err(SolveError::io("writing download"))?;
+    let blob = ctx.engine.content.path(&digest);
+    let id = super::layer_once(ctx, vertex, &key, move |dir| {
+        let dst = dir.join(&filename);
+        std::fs::copy(blob, &dst).map_err(SolveError::io("writing download"))?;
         std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(perm))
-            .map_err(SolveError::io("writing download"))?;
-        ctx.engine
-            .layers
-            .commit(pending, &id)
-            .map_err(SolveError::io("committing layer"))?;
-    }
+            .map_err(SolveError::io("writing download"))
+    })
+    .await?;
     Ok(VertexResult {
         key,
         outputs: vec![Chain::scratch().with(id)],

@@ -105,35 +105,44 @@ async fn solve_local(
         true,
     );
     let key = format!("local:{}", snapshot.checksum);
-    let id = LayerId::derive(&key);
-    if ctx.engine.layers.exists(&id) {
-        ctx.progress.cached(&vertex.digest);
-    } else {
-        let pending = ctx
-            .engine
-            .layers
-            .begin()
-            .map_err(SolveError::io("preparing layer"))?;
-        let diff = pending.diff();
-        let snap = Arc::new(snapshot);
-        let s2 = snap.clone();
-        tokio::task::spawn_blocking(move || s2.copy_into(&diff))
-            .await
-            .map_err(|e| SolveError::msg(format!("copying local {name:?}: {e}")))?
-            .map_err(|e| SolveError::msg(e.to_string()))?;
-        ctx.engine
-            .layers
-            .commit(pending, &id)
-            .map_err(SolveError::io("committing layer"))?;
-        return Ok(VertexResult {
-            key,
-            outputs: vec![Chain::scratch().with(id)],
-            local: Some(snap),
-        });
-    }
+    let snapshot = Arc::new(snapshot);
+    let copy = snapshot.clone();
+    let id = layer_once(ctx, vertex, &key, move |dir| {
+        copy.copy_into(dir)
+            .map_err(|e| SolveError::msg(e.to_string()))
+    })
+    .await?;
     Ok(VertexResult {
         key,
         outputs: vec![Chain::scratch().with(id)],
-        local: Some(Arc::new(snapshot)),
+        local: Some(snapshot),
     })
+}
+
+/// The single layer a source produces for `key`: reused when it exists (the vertex is then
+/// cached), else made by `fill` in a fresh directory on a blocking thread and committed.
+pub(crate) async fn layer_once(
+    ctx: &Arc<SolveCtx>,
+    vertex: &Vertex,
+    key: &str,
+    fill: impl FnOnce(&std::path::Path) -> Result<(), SolveError> + Send + 'static,
+) -> Result<LayerId, SolveError> {
+    let id = LayerId::derive(key);
+    if ctx.engine.layers.exists(&id) {
+        ctx.progress.cached(&vertex.digest);
+        return Ok(id);
+    }
+    let pending = ctx
+        .engine
+        .layers
+        .begin()
+        .map_err(SolveError::io("preparing layer"))?;
+    let diff = pending.diff();
+    tokio::task::spawn_blocking(move || fill(&diff))
+        .await
+        .map_err(|e| SolveError::msg(format!("{}: {e}", vertex.name())))??;
+    ctx.engine
+        .layers
+        .commit(pending, &id)
+        .map_err(SolveError::io("committing layer"))
 }
