@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
 """Turn benches/run.sh's results.tsv into the comparison table (stdout) and optional JSON.
 
-results.tsv rows: builder, case, scenario, seconds, max_rss_kib, status
+results.tsv rows: builder, case, scenario, seconds, max_rss_kib, status, repetition
 (builder `buildkitd` rows carry the daemon's peak RSS per case, scenario `all`).
+With several repetitions the table shows the median of each (builder, case, scenario) and the
+min-max spread; a scenario that failed in any repetition counts as failed.
 """
 
 import argparse
 import datetime
 import json
 import platform
+import statistics
 
 # kiln time / BuildKit time must be at most this.
 RATIO_TARGETS = {"cold": 0.9, "warm": 0.5, "edit": 0.8}
@@ -28,31 +31,44 @@ def main():
     ap.add_argument("--buildkit-version", default="")
     ap.add_argument("--nproc", default="")
     ap.add_argument("--registry", default="")
+    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--load", default="", help="load averages before / after")
     a = ap.parse_args()
 
     rows = []
     with open(a.results) as f:
         for line in f:
             parts = line.rstrip("\n").split("\t")
-            if len(parts) != 6:
+            if len(parts) != 7:
                 continue
-            builder, case, scenario, secs, rss, status = parts
+            builder, case, scenario, secs, rss, status, rep = parts
             rows.append({
-                "builder": builder, "case": case, "scenario": scenario,
+                "builder": builder, "case": case, "scenario": scenario, "rep": int(rep),
                 "seconds": num(secs, float), "max_rss_kib": num(rss, int), "status": status,
             })
 
     def get(builder, case, scenario):
-        for r in rows:
-            if (r["builder"], r["case"], r["scenario"]) == (builder, case, scenario):
-                return r
-        return None
+        """Summary over repetitions: median seconds, min/max, peak RSS, worst status."""
+        rs = [r for r in rows if (r["builder"], r["case"], r["scenario"]) == (builder, case, scenario)]
+        if not rs:
+            return None
+        bad = [r["status"] for r in rs if r["status"] != "ok"]
+        secs = [r["seconds"] for r in rs if r["status"] == "ok" and r["seconds"] is not None]
+        rss = [r["max_rss_kib"] for r in rs if r["max_rss_kib"]]
+        return {
+            "status": bad[0] if bad else "ok", "n": len(secs),
+            "seconds": statistics.median(secs) if secs else None,
+            "min": min(secs) if secs else None, "max": max(secs) if secs else None,
+            "max_rss_kib": max(rss) if rss else None,
+        }
 
     have_bk = any(r["builder"] == "buildkit" for r in rows)
     order = []
     for r in rows:
         if r["builder"] == "kiln" and (r["case"], r["scenario"]) not in order:
             order.append((r["case"], r["scenario"]))
+
+    multi = a.repeat > 1
 
     def fmt_t(r):
         if r is None:
@@ -61,8 +77,17 @@ def main():
             return r["status"].upper()
         return f"{r['seconds']:.2f}"
 
+    def fmt_spread(r):
+        if r is None or r["status"] != "ok":
+            return "-"
+        return f"{r['min']:.2f}-{r['max']:.2f}"
+
     comparisons = []
-    head = f"{'case':<10} {'scenario':<8} {'kiln s':>9} {'buildkit s':>11} {'ratio':>7} {'target':>8}  result"
+    if multi:
+        print(f"\nmedian of {a.repeat} runs (spread: min-max)")
+    head = f"{'case':<10} {'scenario':<8} {'kiln s':>8} {'buildkit s':>10} {'ratio':>6} {'target':>7}  result"
+    if multi:
+        head += f"   {'kiln spread':>12} {'bk spread':>12}"
     print()
     print(head)
     print("-" * len(head))
@@ -76,17 +101,22 @@ def main():
             ratio = k["seconds"] / b["seconds"]
             verdict = "PASS" if target is not None and ratio <= target else "MISS"
         elif b and b["status"] != "ok":
-            verdict = "n/a (buildkit failed)"
+            verdict = "n/a (bk failed)"
         comparisons.append({
             "case": case, "scenario": sc,
             "kiln_seconds": k["seconds"] if k else None,
             "buildkit_seconds": b["seconds"] if b and b["status"] == "ok" else None,
+            "kiln_min_max": [k["min"], k["max"]] if k and k["status"] == "ok" else None,
+            "buildkit_min_max": [b["min"], b["max"]] if b and b["status"] == "ok" else None,
             "ratio": round(ratio, 3) if ratio is not None else None,
             "target_ratio": target, "result": verdict,
         })
-        print(f"{case:<10} {sc:<8} {fmt_t(k):>9} {fmt_t(b) if have_bk else '-':>11} "
-              f"{(f'{ratio:.2f}' if ratio is not None else '-'):>7} "
-              f"{('<= ' + str(target)) if target is not None else '':>8}  {verdict}")
+        line = (f"{case:<10} {sc:<8} {fmt_t(k):>8} {fmt_t(b) if have_bk else '-':>10} "
+                f"{(f'{ratio:.2f}' if ratio is not None else '-'):>6} "
+                f"{('<= ' + str(target)) if target is not None else '':>7}  {verdict:<6}")
+        if multi:
+            line += f" {fmt_spread(k):>12} {fmt_spread(b):>12}"
+        print(line.rstrip())
 
     rss = {}
     k = get("kiln", "cprog", "cold")
@@ -95,23 +125,32 @@ def main():
         verdict = "PASS" if mib <= RSS_TARGET_MIB else "MISS"
         rss = {"kiln_cprog_cold_mib": round(mib, 1), "target_mib": RSS_TARGET_MIB, "result": verdict}
         print(f"\nkiln peak RSS, cprog cold: {mib:.1f} MiB (target <= {RSS_TARGET_MIB} MiB)  {verdict}")
-    kiln_peaks = [(r["case"], r["scenario"], r["max_rss_kib"]) for r in rows
-                  if r["builder"] == "kiln" and r["max_rss_kib"]]
-    if kiln_peaks:
-        print("kiln peak RSS per build (MiB): " + ", ".join(
-            f"{c}/{s} {v / 1024:.0f}" for c, s, v in kiln_peaks))
-    bkd = [(r["case"], r["max_rss_kib"]) for r in rows if r["builder"] == "buildkitd" and r["max_rss_kib"]]
+        print("  (/usr/bin/time -v: the largest of kiln and the processes it waited for)")
+    peaks = []
+    for case, sc in order:
+        r = get("kiln", case, sc)
+        if r and r["max_rss_kib"]:
+            peaks.append(f"{case}/{sc} {r['max_rss_kib'] / 1024:.0f}")
+    if peaks:
+        print("kiln peak RSS per build (MiB): " + ", ".join(peaks))
+    bkd = {}
+    for r in rows:
+        if r["builder"] == "buildkitd" and r["max_rss_kib"]:
+            bkd[r["case"]] = max(bkd.get(r["case"], 0), r["max_rss_kib"])
     if bkd:
         print("buildkitd peak RSS per case (VmHWM, MiB): " + ", ".join(
-            f"{c} {v / 1024:.0f}" for c, v in bkd))
+            f"{c} {v / 1024:.0f}" for c, v in bkd.items()))
     print(f"\nkiln: {a.kiln_version.strip() or '?'}; buildkit: {a.buildkit_version.strip() or 'not run'}; "
           f"{a.nproc} CPUs; registry {a.registry}")
+    if a.load:
+        print(f"load average (1/5/15 min) before / after: {a.load}")
 
     if a.json:
         doc = {
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "host": {"machine": platform.machine(), "kernel": platform.release(), "nproc": a.nproc},
+            "host": {"machine": platform.machine(), "kernel": platform.release(), "nproc": a.nproc, "loadavg_before_after": a.load},
             "kiln_version": a.kiln_version.strip(),
+            "repeat": a.repeat,
             "buildkit_version": a.buildkit_version.strip() or None,
             "targets": {"ratio": RATIO_TARGETS, "kiln_cprog_cold_rss_mib": RSS_TARGET_MIB},
             "results": rows,

@@ -3,7 +3,7 @@
 # See benches/README.md. Usage:
 #
 #   sudo benches/run.sh [--json FILE] [--kiln PATH] [--buildkit DIR] [--no-buildkit]
-#                       [--cases cprog,runs30,...] [--timeout SECONDS] [--keep]
+#                       [--cases cprog,runs30,...] [--repeat N] [--timeout SECONDS] [--keep]
 #
 # Exits non-zero only when kiln (or the set-up) fails; slow results are reported as MISS.
 set -uo pipefail
@@ -19,6 +19,7 @@ SCENARIOS="cold warm edit"
 TIMEOUT=${BENCH_TIMEOUT:-600}
 CACHE_DIR=${BENCH_CACHE:-/var/cache/kiln-bench}
 KEEP=0
+REPEAT=1
 
 usage() { sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 
@@ -30,6 +31,7 @@ while [ $# -gt 0 ]; do
         --no-buildkit) USE_BUILDKIT=0; shift ;;
         --cases) CASES=${2//,/ }; shift 2 ;;
         --timeout) TIMEOUT=$2; shift 2 ;;
+        --repeat) REPEAT=$2; shift 2 ;;
         --keep) KEEP=1; shift ;;
         -h|--help) usage 0 ;;
         *) echo "unknown argument: $1" >&2; usage 2 ;;
@@ -41,6 +43,7 @@ die() { log "FATAL: $*"; exit 2; }
 
 # ---------------------------------------------------------------- preconditions
 [ "$(id -u)" = 0 ] || die "must run as root (kiln's RUN steps need root today)"
+case "$REPEAT" in ""|*[!0-9]*|0) die "--repeat needs a positive integer" ;; esac
 [ -x "$KILN" ] || die "kiln binary not found at $KILN (cargo build --release -p kiln, or --kiln PATH)"
 [ -n "$JSON_OUT" ] && case "$JSON_OUT" in /*) ;; *) JSON_OUT=$PWD/$JSON_OUT ;; esac
 apt_need() { # apt_need COMMAND PACKAGE
@@ -187,7 +190,8 @@ rm -rf "$WORK/seed-root" "$WORK/seed-busybox" "$WORK/seed-debian"
 # ---------------------------------------------------------------- measuring
 now() { date +%s.%N; }
 elapsed() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.3f}')" "$1" "$2"; }
-record() { printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >> "$RESULTS"; } # builder case scenario secs rss_kib status
+REP=1
+record() { printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" "$REP" >> "$RESULTS"; } # builder case scenario secs rss_kib status (rep)
 
 kiln_build() { # kiln_build CASE SCENARIO CONTEXT
     local case=$1 sc=$2 ctx=$3 t0 t1 rc rss status
@@ -207,7 +211,7 @@ kiln_build() { # kiln_build CASE SCENARIO CONTEXT
         tail -15 "$logf" | sed 's/^/    /' >&2
     fi
     record kiln "$case" "$sc" "$(elapsed "$t0" "$t1")" "${rss:-}" "$status"
-    log "kiln     $case/$sc: $(elapsed "$t0" "$t1") s, max RSS ${rss:-?} KiB, $status"
+    log "kiln     $case/$sc #$REP: $(elapsed "$t0" "$t1") s, max RSS ${rss:-?} KiB, $status"
 }
 
 bk_start() { # fresh buildkitd with an empty state dir
@@ -251,7 +255,7 @@ bk_build() { # bk_build CASE SCENARIO CONTEXT
         tail -15 "$logf" | sed 's/^/    /' >&2
     fi
     record buildkit "$case" "$sc" "$(elapsed "$t0" "$t1")" "" "$status"
-    log "buildkit $case/$sc: $(elapsed "$t0" "$t1") s, $status"
+    log "buildkit $case/$sc #$REP: $(elapsed "$t0" "$t1") s, $status"
 }
 
 fresh_context() { # fresh_context CASE BUILDER -> path of a pristine copy of the case's context
@@ -262,12 +266,16 @@ fresh_context() { # fresh_context CASE BUILDER -> path of a pristine copy of the
 }
 
 # ---------------------------------------------------------------- run
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+busy=$(awk -v n="$(nproc)" '{print ($1 > n / 2) ? 1 : 0}' /proc/loadavg)
+[ "$busy" = 1 ] && log "WARNING: load average is $LOAD_START before the benchmark; other work will skew timings"
 for c in $CASES; do
     python3 "$HERE/cases.py" gen "$c" "$WORK/cases/$c" "$REG" || die "generating case $c failed"
 done
 mkdir -p "$WORK/ctx"
 
 for c in $CASES; do
+  for REP in $(seq 1 "$REPEAT"); do
     # kiln: cold = empty --root, warm = same build again, edit = one file changed.
     ctx=$(fresh_context "$c" kiln)
     unmount_under "$WORK/kiln-root"; rm -rf "$WORK/kiln-root"
@@ -290,10 +298,11 @@ for c in $CASES; do
         fi
         rm -rf "$ctx"
     fi
+  done
 done
 
 # ---------------------------------------------------------------- report
-meta=(--kiln-version "$("$KILN" --version 2>/dev/null | head -1)" --nproc "$(nproc)"
+meta=(--load "$LOAD_START / $(cut -d' ' -f1-3 /proc/loadavg)" --repeat "$REPEAT" --kiln-version "$("$KILN" --version 2>/dev/null | head -1)" --nproc "$(nproc)"
       --registry "$REG")
 [ -n "$BK_BIN" ] && meta+=(--buildkit-version "$("$BK_BIN/buildkitd" --version 2>/dev/null | head -1)")
 [ -n "$JSON_OUT" ] && meta+=(--json "$JSON_OUT")

@@ -4,6 +4,16 @@
 //! TCP (mutual TLS) and unix socket listeners. Unmodified `buildctl` and `docker buildx
 //! --driver remote` talk to it.
 
+pub mod attrs;
+mod bridge;
+pub mod builds;
 pub mod certs;
+mod control;
+pub mod daemon;
+mod export;
+pub mod server;
 pub mod session;
+pub mod status;
 pub mod tls;
+
+pub use daemon::Daemon;

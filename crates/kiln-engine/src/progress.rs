@@ -56,23 +56,48 @@ pub enum ProgressEvent {
 /// progress is best effort, the build goes on without a listener.
 #[derive(Clone)]
 pub struct ProgressSender {
-    tx: Option<mpsc::UnboundedSender<ProgressEvent>>,
+    sink: Sink,
+}
+
+#[derive(Clone)]
+enum Sink {
+    Discard,
+    Channel(mpsc::UnboundedSender<ProgressEvent>),
+    Func(std::sync::Arc<dyn Fn(ProgressEvent) + Send + Sync>),
 }
 
 impl ProgressSender {
     pub fn channel() -> (ProgressSender, mpsc::UnboundedReceiver<ProgressEvent>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (ProgressSender { tx: Some(tx) }, rx)
+        (
+            ProgressSender {
+                sink: Sink::Channel(tx),
+            },
+            rx,
+        )
+    }
+
+    /// A sender that hands every event to `f` as it happens (in order, on the sending task).
+    pub fn from_fn(f: impl Fn(ProgressEvent) + Send + Sync + 'static) -> ProgressSender {
+        ProgressSender {
+            sink: Sink::Func(std::sync::Arc::new(f)),
+        }
     }
 
     /// A sender that drops every event.
     pub fn discard() -> ProgressSender {
-        ProgressSender { tx: None }
+        ProgressSender {
+            sink: Sink::Discard,
+        }
     }
 
     pub fn send(&self, event: ProgressEvent) {
-        if let Some(tx) = &self.tx {
-            let _ = tx.send(event);
+        match &self.sink {
+            Sink::Discard => {}
+            Sink::Channel(tx) => {
+                let _ = tx.send(event);
+            }
+            Sink::Func(f) => f(event),
         }
     }
 

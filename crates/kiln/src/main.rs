@@ -2,6 +2,7 @@
 //! This binary only parses flags and wires the library crates together.
 
 mod build;
+mod buildkitd;
 mod config;
 mod progress_ui;
 mod userns;
@@ -35,6 +36,8 @@ struct Cli {
 enum Command {
     /// Build an image from a Dockerfile.
     Build(Box<build::BuildArgs>),
+    /// Serve BuildKit's gRPC API (for buildctl and docker buildx --driver remote).
+    Buildkitd(buildkitd::BuildkitdArgs),
     /// Show the build cache's disk usage.
     Du {
         /// List every record.
@@ -93,6 +96,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .unwrap_or_else(config::default_root);
     match cli.command {
         Command::Build(args) => build::run(*args, &config, root).await,
+        Command::Buildkitd(args) => buildkitd::run(args, &config, root).await,
         Command::Du { verbose } => {
             let engine = config.open_engine(root).await?;
             let records = engine.disk_usage()?;

@@ -1,0 +1,150 @@
+//! Frontend attributes (`--opt` of buildctl, buildx flags) → a Dockerfile build request.
+
+use kiln_dockerfile::LowerOptions;
+use kiln_engine::frontend::DockerfileRequest;
+use std::collections::HashMap;
+
+/// Frontend images that the built-in Dockerfile frontend stands in for.
+pub fn is_dockerfile_frontend_image(source: &str) -> bool {
+    let s = source
+        .trim_start_matches("docker.io/")
+        .trim_start_matches("registry-1.docker.io/");
+    s.starts_with("docker/dockerfile:")
+        || s.starts_with("docker/dockerfile-upstream:")
+        || s == "docker/dockerfile"
+        || s.starts_with("docker/dockerfile@")
+}
+
+/// Build the Dockerfile request, or an error message for what we can't do.
+pub fn dockerfile_request(
+    attrs: &HashMap<String, String>,
+    session_id: &str,
+) -> Result<DockerfileRequest, String> {
+    if let Some(id) = attrs.get("requestid") {
+        return Err(format!("unsupported request {id}"));
+    }
+    if let Some(syntax) = attrs.get("build-arg:BUILDKIT_SYNTAX") {
+        if !is_dockerfile_frontend_image(syntax.split_whitespace().next().unwrap_or("")) {
+            return Err(format!(
+                "custom frontends are not supported: BUILDKIT_SYNTAX={syntax} (kiln has the \
+                 Dockerfile frontend built in)"
+            ));
+        }
+    }
+    if let Some(ctx) = attrs.keys().find(|k| k.starts_with("context:")) {
+        return Err(format!(
+            "named build contexts ({ctx}) are not supported by this version of kiln"
+        ));
+    }
+    if let Some(ctx) = attrs.get("context") {
+        return Err(format!(
+            "remote build contexts ({ctx}) are not supported by this version of kiln"
+        ));
+    }
+    let mut opts = LowerOptions {
+        target: attrs.get("target").filter(|t| !t.is_empty()).cloned(),
+        no_cache: attrs.contains_key("no-cache"),
+        session_id: (!session_id.is_empty()).then(|| session_id.to_string()),
+        ..LowerOptions::default()
+    };
+    for (k, v) in attrs {
+        if let Some(name) = k.strip_prefix("build-arg:") {
+            opts.build_args.insert(name.to_string(), v.clone());
+        } else if let Some(name) = k.strip_prefix("label:") {
+            opts.labels.insert(name.to_string(), v.clone());
+        }
+    }
+    if let Some(epoch) = attrs.get("build-arg:SOURCE_DATE_EPOCH") {
+        opts.source_date_epoch = epoch.parse().ok();
+    }
+    let host = kiln_oci::Platform::host();
+    opts.build_platform = kiln_dockerfile::Platform::parse(&host.to_string())
+        .map_err(|e| format!("host platform: {e}"))?;
+    opts.target_platform = match attrs.get("platform").filter(|p| !p.is_empty()) {
+        Some(list) => {
+            let first = list.split(',').next().unwrap_or_default().trim();
+            if list.contains(',') {
+                return Err(format!(
+                    "multi-platform builds ({list}) are not supported: kiln builds for {host}"
+                ));
+            }
+            kiln_dockerfile::Platform::parse(first).map_err(|e| format!("platform {first}: {e}"))?
+        }
+        None => opts.build_platform.clone(),
+    };
+    let mut req = DockerfileRequest {
+        options: opts,
+        ..DockerfileRequest::default()
+    };
+    if let Some(f) = attrs.get("filename").filter(|f| !f.is_empty()) {
+        req.filename = f.clone();
+    }
+    if let Some(k) = attrs.get("dockerfilekey").filter(|k| !k.is_empty()) {
+        req.dockerfile_local = k.clone();
+    }
+    if let Some(k) = attrs.get("contextkey").filter(|k| !k.is_empty()) {
+        req.context_local = k.clone();
+    }
+    req.options.context_name = req.context_local.clone();
+    Ok(req)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attrs(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn buildctl_opts_map_to_the_request() {
+        let r = dockerfile_request(
+            &attrs(&[
+                ("filename", "build/Dockerfile.ci"),
+                ("target", "release"),
+                ("build-arg:VERSION", "1.2"),
+                ("label:team", "platform"),
+                ("no-cache", ""),
+            ]),
+            "sess",
+        )
+        .unwrap();
+        assert_eq!(r.filename, "build/Dockerfile.ci");
+        assert_eq!(r.options.target.as_deref(), Some("release"));
+        assert_eq!(r.options.build_args["VERSION"], "1.2");
+        assert_eq!(r.options.labels["team"], "platform");
+        assert!(r.options.no_cache);
+        assert_eq!(r.dockerfile_local, "dockerfile");
+        assert_eq!(r.context_local, "context");
+    }
+
+    #[test]
+    fn unsupported_requests_say_so() {
+        for (k, v, want) in [
+            (
+                "requestid",
+                "frontend.outline",
+                "unsupported request frontend.outline",
+            ),
+            (
+                "build-arg:BUILDKIT_SYNTAX",
+                "example/frontend:1",
+                "custom frontends",
+            ),
+            ("context:base", "docker-image://x", "named build contexts"),
+            ("platform", "linux/amd64,linux/arm64", "multi-platform"),
+        ] {
+            let err = dockerfile_request(&attrs(&[(k, v)]), "").unwrap_err();
+            assert!(err.contains(want), "{k}: {err}");
+        }
+        assert!(dockerfile_request(
+            &attrs(&[("build-arg:BUILDKIT_SYNTAX", "docker/dockerfile:1.7")]),
+            ""
+        )
+        .is_ok());
+    }
+}

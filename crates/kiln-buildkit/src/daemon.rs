@@ -1,0 +1,309 @@
+//! The daemon's shared state and the solve pipeline behind `Control/Solve` and
+//! `LLBBridge/Solve`: pick the frontend, solve, export.
+
+use crate::builds::{Build, Builds, GatewayResult, Returned};
+use crate::session::{ClientSession, SessionManager};
+use bollard_buildkit_proto::moby::buildkit::v1 as api;
+use bollard_buildkit_proto::moby::buildkit::v1::types::{BuildkitVersion, WorkerRecord};
+use bollard_buildkit_proto::pb;
+use kiln_engine::progress::ProgressSender;
+use kiln_engine::session::{Session, SessionError};
+use kiln_engine::{Engine, SolveOptions};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+
+pub const VERSION: &str = concat!("v", env!("CARGO_PKG_VERSION"));
+
+/// Everything the gRPC services share.
+pub struct Daemon {
+    pub engine: Engine,
+    pub sessions: Arc<SessionManager>,
+    pub builds: Arc<Builds>,
+    pub worker_id: String,
+    /// Where client locals are synced to (kept between builds for incremental transfers).
+    pub sync_root: PathBuf,
+}
+
+/// What to solve: a frontend with its attributes, or raw LLB.
+pub struct FrontendRequest<'a> {
+    pub frontend: &'a str,
+    pub attrs: &'a HashMap<String, String>,
+    pub definition: Option<pb::Definition>,
+}
+
+/// A session for requests that name none: every call fails clearly.
+struct NoSession;
+
+#[async_trait::async_trait]
+impl Session for NoSession {
+    async fn local_dir(
+        &self,
+        name: &str,
+        _: &[String],
+        _: &[String],
+    ) -> Result<PathBuf, SessionError> {
+        Err(SessionError::NoSuchLocal(name.to_string()))
+    }
+    async fn secret(&self, id: &str) -> Result<Vec<u8>, SessionError> {
+        Err(SessionError::NoSuchSecret(id.to_string()))
+    }
+    async fn credentials(&self, _: &str) -> Option<kiln_oci::Credentials> {
+        None
+    }
+}
+
+/// Map an engine failure to a gRPC status carrying its message.
+pub fn solve_status(e: kiln_engine::Error) -> Status {
+    if e.canceled {
+        Status::cancelled(e.message)
+    } else {
+        Status::unknown(e.message)
+    }
+}
+
+impl Daemon {
+    pub fn new(engine: Engine) -> Daemon {
+        let root = engine.inner().root.clone();
+        let worker_id = worker_id(&root);
+        Daemon {
+            engine,
+            sessions: Arc::new(SessionManager::default()),
+            builds: Arc::new(Builds::default()),
+            worker_id,
+            sync_root: root.join("sessions"),
+        }
+    }
+
+    pub fn worker(&self) -> WorkerRecord {
+        let host = kiln_oci::Platform::host();
+        let mut labels = HashMap::new();
+        let l = |k: &str| format!("org.mobyproject.buildkit.worker.{k}");
+        labels.insert(l("executor"), "oci".to_string());
+        labels.insert(
+            l("snapshotter"),
+            match self.engine.inner().layers.snapshotter() {
+                kiln_engine::snapshot::Snapshotter::Overlay => "overlayfs",
+                kiln_engine::snapshot::Snapshotter::Native => "native",
+            }
+            .to_string(),
+        );
+        labels.insert(l("network"), "host".to_string());
+        labels.insert(l("oci.process-mode"), "sandbox".to_string());
+        if let Ok(h) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+            labels.insert(l("hostname"), h.trim().to_string());
+        }
+        WorkerRecord {
+            id: self.worker_id.clone(),
+            labels,
+            platforms: vec![pb::Platform {
+                architecture: host.architecture.clone(),
+                os: host.os.clone(),
+                variant: host.variant.clone().unwrap_or_default(),
+                ..pb::Platform::default()
+            }],
+            gc_policy: vec![],
+            buildkit_version: Some(version()),
+            cdi_devices: vec![],
+        }
+    }
+
+    /// The engine session for a request's session id (waiting briefly for it to connect).
+    pub async fn session(&self, id: &str) -> Arc<dyn Session> {
+        if id.is_empty() {
+            return Arc::new(NoSession);
+        }
+        match self.sessions.get(id, Duration::from_secs(5)).await {
+            Some(open) => Arc::new(ClientSession::new(
+                open,
+                self.sessions.clone(),
+                self.sync_root.clone(),
+            )),
+            None => Arc::new(NoSession),
+        }
+    }
+
+    /// Run a frontend (or raw LLB) for a build; the result stays with the build by id.
+    pub async fn frontend_solve(
+        &self,
+        build: &Arc<Build>,
+        request: FrontendRequest<'_>,
+        session: Arc<dyn Session>,
+        progress: &ProgressSender,
+        cancel: CancellationToken,
+    ) -> Result<(String, Option<Vec<u8>>), Status> {
+        let FrontendRequest {
+            frontend,
+            attrs,
+            definition,
+        } = request;
+        let no_cache = attrs.contains_key("no-cache");
+        let (definition, image_config) = match (frontend, definition) {
+            ("", Some(def)) if !def.def.is_empty() => (def, None),
+            ("dockerfile.v0", _) => self.dockerfile(attrs, &session, progress).await?,
+            ("gateway.v0", _) => {
+                let source = attrs.get("source").cloned().unwrap_or_default();
+                if !crate::attrs::is_dockerfile_frontend_image(&source) {
+                    return Err(Status::invalid_argument(format!(
+                        "custom frontends are not supported: gateway.v0 with source {source:?} \
+                         (kiln has the Dockerfile frontend built in)"
+                    )));
+                }
+                progress.warn(
+                    None,
+                    format!("using kiln's built-in Dockerfile frontend for {source}"),
+                );
+                self.dockerfile(attrs, &session, progress).await?
+            }
+            ("", _) => return Err(Status::invalid_argument("no frontend and no definition")),
+            (other, _) => {
+                return Err(Status::invalid_argument(format!(
+                    "invalid frontend: {other}"
+                )))
+            }
+        };
+        let solved = self
+            .engine
+            .solve(
+                &definition,
+                SolveOptions { no_cache },
+                session,
+                progress.clone(),
+                cancel,
+            )
+            .await
+            .map_err(solve_status)?;
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        build.results.lock().expect("results").insert(
+            id.clone(),
+            Arc::new(GatewayResult {
+                solved,
+                image_config: image_config.clone(),
+            }),
+        );
+        Ok((id, image_config))
+    }
+
+    async fn dockerfile(
+        &self,
+        attrs: &HashMap<String, String>,
+        session: &Arc<dyn Session>,
+        progress: &ProgressSender,
+    ) -> Result<(pb::Definition, Option<Vec<u8>>), Status> {
+        let session_id = attrs.get("session-id").cloned().unwrap_or_default();
+        let req = crate::attrs::dockerfile_request(attrs, &session_id)
+            .map_err(Status::invalid_argument)?;
+        let fe = self
+            .engine
+            .dockerfile_frontend(&req, session.clone(), progress)
+            .await
+            .map_err(solve_status)?;
+        Ok((fe.definition, Some(fe.image_config)))
+    }
+
+    /// `Control/Solve`: the whole build, including waiting for a gateway client's `Return`.
+    pub async fn solve(&self, req: api::SolveRequest) -> Result<api::SolveResponse, Status> {
+        let build =
+            self.builds
+                .register(&req.r#ref, req.session.clone(), req.frontend_attrs.clone());
+        let b2 = build.clone();
+        let progress = ProgressSender::from_fn(move |ev| b2.progress(&ev));
+        // Dropped with this future when the client cancels the call: the build stops.
+        let cancel = CancellationToken::new();
+        let _stop = cancel.clone().drop_guard();
+        let result = self.solve_inner(&build, req, &progress, cancel).await;
+        // Results hold the client session (and its locks on synced directories): release them.
+        build.results.lock().expect("results").clear();
+        build.finish();
+        self.builds.retire(&build.id);
+        if let Err(e) = &result {
+            tracing::info!(build = %build.id, "build failed: {}", e.message());
+        }
+        result
+    }
+
+    async fn solve_inner(
+        &self,
+        build: &Arc<Build>,
+        req: api::SolveRequest,
+        progress: &ProgressSender,
+        cancel: CancellationToken,
+    ) -> Result<api::SolveResponse, Status> {
+        tracing::debug!(build = %build.id, session = %req.session, frontend = %req.frontend,
+            definition = req.definition.is_some(), exporters = req.exporters.len(), "solve");
+        let session = self.session(&req.session).await;
+        let result: Option<Arc<GatewayResult>> = if req.frontend.is_empty()
+            && req.definition.as_ref().is_none_or(|d| d.def.is_empty())
+        {
+            // The client builds through LLBBridge and tells us its result with Return.
+            tracing::debug!(build = %build.id, "waiting for the client's result");
+            match build.wait_return().await {
+                Returned::Ref(id) if id.is_empty() => None,
+                Returned::Ref(id) => Some(
+                    build
+                        .results
+                        .lock()
+                        .expect("results")
+                        .get(&id)
+                        .cloned()
+                        .ok_or_else(|| Status::not_found(format!("no result {id} in build")))?,
+                ),
+                Returned::Error { code, message } => {
+                    return Err(Status::new(tonic::Code::from(code), message));
+                }
+            }
+        } else {
+            let (id, _) = self
+                .frontend_solve(
+                    build,
+                    FrontendRequest {
+                        frontend: &req.frontend,
+                        attrs: &req.frontend_attrs,
+                        definition: req.definition.clone(),
+                    },
+                    session.clone(),
+                    progress,
+                    cancel,
+                )
+                .await?;
+            build.results.lock().expect("results").get(&id).cloned()
+        };
+        let exporters = crate::export::requested(&req);
+        tracing::debug!(build = %build.id, result = result.is_some(), "exporting");
+        let mut response = HashMap::new();
+        if let Some(result) = result {
+            let open = self.sessions.get(&req.session, Duration::ZERO).await;
+            response =
+                crate::export::run(self, open.as_ref(), &result, &exporters, progress).await?;
+        } else if !exporters.is_empty() {
+            tracing::debug!("build {} returned no result; nothing to export", build.id);
+        }
+        Ok(api::SolveResponse {
+            exporter_response: response,
+        })
+    }
+}
+
+pub fn version() -> BuildkitVersion {
+    BuildkitVersion {
+        package: "github.com/kiln-ci/kiln".to_string(),
+        version: VERSION.to_string(),
+        revision: option_env!("KILN_GIT_REVISION").unwrap_or("").to_string(),
+    }
+}
+
+/// A worker id that stays the same for a state directory.
+fn worker_id(root: &std::path::Path) -> String {
+    let path = root.join("worker-id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        if !id.trim().is_empty() {
+            return id.trim().to_string();
+        }
+    }
+    let id = uuid::Uuid::new_v4().simple().to_string()[..25].to_string();
+    let _ = std::fs::write(&path, &id);
+    id
+}

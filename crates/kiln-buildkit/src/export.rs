@@ -1,0 +1,283 @@
+//! Exporters requested in a `Control/Solve`: images pushed to registries, and files (OCI or
+//! Docker tars, plain tars, directories) sent back to the client over its FileSend service.
+
+use crate::builds::GatewayResult;
+use crate::daemon::{solve_status, Daemon};
+use crate::session::OpenSession;
+use bollard_buildkit_proto::moby::buildkit::v1 as api;
+use bollard_buildkit_proto::moby::filesync::v1::file_send_client::FileSendClient;
+use bollard_buildkit_proto::moby::filesync::v1::BytesMessage;
+use kiln_engine::exporter::ImageOptions;
+use kiln_engine::progress::ProgressSender;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tonic::Status;
+
+/// One requested exporter.
+#[derive(Debug, Clone)]
+pub struct Exporter {
+    pub kind: String,
+    pub attrs: HashMap<String, String>,
+}
+
+/// The exporters of a request: `Exporters` (v0.13+ clients) or the single legacy one.
+pub fn requested(req: &api::SolveRequest) -> Vec<Exporter> {
+    if !req.exporters.is_empty() {
+        return req
+            .exporters
+            .iter()
+            .map(|e| Exporter {
+                kind: e.r#type.clone(),
+                attrs: e.attrs.clone(),
+            })
+            .collect();
+    }
+    if req.exporter_deprecated.is_empty() {
+        return Vec::new();
+    }
+    vec![Exporter {
+        kind: req.exporter_deprecated.clone(),
+        attrs: req.exporter_attrs_deprecated.clone(),
+    }]
+}
+
+fn truthy(attrs: &HashMap<String, String>, key: &str) -> bool {
+    attrs
+        .get(key)
+        .map(|v| v.is_empty() || v == "true" || v == "1")
+        .unwrap_or(false)
+}
+
+fn names(attrs: &HashMap<String, String>) -> Vec<String> {
+    attrs
+        .get("name")
+        .map(|n| {
+            n.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub async fn run(
+    daemon: &Daemon,
+    session: Option<&OpenSession>,
+    result: &Arc<GatewayResult>,
+    exporters: &[Exporter],
+    progress: &ProgressSender,
+) -> Result<HashMap<String, String>, Status> {
+    let engine = &daemon.engine;
+    let mut response = HashMap::new();
+    for (index, exp) in exporters.iter().enumerate() {
+        let image_opts = || {
+            let mut o = ImageOptions::new(result.image_config.clone(), kiln_oci::Platform::host());
+            if exp
+                .attrs
+                .get("oci-mediatypes")
+                .map(|v| v == "false")
+                .unwrap_or(false)
+            {
+                o.oci_mediatypes = false;
+            }
+            o.compression = match exp.attrs.get("compression").map(String::as_str) {
+                Some("zstd") => kiln_oci::Compression::Zstd,
+                Some("uncompressed") => kiln_oci::Compression::None,
+                _ => kiln_oci::Compression::Gzip,
+            };
+            if let Some(e) = exp.attrs.get("source-date-epoch") {
+                o.epoch = e.parse().ok();
+            }
+            o
+        };
+        match exp.kind.as_str() {
+            "image" => {
+                let image = engine
+                    .build_image(&result.solved, &image_opts(), progress)
+                    .await
+                    .map_err(solve_status)?;
+                let names = names(&exp.attrs);
+                if truthy(&exp.attrs, "push") {
+                    if names.is_empty() {
+                        return Err(Status::invalid_argument(
+                            "push requires a name (--output type=image,name=…,push=true)",
+                        ));
+                    }
+                    engine
+                        .push_image(&result.solved, &image, &names, progress)
+                        .await
+                        .map_err(solve_status)?;
+                }
+                describe(&mut response, &image, &names);
+            }
+            "oci" | "docker" | "tar" => {
+                let channel = file_send_channel(session)?;
+                let image = if exp.kind == "tar" {
+                    None
+                } else {
+                    Some(
+                        engine
+                            .build_image(&result.solved, &image_opts(), progress)
+                            .await
+                            .map_err(solve_status)?,
+                    )
+                };
+                let names = names(&exp.attrs);
+                let engine2 = engine.clone();
+                let result2 = result.clone();
+                let image2 = image.clone();
+                let kind = exp.kind.clone();
+                let names2 = names.clone();
+                send_bytes(channel, index, move |w| match &image2 {
+                    Some(img) => engine2.write_image_tar(img, &names2, kind == "docker", w),
+                    None => engine2.export_tar(&result2.solved, w),
+                })
+                .await?;
+                if let Some(image) = &image {
+                    describe(&mut response, image, &names);
+                }
+            }
+            "local" => {
+                let channel = file_send_channel(session)?;
+                let dir = engine
+                    .inner()
+                    .layers
+                    .scratch_dir()
+                    .map_err(|e| Status::internal(format!("local export: {e}")))?;
+                let out = dir.join("out");
+                engine
+                    .export_local(&result.solved, &out)
+                    .map_err(solve_status)?;
+                let opts = crate::session::filesend::SendOptions {
+                    exporter_id: index as u32,
+                    progress: None,
+                };
+                let sent = crate::session::filesend::send_dir(channel, &out, &opts).await;
+                let _ = std::fs::remove_dir_all(&dir);
+                sent.map_err(|e| Status::unknown(format!("sending files to the client: {e}")))?;
+            }
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "exporter {other:?} is not supported (use image, oci, docker, local or tar)"
+                )))
+            }
+        }
+    }
+    Ok(response)
+}
+
+fn describe(
+    response: &mut HashMap<String, String>,
+    image: &kiln_engine::exporter::BuiltImage,
+    names: &[String],
+) {
+    use base64::Engine as _;
+    response.insert(
+        "containerimage.digest".into(),
+        image.manifest_digest.to_string(),
+    );
+    response.insert(
+        "containerimage.config.digest".into(),
+        image.config_digest.to_string(),
+    );
+    let descriptor = serde_json::json!({
+        "mediaType": image.manifest_media_type,
+        "digest": image.manifest_digest.to_string(),
+        "size": image.manifest.len(),
+    });
+    response.insert(
+        "containerimage.descriptor".into(),
+        base64::engine::general_purpose::STANDARD.encode(descriptor.to_string()),
+    );
+    if !names.is_empty() {
+        response.insert("image.name".into(), names.join(","));
+    }
+}
+
+fn file_send_channel(session: Option<&OpenSession>) -> Result<tonic::transport::Channel, Status> {
+    let Some(open) = session else {
+        return Err(Status::failed_precondition(
+            "this output needs a client session",
+        ));
+    };
+    if !open.supports("/moby.filesync.v1.FileSend/DiffCopy") {
+        return Err(Status::failed_precondition(
+            "the client does not accept files (FileSend); give the output a dest",
+        ));
+    }
+    Ok(open.channel.clone())
+}
+
+/// Stream what `write` produces to the client's FileSend as byte messages (the client writes
+/// them to its `dest` file or stdout).
+async fn send_bytes(
+    channel: tonic::transport::Channel,
+    exporter_index: usize,
+    write: impl FnOnce(&mut dyn std::io::Write) -> Result<(), kiln_engine::Error> + Send + 'static,
+) -> Result<(), Status> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<BytesMessage>(8);
+    let producer = tokio::task::spawn_blocking(move || {
+        let mut w = ChannelWriter {
+            tx,
+            buf: Vec::new(),
+        };
+        write(&mut w)?;
+        std::io::Write::flush(&mut w).map_err(|e| kiln_engine::Error::msg(e.to_string()))
+    });
+    let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    req.metadata_mut().insert(
+        "buildkit-attachable-exporter-id",
+        exporter_index.to_string().parse().expect("ascii"),
+    );
+    let mut client = FileSendClient::new(channel);
+    let call = async {
+        let mut resp = client.diff_copy(req).await?.into_inner();
+        while resp.message().await?.is_some() {}
+        Ok::<_, Status>(())
+    };
+    let (sent, produced) = tokio::join!(call, producer);
+    produced
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(solve_status)?;
+    match sent {
+        Ok(()) => Ok(()),
+        // The client had the file already: BuildKit treats that as success.
+        Err(s) if s.code() == tonic::Code::AlreadyExists => Ok(()),
+        Err(s) => Err(Status::unknown(format!(
+            "sending output to the client: {}",
+            s.message()
+        ))),
+    }
+}
+
+/// A blocking writer feeding 1 MiB byte messages into a channel.
+struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<BytesMessage>,
+    buf: Vec<u8>,
+}
+
+const MESSAGE: usize = 1024 * 1024;
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= MESSAGE {
+            let chunk: Vec<u8> = self.buf.drain(..MESSAGE).collect();
+            self.tx
+                .blocking_send(BytesMessage { data: chunk })
+                .map_err(|_| std::io::Error::other("client stopped receiving"))?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.buf.is_empty() {
+            let chunk = std::mem::take(&mut self.buf);
+            self.tx
+                .blocking_send(BytesMessage { data: chunk })
+                .map_err(|_| std::io::Error::other("client stopped receiving"))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,66 @@
+//! The session tunnel: `Control/Session` is a bidirectional stream of byte messages on which,
+//! with roles inverted, the *client* runs an HTTP/2 gRPC server and kiln is the HTTP/2 client.
+//! Here the two streams become one byte pipe, and a tonic channel is dialled over it eagerly
+//! (the client drops the connection if our preface does not come within 10 s).
+
+use bollard_buildkit_proto::moby::buildkit::v1::BytesMessage;
+use futures::StreamExt;
+use hyper_util::rt::TokioIo;
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use tokio::sync::mpsc;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+/// Messages from kiln to the client are kept well under the client's 4 MiB limit.
+const CHUNK: usize = 256 * 1024;
+
+/// Wire the incoming stream and an outgoing sender to a byte pipe. Returns kiln's end of the
+/// pipe. The returned task handles end when either side closes.
+pub fn pipe(
+    mut incoming: tonic::Streaming<BytesMessage>,
+    outgoing: mpsc::Sender<Result<BytesMessage, tonic::Status>>,
+) -> DuplexStream {
+    let (ours, theirs) = tokio::io::duplex(1024 * 1024);
+    let (mut read_half, mut write_half) = tokio::io::split(theirs);
+    tokio::spawn(async move {
+        while let Some(msg) = incoming.next().await {
+            let Ok(msg) = msg else { break };
+            if write_half.write_all(&msg.data).await.is_err() {
+                break;
+            }
+        }
+        let _ = write_half.shutdown().await;
+    });
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            match read_half.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let msg = BytesMessage {
+                        data: buf[..n].to_vec(),
+                    };
+                    if outgoing.send(Ok(msg)).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    ours
+}
+
+/// Dial a gRPC channel over `io` (once: a reconnect attempt fails instead of hanging).
+pub async fn channel(io: DuplexStream) -> Result<Channel, tonic::transport::Error> {
+    let slot = Arc::new(Mutex::new(Some(io)));
+    let connector = tower::service_fn(move |_: Uri| {
+        let io = slot.lock().expect("slot").take();
+        async move {
+            io.map(TokioIo::new)
+                .ok_or_else(|| std::io::Error::other("session connection is closed"))
+        }
+    });
+    Endpoint::from_static("http://localhost")
+        .connect_with_connector(connector)
+        .await
+}

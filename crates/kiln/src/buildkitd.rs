@@ -1,0 +1,106 @@
+//! `kiln buildkitd`: serve BuildKit's API (for buildctl and buildx) from kiln's engine.
+
+use crate::config::KilnConfig;
+use anyhow::Context;
+use kiln_buildkit::server::{self, Address};
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+#[derive(clap::Args, Debug)]
+pub struct BuildkitdArgs {
+    /// Listening address, repeatable: unix:///path/to.sock or tcp://HOST:PORT.
+    /// Default: unix:///run/kiln/buildkit.sock (root) or $XDG_RUNTIME_DIR/kiln/buildkit.sock.
+    #[arg(long = "addr")]
+    pub addrs: Vec<String>,
+    /// CA certificate that client certificates must be signed by (enables mutual TLS).
+    #[arg(long)]
+    pub tlscacert: Option<PathBuf>,
+    /// Server certificate (PEM).
+    #[arg(long)]
+    pub tlscert: Option<PathBuf>,
+    /// Server key (PEM).
+    #[arg(long)]
+    pub tlskey: Option<PathBuf>,
+    /// Take the CA, certificate and key from BUILDKIT_CA_PEM_B64, BUILDKIT_CERT_PEM_B64 and
+    /// BUILDKIT_KEY_PEM_B64.
+    #[arg(long)]
+    pub tls_from_env: bool,
+}
+
+pub fn default_socket() -> PathBuf {
+    if crate::userns::outer_uid() == 0 {
+        return PathBuf::from("/run/kiln/buildkit.sock");
+    }
+    let runtime = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    runtime.join("kiln/buildkit.sock")
+}
+
+pub async fn run(args: BuildkitdArgs, config: &KilnConfig, root: PathBuf) -> anyhow::Result<()> {
+    let addrs: Vec<Address> = if args.addrs.is_empty() {
+        vec![Address::Unix(default_socket())]
+    } else {
+        args.addrs
+            .iter()
+            .map(|a| {
+                a.parse()
+                    .map_err(|e: String| anyhow::anyhow!("--addr: {e}"))
+            })
+            .collect::<anyhow::Result<_>>()?
+    };
+    let tls_requested = args.tls_from_env
+        || args.tlscert.is_some()
+        || args.tlskey.is_some()
+        || args.tlscacert.is_some();
+    let engine = config.open_engine(root).await?;
+    let daemon = Arc::new(kiln_buildkit::Daemon::new(engine));
+    let stop = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for addr in addrs {
+        let daemon = daemon.clone();
+        let stop = stop.clone();
+        match addr {
+            Address::Unix(path) => {
+                tasks.spawn(async move {
+                    server::serve_unix(daemon, path.clone(), stop)
+                        .await
+                        .with_context(|| format!("unix://{}", path.display()))
+                });
+            }
+            Address::Tcp(hostport) => {
+                let listener = tokio::net::TcpListener::bind(&hostport)
+                    .await
+                    .with_context(|| format!("listening on tcp://{hostport}"))?;
+                if tls_requested {
+                    anyhow::bail!("TLS listeners are being wired up; use a unix socket for now");
+                }
+                eprintln!(
+                    "WARNING: tcp://{hostport} serves without TLS: anyone who can connect can build. \
+                     Use --tlscacert/--tlscert/--tlskey or --tls-from-env."
+                );
+                tasks.spawn(async move {
+                    server::serve_tcp_plain(daemon, listener, stop)
+                        .await
+                        .with_context(|| format!("tcp://{hostport}"))
+                });
+            }
+        }
+    }
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term.recv() => {},
+        Some(done) = tasks.join_next() => {
+            stop.cancel();
+            done??;
+        }
+    }
+    stop.cancel();
+    while let Some(done) = tasks.join_next().await {
+        done??;
+    }
+    Ok(())
+}

@@ -1,0 +1,264 @@
+//! Interop with the real BuildKit clients: `buildctl` (old and current) against
+//! `kiln buildkitd`. Set KILN_TEST_BUILDCTL to one or more buildctl binaries (colon-separated),
+//! or put `buildctl` on PATH; without one the tests print a SKIP line.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn buildctls() -> Vec<PathBuf> {
+    if let Some(list) = std::env::var_os("KILN_TEST_BUILDCTL") {
+        return std::env::split_paths(&list)
+            .filter(|p| p.is_file())
+            .collect();
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join("buildctl"))
+        .filter(|p| p.is_file())
+        .take(1)
+        .collect()
+}
+
+/// `kiln buildkitd` on a unix socket, killed on drop.
+struct Daemon {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl Daemon {
+    fn start(root: &Path, dir: &Path) -> Daemon {
+        let socket = dir.join("buildkit.sock");
+        let log = std::fs::File::create(dir.join("buildkitd.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args([
+                "--root",
+                root.to_str().unwrap(),
+                "--log",
+                "kiln_buildkit=debug,kiln_engine=debug,info",
+                "buildkitd",
+                "--addr",
+            ])
+            .arg(format!("unix://{}", socket.display()))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !socket.exists() {
+            assert!(Instant::now() < deadline, "buildkitd did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Daemon { child, socket }
+    }
+
+    fn addr(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn buildctl(bin: &Path, daemon: &Daemon, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(bin)
+        .arg("--addr")
+        .arg(daemon.addr())
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(data) = stdin {
+        child.stdin.take().unwrap().write_all(data).unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn ok(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// LLB for a small Dockerfile, lowered with kiln's own frontend (what `buildctl build < def`
+/// would get from any LLB producer).
+fn definition(env: &common::Env, dockerfile: &str) -> Vec<u8> {
+    use prost::Message;
+    let df = kiln_dockerfile::parse(dockerfile).unwrap();
+    let plan = kiln_dockerfile::plan(&df, &Default::default()).unwrap();
+    let mut configs = std::collections::HashMap::new();
+    for req in plan.base_images() {
+        let config = serde_json::to_vec(&env.config_of(&env.base)).unwrap();
+        configs.insert(
+            req.reference.clone(),
+            kiln_dockerfile::ImageConfig::from_json(&config).unwrap(),
+        );
+    }
+    plan.lower(&configs).unwrap().definition.encode_to_vec()
+}
+
+#[test]
+fn buildctl_lists_workers_and_builds_raw_llb() {
+    let test = "buildctl_lists_workers_and_builds_raw_llb";
+    let bins = buildctls();
+    if bins.is_empty() {
+        println!("SKIP {test}: no buildctl (set KILN_TEST_BUILDCTL or put buildctl on PATH)");
+        return;
+    }
+    let Some(env) = common::setup(test) else {
+        return;
+    };
+    let daemon = Daemon::start(env.root.path(), env.work.path());
+    for (i, bin) in bins.iter().enumerate() {
+        let workers = buildctl(bin, &daemon, &["debug", "workers"], None);
+        ok(&workers, "debug workers");
+        assert!(String::from_utf8_lossy(&workers.stdout).contains("linux/"));
+
+        let name = env.image(&format!("raw-llb:{i}"));
+        let def = definition(
+            &env,
+            &format!("FROM {}\nRUN echo from-llb-{i} > /marker\n", env.base),
+        );
+        std::fs::write(env.work.path().join("def.pb"), &def).unwrap();
+        let out = buildctl(
+            bin,
+            &daemon,
+            &[
+                "build",
+                "--progress",
+                "plain",
+                "--output",
+                &format!("type=image,name={name},push=true"),
+            ],
+            Some(&def),
+        );
+        ok(&out, &format!("{} build < def", bin.display()));
+        let rootfs = env.rootfs_of(&name);
+        assert_eq!(
+            std::fs::read_to_string(rootfs.path().join("marker")).unwrap(),
+            format!("from-llb-{i}\n")
+        );
+    }
+}
+
+#[test]
+fn buildctl_builds_dockerfiles_with_context_secrets_and_every_output() {
+    let test = "buildctl_builds_dockerfiles_with_context_secrets_and_every_output";
+    let bins = buildctls();
+    if bins.is_empty() {
+        println!("SKIP {test}: no buildctl (set KILN_TEST_BUILDCTL or put buildctl on PATH)");
+        return;
+    }
+    let Some(env) = common::setup(test) else {
+        return;
+    };
+    let daemon = Daemon::start(env.root.path(), env.work.path());
+    let ctx = env.context(
+        "ctx",
+        &[
+            (
+                "Dockerfile",
+                "FROM $BASE\n\
+                 ARG WHO=nobody\n\
+                 COPY app/ /app/\n\
+                 RUN --mount=type=secret,id=token,required=true test -s /run/secrets/token && echo \"hi $WHO\" > /app/greeting\n\
+                 CMD [\"cat\", \"/app/greeting\"]\n",
+            ),
+            ("app/main.sh", "echo main"),
+            ("app/lib/util.sh", "echo util"),
+            ("ignored/big.txt", "should not be sent"),
+            (".dockerignore", "ignored\n"),
+        ],
+    );
+    let secret = env.work.path().join("token");
+    std::fs::write(&secret, "t0ken").unwrap();
+    let ctx_s = ctx.to_str().unwrap();
+    for (i, bin) in bins.iter().enumerate() {
+        let name = env.image(&format!("df:{i}"));
+        let common = |out: &str| -> Vec<String> {
+            [
+                "build",
+                "--progress",
+                "plain",
+                "--frontend",
+                "dockerfile.v0",
+                "--local",
+                &format!("context={ctx_s}"),
+                "--local",
+                &format!("dockerfile={ctx_s}"),
+                "--opt",
+                "build-arg:WHO=buildctl",
+                "--secret",
+                &format!("id=token,src={}", secret.display()),
+                "--output",
+                out,
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+        };
+        let run = |args: Vec<String>| {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            buildctl(bin, &daemon, &args, None)
+        };
+        let out = run(common(&format!("type=image,name={name},push=true")));
+        ok(&out, &format!("{} image push", bin.display()));
+        let rootfs = env.rootfs_of(&name);
+        assert_eq!(
+            std::fs::read_to_string(rootfs.path().join("app/greeting")).unwrap(),
+            "hi buildctl\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(rootfs.path().join("app/lib/util.sh")).unwrap(),
+            "echo util"
+        );
+        assert!(!rootfs.path().join("ignored").exists());
+
+        // Unchanged: everything cached.
+        let again = run(common(&format!("type=image,name={name},push=true")));
+        ok(&again, "rebuild");
+        assert!(
+            String::from_utf8_lossy(&again.stderr).contains("CACHED"),
+            "{}",
+            String::from_utf8_lossy(&again.stderr)
+        );
+
+        let oci = env.work.path().join(format!("out-{i}.oci.tar"));
+        ok(
+            &run(common(&format!("type=oci,dest={}", oci.display()))),
+            "oci output",
+        );
+        let entries: Vec<String> = tar::Archive::new(std::fs::File::open(&oci).unwrap())
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert!(entries.contains(&"index.json".to_string()), "{entries:?}");
+
+        let local = env.work.path().join(format!("local-{i}"));
+        ok(
+            &run(common(&format!("type=local,dest={}", local.display()))),
+            "local output",
+        );
+        assert_eq!(
+            std::fs::read_to_string(local.join("app/greeting")).unwrap(),
+            "hi buildctl\n"
+        );
+    }
+}
