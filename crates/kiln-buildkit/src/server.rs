@@ -127,3 +127,25 @@ pub async fn serve_tcp_plain(
         .await
         .map_err(std::io::Error::other)
 }
+
+/// Serve TLS (mutual when the acceptor has a CA) on TCP until `stop`. Failed handshakes are
+/// logged by the acceptor and never stop the listener.
+pub async fn serve_tcp_tls(
+    daemon: Arc<Daemon>,
+    listener: tokio::net::TcpListener,
+    acceptor: crate::tls::TlsAcceptor,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    tracing::info!(
+        mutual = acceptor.requires_client_cert(),
+        "listening on tcp://{} (TLS)",
+        listener.local_addr()?
+    );
+    router(daemon)
+        .serve_with_incoming_shutdown(
+            crate::tls::incoming(listener, acceptor),
+            stop.cancelled_owned(),
+        )
+        .await
+        .map_err(std::io::Error::other)
+}

@@ -50,10 +50,7 @@ pub async fn run(args: BuildkitdArgs, config: &KilnConfig, root: PathBuf) -> any
             })
             .collect::<anyhow::Result<_>>()?
     };
-    let tls_requested = args.tls_from_env
-        || args.tlscert.is_some()
-        || args.tlskey.is_some()
-        || args.tlscacert.is_some();
+    let tls = tls_source(&args)?;
     let engine = config.open_engine(root).await?;
     let daemon = Arc::new(kiln_buildkit::Daemon::new(engine));
     let stop = CancellationToken::new();
@@ -73,18 +70,33 @@ pub async fn run(args: BuildkitdArgs, config: &KilnConfig, root: PathBuf) -> any
                 let listener = tokio::net::TcpListener::bind(&hostport)
                     .await
                     .with_context(|| format!("listening on tcp://{hostport}"))?;
-                if tls_requested {
-                    anyhow::bail!("TLS listeners are being wired up; use a unix socket for now");
+                match &tls {
+                    Some(source) => {
+                        let acceptor = kiln_buildkit::tls::TlsAcceptor::new(source.clone())
+                            .context("TLS configuration")?;
+                        if !acceptor.requires_client_cert() {
+                            eprintln!(
+                                "WARNING: tcp://{hostport}: no --tlscacert, so any client may connect"
+                            );
+                        }
+                        tasks.spawn(async move {
+                            server::serve_tcp_tls(daemon, listener, acceptor, stop)
+                                .await
+                                .with_context(|| format!("tcp://{hostport}"))
+                        });
+                    }
+                    None => {
+                        eprintln!(
+                            "WARNING: tcp://{hostport} serves without TLS: anyone who can connect \
+                             can build. Use --tlscacert/--tlscert/--tlskey or --tls-from-env."
+                        );
+                        tasks.spawn(async move {
+                            server::serve_tcp_plain(daemon, listener, stop)
+                                .await
+                                .with_context(|| format!("tcp://{hostport}"))
+                        });
+                    }
                 }
-                eprintln!(
-                    "WARNING: tcp://{hostport} serves without TLS: anyone who can connect can build. \
-                     Use --tlscacert/--tlscert/--tlskey or --tls-from-env."
-                );
-                tasks.spawn(async move {
-                    server::serve_tcp_plain(daemon, listener, stop)
-                        .await
-                        .with_context(|| format!("tcp://{hostport}"))
-                });
             }
         }
     }
@@ -103,4 +115,25 @@ pub async fn run(args: BuildkitdArgs, config: &KilnConfig, root: PathBuf) -> any
         done??;
     }
     Ok(())
+}
+
+fn tls_source(args: &BuildkitdArgs) -> anyhow::Result<Option<kiln_buildkit::tls::TlsSource>> {
+    use kiln_buildkit::tls::TlsSource;
+    if args.tls_from_env {
+        if args.tlscert.is_some() || args.tlskey.is_some() || args.tlscacert.is_some() {
+            anyhow::bail!("--tls-from-env and --tlscert/--tlskey/--tlscacert exclude each other");
+        }
+        return Ok(Some(TlsSource::Env));
+    }
+    match (&args.tlscert, &args.tlskey) {
+        (Some(cert), Some(key)) => Ok(Some(TlsSource::Files {
+            ca: args.tlscacert.clone(),
+            cert: cert.clone(),
+            key: key.clone(),
+        })),
+        (None, None) if args.tlscacert.is_none() => Ok(None),
+        _ => {
+            anyhow::bail!("TLS needs both --tlscert and --tlskey (and --tlscacert for mutual TLS)")
+        }
+    }
 }

@@ -38,6 +38,27 @@ enum Command {
     Build(Box<build::BuildArgs>),
     /// Serve BuildKit's gRPC API (for buildctl and docker buildx --driver remote).
     Buildkitd(buildkitd::BuildkitdArgs),
+    /// Make a CA, a server certificate and a client certificate for the mTLS endpoint.
+    Certs {
+        /// Directory for ca.pem, cert.pem, key.pem, client.pem, client-key.pem.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Extra server names or IPs (the cluster names, localhost and 127.0.0.1 are always in).
+        #[arg(long = "san")]
+        sans: Vec<String>,
+        /// Validity of the server and client certificates in days.
+        #[arg(long, default_value_t = 825)]
+        days: u32,
+        /// Common name of the client certificate.
+        #[arg(long, default_value = "kiln-client")]
+        client_cn: String,
+        /// `files` writes PEM files; `env` prints the five BUILDKIT_*_PEM_B64 lines instead.
+        #[arg(long, default_value = "files", value_parser = ["files", "env"])]
+        format: String,
+        /// Overwrite existing files.
+        #[arg(long)]
+        force: bool,
+    },
     /// Show the build cache's disk usage.
     Du {
         /// List every record.
@@ -57,6 +78,15 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Certs { .. } = &cli.command {
+        return match certs(&cli.command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ERROR: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     // Before any thread starts: a user namespace can only be entered single-threaded.
     match userns::ensure_root() {
         Ok(userns::Role::Continue) => {}
@@ -97,6 +127,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Build(args) => build::run(*args, &config, root).await,
         Command::Buildkitd(args) => buildkitd::run(args, &config, root).await,
+        Command::Certs { .. } => unreachable!("handled before the runtime starts"),
         Command::Du { verbose } => {
             let engine = config.open_engine(root).await?;
             let records = engine.disk_usage()?;
@@ -128,4 +159,33 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `kiln certs`: needs no engine, no root and no runtime.
+fn certs(cmd: &Command) -> anyhow::Result<()> {
+    let Command::Certs {
+        dir,
+        sans,
+        days,
+        client_cn,
+        format,
+        force,
+    } = cmd
+    else {
+        return Ok(());
+    };
+    let bundle = kiln_buildkit::certs::generate(&kiln_buildkit::certs::CertOptions {
+        sans: sans.clone(),
+        days: *days,
+        client_cn: client_cn.clone(),
+    })?;
+    if format == "env" {
+        print!("{}", bundle.env_lines());
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir)?;
+    for path in bundle.write_files(dir, *force)? {
+        println!("{}", path.display());
+    }
+    Ok(())
 }

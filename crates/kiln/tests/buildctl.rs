@@ -26,32 +26,68 @@ fn buildctls() -> Vec<PathBuf> {
 struct Daemon {
     child: Child,
     socket: PathBuf,
+    /// `tcp://127.0.0.1:PORT` and the certificate directory when serving mutual TLS.
+    tls: Option<(String, PathBuf)>,
 }
 
 impl Daemon {
     fn start(root: &Path, dir: &Path) -> Daemon {
+        Self::start_with(root, dir, false)
+    }
+
+    /// With `tls`, also listen on a loopback TCP port with mutual TLS (certs from `kiln certs`).
+    fn start_with(root: &Path, dir: &Path, tls: bool) -> Daemon {
         let socket = dir.join("buildkit.sock");
         let log = std::fs::File::create(dir.join("buildkitd.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_kiln"))
-            .args([
-                "--root",
-                root.to_str().unwrap(),
-                "--log",
-                "kiln_buildkit=debug,kiln_engine=debug,info",
-                "buildkitd",
-                "--addr",
-            ])
-            .arg(format!("unix://{}", socket.display()))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+        cmd.args([
+            "--root",
+            root.to_str().unwrap(),
+            "--log",
+            "kiln_buildkit=debug,info",
+        ])
+        .args(["buildkitd", "--addr"])
+        .arg(format!("unix://{}", socket.display()));
+        let mut tls_addr = None;
+        if tls {
+            let certs = dir.join("certs");
+            let made = Command::new(env!("CARGO_BIN_EXE_kiln"))
+                .args(["certs", "--dir", certs.to_str().unwrap()])
+                .output()
+                .unwrap();
+            assert!(
+                made.status.success(),
+                "{}",
+                String::from_utf8_lossy(&made.stderr)
+            );
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let addr = format!("tcp://127.0.0.1:{port}");
+            cmd.args(["--addr", &addr])
+                .arg("--tlscacert")
+                .arg(certs.join("ca.pem"))
+                .arg("--tlscert")
+                .arg(certs.join("cert.pem"))
+                .arg("--tlskey")
+                .arg(certs.join("key.pem"));
+            tls_addr = Some((addr, certs));
+        }
+        let child = cmd.stdout(Stdio::null()).stderr(log).spawn().unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
         while !socket.exists() {
             assert!(Instant::now() < deadline, "buildkitd did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
-        Daemon { child, socket }
+        // The TCP listener comes up right after the socket; give it a moment.
+        std::thread::sleep(Duration::from_millis(200));
+        Daemon {
+            child,
+            socket,
+            tls: tls_addr,
+        }
     }
 
     fn addr(&self) -> String {
@@ -259,6 +295,79 @@ fn buildctl_builds_dockerfiles_with_context_secrets_and_every_output() {
         assert_eq!(
             std::fs::read_to_string(local.join("app/greeting")).unwrap(),
             "hi buildctl\n"
+        );
+    }
+}
+
+#[test]
+fn buildctl_builds_over_mutual_tls_and_clients_without_a_cert_are_refused() {
+    let test = "buildctl_builds_over_mutual_tls_and_clients_without_a_cert_are_refused";
+    let bins = buildctls();
+    if bins.is_empty() {
+        println!("SKIP {test}: no buildctl (set KILN_TEST_BUILDCTL or put buildctl on PATH)");
+        return;
+    }
+    let Some(env) = common::setup(test) else {
+        return;
+    };
+    let daemon = Daemon::start_with(env.root.path(), env.work.path(), true);
+    let (addr, certs) = daemon.tls.clone().unwrap();
+    let ctx = env.context(
+        "tls",
+        &[("Dockerfile", "FROM $BASE\nRUN echo over-mtls > /m\n")],
+    );
+    let ctx_s = ctx.to_str().unwrap();
+    let c = |p: &str| certs.join(p).to_str().unwrap().to_string();
+    for (i, bin) in bins.iter().enumerate() {
+        let tcp = |extra: &[String], args: &[&str]| {
+            Command::new(bin)
+                .args(["--addr", &addr])
+                .args(extra)
+                .args(args)
+                .output()
+                .unwrap()
+        };
+        let mtls = vec![
+            "--tlscacert".to_string(),
+            c("ca.pem"),
+            "--tlscert".to_string(),
+            c("client.pem"),
+            "--tlskey".to_string(),
+            c("client-key.pem"),
+        ];
+        // Without a client certificate: refused.
+        let refused = tcp(&mtls[..2], &["debug", "workers"]);
+        assert!(
+            !refused.status.success(),
+            "a client without a certificate got in"
+        );
+        // A plaintext client: refused too.
+        let plain = Command::new(bin)
+            .args(["--addr", &addr, "--timeout", "3", "debug", "workers"])
+            .output()
+            .unwrap();
+        assert!(!plain.status.success());
+        // The daemon still serves the good client, a whole build.
+        let name = env.image(&format!("mtls:{i}"));
+        let out = tcp(
+            &mtls,
+            &[
+                "build",
+                "--frontend",
+                "dockerfile.v0",
+                "--local",
+                &format!("context={ctx_s}"),
+                "--local",
+                &format!("dockerfile={ctx_s}"),
+                "--output",
+                &format!("type=image,name={name},push=true"),
+            ],
+        );
+        ok(&out, &format!("{} build over mTLS", bin.display()));
+        let rootfs = env.rootfs_of(&name);
+        assert_eq!(
+            std::fs::read_to_string(rootfs.path().join("m")).unwrap(),
+            "over-mtls\n"
         );
     }
 }
