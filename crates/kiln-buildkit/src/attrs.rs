@@ -4,16 +4,7 @@ use kiln_dockerfile::LowerOptions;
 use kiln_engine::frontend::DockerfileRequest;
 use std::collections::HashMap;
 
-/// Frontend images that the built-in Dockerfile frontend stands in for.
-pub fn is_dockerfile_frontend_image(source: &str) -> bool {
-    let s = source
-        .trim_start_matches("docker.io/")
-        .trim_start_matches("registry-1.docker.io/");
-    s.starts_with("docker/dockerfile:")
-        || s.starts_with("docker/dockerfile-upstream:")
-        || s == "docker/dockerfile"
-        || s.starts_with("docker/dockerfile@")
-}
+pub use kiln_engine::frontend::is_dockerfile_frontend_image;
 
 /// Build the Dockerfile request, or an error message for what we can't do.
 pub fn dockerfile_request(

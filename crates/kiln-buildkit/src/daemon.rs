@@ -141,8 +141,8 @@ impl Daemon {
             definition,
         } = request;
         let no_cache = attrs.contains_key("no-cache");
-        let (definition, image_config) = match (frontend, definition) {
-            ("", Some(def)) if !def.def.is_empty() => (def, None),
+        let (definition, image_config, resolved) = match (frontend, definition) {
+            ("", Some(def)) if !def.def.is_empty() => (def, None, HashMap::new()),
             ("dockerfile.v0", _) => self.dockerfile(attrs, &session, progress).await?,
             ("gateway.v0", _) => {
                 let source = attrs.get("source").cloned().unwrap_or_default();
@@ -169,7 +169,7 @@ impl Daemon {
             .engine
             .solve(
                 &definition,
-                SolveOptions { no_cache },
+                SolveOptions { no_cache, resolved },
                 session,
                 progress.clone(),
                 cancel,
@@ -192,7 +192,14 @@ impl Daemon {
         attrs: &HashMap<String, String>,
         session: &Arc<dyn Session>,
         progress: &ProgressSender,
-    ) -> Result<(pb::Definition, Option<Vec<u8>>), Status> {
+    ) -> Result<
+        (
+            pb::Definition,
+            Option<Vec<u8>>,
+            HashMap<String, Arc<kiln_oci::ResolvedImage>>,
+        ),
+        Status,
+    > {
         let session_id = attrs.get("session-id").cloned().unwrap_or_default();
         let req = crate::attrs::dockerfile_request(attrs, &session_id)
             .map_err(Status::invalid_argument)?;
@@ -201,7 +208,7 @@ impl Daemon {
             .dockerfile_frontend(&req, session.clone(), progress)
             .await
             .map_err(solve_status)?;
-        Ok((fe.definition, Some(fe.image_config)))
+        Ok((fe.definition, Some(fe.image_config), fe.resolved))
     }
 
     /// `Control/Solve`: the whole build, including waiting for a gateway client's `Return`.

@@ -38,6 +38,8 @@ impl Default for DockerfileRequest {
 pub struct FrontendResult {
     pub definition: pb::Definition,
     pub image_config: Vec<u8>,
+    /// Base images resolved on the way, for [`crate::SolveOptions::resolved`].
+    pub resolved: HashMap<String, std::sync::Arc<kiln_oci::ResolvedImage>>,
 }
 
 impl Engine {
@@ -90,6 +92,16 @@ impl Engine {
 
         let df = kiln_dockerfile::parser::parse_named(&req.filename, &text)
             .map_err(|e| SolveError::msg(e.to_string()))?;
+        for d in df.directives.iter().filter(|d| d.name == "syntax") {
+            let image = d.value.split_whitespace().next().unwrap_or_default();
+            if !is_dockerfile_frontend_image(image) {
+                return Err(SolveError::msg(format!(
+                    "{}:{}: custom frontend {image:?} is not supported: kiln has the Dockerfile \
+                     frontend built in and cannot pull frontend images",
+                    req.filename, d.line
+                )));
+            }
+        }
         let mut options = req.options.clone();
         if let Some(ignore) = ignore {
             let rules = kiln_dockerfile::dockerignore::DockerIgnore::parse(&ignore)
@@ -120,17 +132,23 @@ impl Engine {
                         .resolve(&r, &platform)
                         .await
                         .map_err(|e| SolveError::msg(e.to_string()))?;
-                    ImageConfig::from_json(&img.config_bytes).map_err(|e| {
+                    let config = ImageConfig::from_json(&img.config_bytes).map_err(|e| {
                         SolveError::msg(format!("{}: invalid image config: {e}", req.reference))
-                    })
+                    })?;
+                    let key = crate::solver::resolve_key(&r, &platform);
+                    Ok::<_, SolveError>((config, key, std::sync::Arc::new(img)))
                 }
                 .await;
                 progress.completed(&name, res.as_ref().err().map(|e| e.message.clone()));
-                res.map(|c| (req.reference.clone(), c))
+                res.map(|(c, key, img)| (req.reference.clone(), c, key, img))
             }
         }))
         .await?;
-        configs.extend(resolved);
+        let mut images = HashMap::new();
+        for (reference, config, key, img) in resolved {
+            configs.insert(reference, config);
+            images.insert(key, img);
+        }
         let mut lowered = plan
             .lower(&configs)
             .map_err(|e| SolveError::msg(e.to_string()))?;
@@ -145,8 +163,19 @@ impl Engine {
         Ok(FrontendResult {
             definition: lowered.definition,
             image_config,
+            resolved: images,
         })
     }
+}
+
+/// Frontend images that the built-in Dockerfile frontend stands in for
+/// (`# syntax=docker/dockerfile:1.7`, `docker/dockerfile-upstream:…`).
+pub fn is_dockerfile_frontend_image(image: &str) -> bool {
+    let s = image
+        .trim_start_matches("docker.io/")
+        .trim_start_matches("registry-1.docker.io/");
+    let repo = s.split(['@', ':']).next().unwrap_or_default();
+    repo == "docker/dockerfile" || repo == "docker/dockerfile-upstream"
 }
 
 /// Where in the Dockerfile a failed vertex came from, for showing the offending lines the way

@@ -140,6 +140,9 @@ pub struct Engine {
 pub struct SolveOptions {
     /// Re-run every exec and file op even when cached (sources are still reused).
     pub no_cache: bool,
+    /// Images the frontend already resolved (by [`solver::resolve_key`]), so a build asks the
+    /// registry once per image.
+    pub resolved: HashMap<String, Arc<kiln_oci::ResolvedImage>>,
 }
 
 /// The result of a solve, ready for export.
@@ -234,7 +237,7 @@ impl Engine {
             cancel,
             registry,
             graph,
-            opts.no_cache,
+            opts,
         );
         let chain = ctx.solve_root().await?;
         Ok(Solved { chain, ctx })

@@ -94,7 +94,7 @@ impl SolveCtx {
         cancel: CancellationToken,
         registry: RegistryClient,
         graph: Graph,
-        no_cache: bool,
+        opts: crate::SolveOptions,
     ) -> Arc<SolveCtx> {
         Arc::new(SolveCtx {
             engine,
@@ -103,9 +103,9 @@ impl SolveCtx {
             cancel,
             registry,
             graph,
-            no_cache,
+            no_cache: opts.no_cache,
             memo: Mutex::new(HashMap::new()),
-            resolved: tokio::sync::Mutex::new(HashMap::new()),
+            resolved: tokio::sync::Mutex::new(opts.resolved),
         })
     }
 
@@ -256,7 +256,7 @@ impl SolveCtx {
         reference: &kiln_oci::reference::Reference,
         platform: &kiln_oci::platform::Platform,
     ) -> Result<Arc<ResolvedImage>, SolveError> {
-        let key = format!("{reference}|{platform}");
+        let key = resolve_key(reference, platform);
         let mut resolved = self.resolved.lock().await;
         if let Some(r) = resolved.get(&key) {
             return Ok(r.clone());
@@ -270,4 +270,12 @@ impl SolveCtx {
         resolved.insert(key, img.clone());
         Ok(img)
     }
+}
+
+/// How resolved images are keyed within a solve.
+pub fn resolve_key(
+    reference: &kiln_oci::reference::Reference,
+    platform: &kiln_oci::platform::Platform,
+) -> String {
+    format!("{reference}|{platform}")
 }

@@ -338,6 +338,7 @@ async fn build(
             &fe.definition,
             kiln_engine::SolveOptions {
                 no_cache: args.no_cache,
+                resolved: fe.resolved.clone(),
             },
             session,
             progress.clone(),

@@ -276,6 +276,24 @@ fn bad_dockerfiles_name_file_and_line() {
     };
     let ctx = env.context("bad", &[("Dockerfile", "FROM $BASE\n\nRUNN echo hi\n")]);
     env.build(&ctx, &[]).0.assert_err_contains("Dockerfile:3");
+    let custom = env.context(
+        "custom-frontend",
+        &[(
+            "Dockerfile",
+            "# syntax=example.com/frontend:1\nFROM $BASE\n",
+        )],
+    );
+    env.build(&custom, &[])
+        .0
+        .assert_err_contains("Dockerfile:1: custom frontend");
+    let builtin = env.context(
+        "builtin-frontend",
+        &[(
+            "Dockerfile",
+            "# syntax=docker/dockerfile:1.7\nFROM $BASE\nRUN true\n",
+        )],
+    );
+    env.build(&builtin, &[]).0.assert_ok();
 }
 
 #[test]

@@ -24,7 +24,7 @@ pub use pull::ResolvedImage;
 /// Blobs larger than this are pushed in chunks (PATCH) rather than in one PUT.
 pub const MONOLITHIC_PUSH_LIMIT: u64 = 32 * 1024 * 1024;
 /// Size of each PATCH chunk of a chunked upload.
-pub const PUSH_CHUNK_SIZE: u64 = 16 * 1024 * 1024;
+pub const PUSH_CHUNK_SIZE: u64 = 64 * 1024 * 1024;
 const ATTEMPTS: u32 = 3;
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 

@@ -154,8 +154,10 @@ impl RegistryClient {
                             source,
                         })?;
                     let chunk = tokio::fs::File::from_std(file);
-                    let body = reqwest::Body::wrap_stream(ReaderStream::new(
+                    // 1 MiB reads: the default 4 KiB buffer made each read a blocking-pool hop.
+                    let body = reqwest::Body::wrap_stream(ReaderStream::with_capacity(
                         tokio::io::AsyncReadExt::take(chunk, len),
+                        1024 * 1024,
                     ));
                     Ok(c.patch(location.clone())
                         .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
