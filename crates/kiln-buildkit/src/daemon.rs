@@ -200,9 +200,8 @@ impl Daemon {
         ),
         Status,
     > {
-        let session_id = attrs.get("session-id").cloned().unwrap_or_default();
-        let req = crate::attrs::dockerfile_request(attrs, &session_id)
-            .map_err(Status::invalid_argument)?;
+        // The session travels with the solve itself; the LLB needs no `local.session` attribute.
+        let req = crate::attrs::dockerfile_request(attrs, "").map_err(Status::invalid_argument)?;
         let fe = self
             .engine
             .dockerfile_frontend(&req, session.clone(), progress)

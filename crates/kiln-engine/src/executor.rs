@@ -191,10 +191,10 @@ impl Runc {
                 if stderr_tail.contains("runc run failed")
                     || stderr_tail.contains("level=error") =>
             {
-                Err(ExecError::Runtime(format!(
-                    "{} (exit code {code})",
-                    stderr_tail.trim()
-                )))
+                Err(ExecError::Runtime(
+                    runc_message(&stderr_tail)
+                        .unwrap_or_else(|| format!("{} (exit code {code})", stderr_tail.trim())),
+                ))
             }
             (Some(code), _) => Err(ExecError::ExitCode {
                 command: spec.display_command(),
@@ -413,6 +413,22 @@ async fn pump(
     String::from_utf8_lossy(&tail).into_owned()
 }
 
+/// The message of runc's last `level=error` log line (`msg="…"`), unquoted.
+fn runc_message(stderr: &str) -> Option<String> {
+    let line = stderr.lines().rev().find(|l| l.contains("level=error"))?;
+    let start = line.find("msg=\"")? + 5;
+    let mut out = String::new();
+    let mut chars = line[start..].chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => out.extend(chars.next()),
+            '"' => break,
+            c => out.push(c),
+        }
+    }
+    Some(out.trim_start_matches("runc run failed: ").to_string())
+}
+
 /// Resolve `user[:group]` against the rootfs's /etc/passwd and /etc/group, as Docker does:
 /// numeric ids need no entry; names must exist.
 pub fn resolve_user(rootfs: &Path, user: &str) -> Result<(u32, u32, Vec<u32>), ExecError> {
@@ -488,6 +504,15 @@ fn read_in_root(rootfs: &Path, path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runc_errors_are_reduced_to_their_message() {
+        let stderr = "time=\"2026-11-25T22:44:19Z\" level=warning msg=\"x\"\ntime=\"2026-11-25T22:44:19Z\" level=error msg=\"runc run failed: unable to start container process: exec: \\\"/bin/sh\\\": stat /bin/sh: no such file or directory\"\n";
+        assert_eq!(
+            runc_message(stderr).unwrap(),
+            "unable to start container process: exec: \"/bin/sh\": stat /bin/sh: no such file or directory"
+        );
+    }
 
     #[test]
     fn users_resolve_by_name_id_and_group() {

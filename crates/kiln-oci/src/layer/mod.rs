@@ -16,6 +16,7 @@ use crate::digest::Digest;
 use crate::store::StoreError;
 
 mod apply;
+mod pgzip;
 mod producers;
 mod sys;
 mod write;

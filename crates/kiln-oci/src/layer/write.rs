@@ -364,7 +364,7 @@ impl<R: Read> Read for ExactReader<R> {
 }
 
 enum Encoder {
-    Gzip(flate2::write::GzEncoder<BlobWriter>),
+    Gzip(super::pgzip::ParallelGzip<BlobWriter>),
     Zstd(zstd::stream::write::Encoder<'static, BlobWriter>),
     Plain(BlobWriter),
 }
@@ -372,10 +372,7 @@ enum Encoder {
 impl Encoder {
     fn new(w: BlobWriter, c: Compression) -> io::Result<Self> {
         Ok(match c {
-            Compression::Gzip => Encoder::Gzip(flate2::write::GzEncoder::new(
-                w,
-                flate2::Compression::default(),
-            )),
+            Compression::Gzip => Encoder::Gzip(super::pgzip::ParallelGzip::new(w)),
             Compression::Zstd => Encoder::Zstd(zstd::stream::write::Encoder::new(w, 3)?),
             Compression::None => Encoder::Plain(w),
         })
