@@ -268,7 +268,7 @@ impl Engine {
         let registry = solved.registry();
         for name in names {
             let vertex = format!("pushing {name}");
-            progress.started(&vertex, &format!("pushing {name} with docker"), vec![]);
+            progress.started(&vertex, &format!("pushing {name}"), vec![]);
             let result: Result<(), SolveError> = async {
                 let r = Reference::parse(name).map_err(|e| err(name)(e.to_string()))?;
                 for l in &image.layers {
