@@ -31,6 +31,25 @@ fn ts(secs: u64) -> Option<bollard_buildkit_proto::google::protobuf::Timestamp> 
     })
 }
 
+/// A cache record as BuildKit clients show it (`buildctl du`, `buildx du`).
+fn usage_record(r: kiln_engine::prune::UsageRecord) -> api::UsageRecord {
+    api::UsageRecord {
+        id: r
+            .id
+            .trim_start_matches("sha256:")
+            .chars()
+            .take(25)
+            .collect(),
+        size: r.size as i64,
+        created_at: ts(r.last_used),
+        last_used_at: ts(r.last_used),
+        usage_count: 1,
+        description: r.description,
+        record_type: "regular".into(),
+        ..Default::default()
+    }
+}
+
 #[tonic::async_trait]
 impl Control for ControlService {
     async fn disk_usage(
@@ -43,24 +62,7 @@ impl Control for ControlService {
             .disk_usage()
             .map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(api::DiskUsageResponse {
-            record: records
-                .into_iter()
-                .map(|r| api::UsageRecord {
-                    id: r
-                        .id
-                        .trim_start_matches("sha256:")
-                        .chars()
-                        .take(25)
-                        .collect(),
-                    size: r.size as i64,
-                    created_at: ts(r.last_used),
-                    last_used_at: ts(r.last_used),
-                    usage_count: 1,
-                    description: r.description,
-                    record_type: "regular".into(),
-                    ..Default::default()
-                })
-                .collect(),
+            record: records.into_iter().map(usage_record).collect(),
         }))
     }
 
@@ -93,22 +95,7 @@ impl Control for ControlService {
         let removed: Vec<Result<api::UsageRecord, Status>> = before
             .into_iter()
             .filter(|r| !after.contains(&r.id))
-            .map(|r| {
-                Ok(api::UsageRecord {
-                    id: r
-                        .id
-                        .trim_start_matches("sha256:")
-                        .chars()
-                        .take(25)
-                        .collect(),
-                    size: r.size as i64,
-                    created_at: ts(r.last_used),
-                    last_used_at: ts(r.last_used),
-                    description: r.description,
-                    record_type: "regular".into(),
-                    ..Default::default()
-                })
-            })
+            .map(|r| Ok(usage_record(r)))
             .collect();
         Ok(Response::new(Box::pin(futures::stream::iter(removed))))
     }
