@@ -1,6 +1,7 @@
 //! Interop with the real BuildKit clients: `buildctl` (old and current) against
 //! `kiln buildkitd`. Set KILN_TEST_BUILDCTL to one or more buildctl binaries (colon-separated),
-//! or put `buildctl` on PATH; without one the tests print a SKIP line.
+//! or put `buildctl` on PATH, or build them under /opt/buildkit-{v0.11,current}/bin (see
+//! benches/README.md); without one the tests print a SKIP line.
 
 mod common;
 
@@ -15,11 +16,23 @@ fn buildctls() -> Vec<PathBuf> {
             .collect();
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
+    let on_path: Vec<PathBuf> = std::env::split_paths(&path)
         .map(|d| d.join("buildctl"))
         .filter(|p| p.is_file())
         .take(1)
-        .collect()
+        .collect();
+    if !on_path.is_empty() {
+        return on_path;
+    }
+    // Where the benchmark README says to build an old and a current client (outside the repo).
+    [
+        "/opt/buildkit-v0.11/bin/buildctl",
+        "/opt/buildkit-current/bin/buildctl",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .filter(|p| p.is_file())
+    .collect()
 }
 
 /// `kiln buildkitd` on a unix socket, killed on drop.
