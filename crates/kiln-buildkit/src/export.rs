@@ -3,10 +3,9 @@
 
 use crate::builds::GatewayResult;
 use crate::daemon::{solve_status, Daemon};
+use crate::session::filesend::{FileOptions, FileSendWriter};
 use crate::session::OpenSession;
 use bollard_buildkit_proto::moby::buildkit::v1 as api;
-use bollard_buildkit_proto::moby::filesync::v1::file_send_client::FileSendClient;
-use bollard_buildkit_proto::moby::filesync::v1::BytesMessage;
 use kiln_engine::exporter::ImageOptions;
 use kiln_engine::progress::ProgressSender;
 use std::collections::HashMap;
@@ -210,74 +209,30 @@ fn file_send_channel(session: Option<&OpenSession>) -> Result<tonic::transport::
 }
 
 /// Stream what `write` produces to the client's FileSend as byte messages (the client writes
-/// them to its `dest` file or stdout).
+/// them to its `dest` file or stdout). The engine's writers are blocking, so they run on a
+/// blocking thread writing through a bridge into the async sender.
 async fn send_bytes(
     channel: tonic::transport::Channel,
     exporter_index: usize,
     write: impl FnOnce(&mut dyn std::io::Write) -> Result<(), kiln_engine::Error> + Send + 'static,
 ) -> Result<(), Status> {
-    let (tx, rx) = tokio::sync::mpsc::channel::<BytesMessage>(8);
-    let producer = tokio::task::spawn_blocking(move || {
-        let mut w = ChannelWriter {
-            tx,
-            buf: Vec::new(),
-        };
-        write(&mut w)?;
-        std::io::Write::flush(&mut w).map_err(|e| kiln_engine::Error::msg(e.to_string()))
-    });
-    let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
-    req.metadata_mut().insert(
-        "buildkit-attachable-exporter-id",
-        exporter_index.to_string().parse().expect("ascii"),
-    );
-    let mut client = FileSendClient::new(channel);
-    let call = async {
-        let mut resp = client.diff_copy(req).await?.into_inner();
-        while resp.message().await?.is_some() {}
-        Ok::<_, Status>(())
+    let opts = FileOptions {
+        exporter_id: exporter_index as u32,
+        ..Default::default()
     };
-    let (sent, produced) = tokio::join!(call, producer);
-    produced
-        .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(solve_status)?;
-    match sent {
-        Ok(()) => Ok(()),
-        // The client had the file already: BuildKit treats that as success.
-        Err(s) if s.code() == tonic::Code::AlreadyExists => Ok(()),
-        Err(s) => Err(Status::unknown(format!(
-            "sending output to the client: {}",
-            s.message()
-        ))),
-    }
-}
-
-/// A blocking writer feeding 1 MiB byte messages into a channel.
-struct ChannelWriter {
-    tx: tokio::sync::mpsc::Sender<BytesMessage>,
-    buf: Vec<u8>,
-}
-
-const MESSAGE: usize = 1024 * 1024;
-
-impl std::io::Write for ChannelWriter {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= MESSAGE {
-            let chunk: Vec<u8> = self.buf.drain(..MESSAGE).collect();
-            self.tx
-                .blocking_send(BytesMessage { data: chunk })
-                .map_err(|_| std::io::Error::other("client stopped receiving"))?;
-        }
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        if !self.buf.is_empty() {
-            let chunk = std::mem::take(&mut self.buf);
-            self.tx
-                .blocking_send(BytesMessage { data: chunk })
-                .map_err(|_| std::io::Error::other("client stopped receiving"))?;
-        }
-        Ok(())
-    }
+    let mut bridge = tokio_util::io::SyncIoBridge::new(FileSendWriter::open(channel, &opts));
+    let writer = tokio::task::spawn_blocking(move || {
+        write(&mut bridge)?;
+        std::io::Write::flush(&mut bridge).map_err(|e| kiln_engine::Error::msg(e.to_string()))?;
+        Ok::<_, kiln_engine::Error>(bridge.into_inner())
+    })
+    .await
+    .map_err(|e| Status::internal(e.to_string()))?
+    .map_err(solve_status)?;
+    // `Declined` means the client already had the file: BuildKit treats that as success.
+    writer
+        .finish()
+        .await
+        .map(|_| ())
+        .map_err(|e| Status::unknown(format!("sending output to the client: {e}")))
 }
