@@ -2,7 +2,7 @@
 
 use crate::snapshot::LayerId;
 use crate::Engine;
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashSet};
 
 /// One cache record as shown by `kiln du`.
 #[derive(Debug, Clone)]
@@ -100,17 +100,12 @@ impl Engine {
         let blobs = inner.cache.all_blobs().map_err(|x| e(&x))?;
         let mut remove_blobs = Vec::new();
         let mut live_digests = BTreeSet::new();
-        let mut blob_digests: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (key, rec) in &blobs {
             let layer = key.split('/').next().unwrap_or_default();
             if live.contains(&LayerId(layer.to_string())) {
                 live_digests.insert(rec.digest.clone());
             } else {
                 remove_blobs.push(key.clone());
-                blob_digests
-                    .entry(rec.digest.clone())
-                    .or_default()
-                    .push(key.clone());
             }
         }
         inner
