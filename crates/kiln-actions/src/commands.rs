@@ -1,0 +1,150 @@
+//! Workflow commands: the `::name key=value,...::message` lines a step prints to talk to the runner.
+//!
+//! Escaping follows the runner: in the message `%25`, `%0D` and `%0A` stand for `%`, CR and LF; property
+//! values additionally use `%3A` for `:` and `%2C` for `,`.
+
+use std::collections::BTreeMap;
+
+/// One parsed workflow command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Command {
+    /// The command name as written, lower-cased (`add-mask`, `group`, `set-output`, ...).
+    pub name: String,
+    /// Properties (`file=app.js,line=3`), keys as written.
+    pub properties: BTreeMap<String, String>,
+    /// The message after the second `::`, unescaped.
+    pub message: String,
+}
+
+impl Command {
+    /// Parse a line of step output. Returns `None` for lines that are not commands. Leading whitespace
+    /// is allowed, as the runner allows it.
+    pub fn parse(line: &str) -> Option<Command> {
+        let line = line.trim_start();
+        let rest = line.strip_prefix("::")?;
+        let end = rest.find("::")?;
+        let (head, message) = (&rest[..end], &rest[end + 2..]);
+        let (name, props) = match head.split_once(' ') {
+            Some((name, props)) => (name, props),
+            None => (head, ""),
+        };
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return None;
+        }
+        let mut properties = BTreeMap::new();
+        for pair in props.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            if let Some((k, v)) = pair.split_once('=') {
+                properties.insert(k.trim().to_string(), unescape_property(v));
+            }
+        }
+        Some(Command {
+            name: name.to_ascii_lowercase(),
+            properties,
+            message: unescape_data(message.trim_end_matches(['\r', '\n'])),
+        })
+    }
+
+    pub fn property(&self, key: &str) -> Option<&str> {
+        self.properties.get(key).map(String::as_str)
+    }
+}
+
+/// Unescape a command message.
+pub fn unescape_data(s: &str) -> String {
+    s.replace("%0D", "\r")
+        .replace("%0A", "\n")
+        .replace("%25", "%")
+}
+
+/// Unescape a command property value.
+pub fn unescape_property(s: &str) -> String {
+    s.replace("%0D", "\r")
+        .replace("%0A", "\n")
+        .replace("%3A", ":")
+        .replace("%2C", ",")
+        .replace("%25", "%")
+}
+
+/// Tracks `::stop-commands::TOKEN` … `::TOKEN::`: while stopped, no line is a command.
+#[derive(Debug, Default)]
+pub struct CommandGate {
+    stop_token: Option<String>,
+}
+
+impl CommandGate {
+    /// Parse `line` as a command unless commands are stopped. Handles `stop-commands` and the
+    /// resume line itself (both return `None`, they are echoed by the caller as plain output).
+    pub fn parse(&mut self, line: &str) -> Option<Command> {
+        if let Some(token) = &self.stop_token {
+            if line.trim() == format!("::{token}::") {
+                self.stop_token = None;
+            }
+            return None;
+        }
+        let command = Command::parse(line)?;
+        if command.name == "stop-commands" {
+            if !command.message.is_empty() {
+                self.stop_token = Some(command.message.clone());
+            }
+            return None;
+        }
+        Some(command)
+    }
+
+    pub fn stopped(&self) -> bool {
+        self.stop_token.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_commands() {
+        let c = Command::parse("::error file=app.js,line=10,col=15::Something went wrong").unwrap();
+        assert_eq!(c.name, "error");
+        assert_eq!(c.property("file"), Some("app.js"));
+        assert_eq!(c.property("line"), Some("10"));
+        assert_eq!(c.property("col"), Some("15"));
+        assert_eq!(c.message, "Something went wrong");
+
+        let c = Command::parse("::set-output name=x%3Ay%2Cz::a%0Ab%25").unwrap();
+        assert_eq!(c.property("name"), Some("x:y,z"));
+        assert_eq!(c.message, "a\nb%");
+
+        let c = Command::parse("  ::group::Build it").unwrap();
+        assert_eq!((c.name.as_str(), c.message.as_str()), ("group", "Build it"));
+        assert_eq!(Command::parse("::endgroup::").unwrap().name, "endgroup");
+        assert_eq!(Command::parse("::ADD-MASK::x").unwrap().name, "add-mask");
+    }
+
+    #[test]
+    fn rejects_non_commands() {
+        for line in [
+            "hello",
+            ":: x::y",
+            "::nope",
+            "::bad!name::x",
+            "::::x",
+            "a ::debug::x",
+        ] {
+            assert_eq!(Command::parse(line), None, "{line}");
+        }
+    }
+
+    #[test]
+    fn stop_commands() {
+        let mut gate = CommandGate::default();
+        assert!(gate.parse("::stop-commands::pause-123").is_none());
+        assert!(gate.stopped());
+        assert!(gate.parse("::add-mask::secret").is_none());
+        assert!(gate.parse("::pause-123::").is_none());
+        assert!(!gate.stopped());
+        assert_eq!(gate.parse("::debug::x").unwrap().name, "debug");
+    }
+}
