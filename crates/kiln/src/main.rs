@@ -4,6 +4,7 @@
 mod build;
 mod buildkitd;
 mod config;
+mod exec;
 mod progress_ui;
 mod userns;
 
@@ -59,6 +60,8 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Run a workflow from a local checkout, without Gitea (like `act`).
+    Exec(Box<exec::ExecArgs>),
     /// Show the build cache's disk usage.
     Du {
         /// List every record.
@@ -81,6 +84,21 @@ fn main() -> ExitCode {
     if let Command::Certs { .. } = &cli.command {
         return match certs(&cli.command) {
             Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ERROR: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    // Workflows run as the invoking user, outside kiln's user namespace.
+    if let Command::Exec(args) = cli.command {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
+            .with_writer(std::io::stderr)
+            .init();
+        return match exec::run(*args) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
             Err(e) => {
                 eprintln!("ERROR: {e:#}");
                 ExitCode::FAILURE
@@ -127,7 +145,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Build(args) => build::run(*args, &config, root).await,
         Command::Buildkitd(args) => buildkitd::run(args, &config, root).await,
-        Command::Certs { .. } => unreachable!("handled before the runtime starts"),
+        Command::Certs { .. } | Command::Exec(_) => unreachable!("handled before the runtime starts"),
         Command::Du { verbose } => {
             let engine = config.open_engine(root).await?;
             let records = engine.disk_usage()?;

@@ -1,0 +1,860 @@
+//! Steps: `run:` scripts, JavaScript actions (with pre and post), composite actions, and the output
+//! handling they share (workflow commands, env files, masking).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Map, Value};
+use tokio_util::sync::CancellationToken;
+
+use super::actions::{ActionRef, LoadedAction};
+use super::env::{resolve_shell, which, ActionIdentity};
+use super::{Emitter, Event, JobSpec, Outcome, Runner};
+use crate::commands::CommandGate;
+use crate::envfile;
+use crate::expr::{self, Contexts, Status};
+use crate::mask::LineBuffer;
+use crate::model::{Action, NumberOrExpr, Runs, Step};
+use crate::process::{self, Exit, ProcessSpec};
+
+/// Composite actions may nest; this bounds runaway recursion.
+const MAX_DEPTH: usize = 10;
+
+/// Where steps run: the job's steps, or the steps of one composite action.
+pub(crate) struct Scope {
+    /// The `steps` context of this scope.
+    pub steps: Map<String, Value>,
+    pub status: Status,
+    /// The `inputs` context inside a composite action.
+    pub inputs: Option<Value>,
+    /// Environment layered over the job's (the `env:` of the step that called a composite action).
+    pub env: BTreeMap<String, String>,
+    /// The job step that output is attributed to.
+    pub log_step: Option<usize>,
+    /// `github.action_path` inside a composite action.
+    pub action_path: Option<PathBuf>,
+    pub depth: usize,
+}
+
+impl Scope {
+    pub fn job() -> Scope {
+        Scope {
+            steps: Map::new(),
+            status: Status::Success,
+            inputs: None,
+            env: BTreeMap::new(),
+            log_step: None,
+            action_path: None,
+            depth: 0,
+        }
+    }
+}
+
+/// A JavaScript action's `post` to run when the job ends.
+pub(crate) struct PostStep {
+    pub display: String,
+    pub action: LoadedAction,
+    pub env: BTreeMap<String, String>,
+    pub identity: ActionIdentity,
+    pub state: BTreeMap<String, String>,
+}
+
+/// What running a process left behind.
+pub(crate) struct ProcessResult {
+    pub exit: Exit,
+    pub outputs: BTreeMap<String, String>,
+    pub state: BTreeMap<String, String>,
+}
+
+/// The result of a step's body.
+struct StepRun {
+    outcome: Outcome,
+    outputs: BTreeMap<String, String>,
+}
+
+impl StepRun {
+    fn failed() -> StepRun {
+        StepRun { outcome: Outcome::Failure, outputs: BTreeMap::new() }
+    }
+}
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+impl Runner {
+    /// The contexts seen by expressions of a step in `scope` with environment `env`.
+    pub(crate) fn contexts(&self, scope: &Scope, env: &BTreeMap<String, String>) -> Contexts {
+        let mut ctx = self.state.ctx.clone();
+        ctx.set("steps", Value::Object(scope.steps.clone()));
+        if let Some(inputs) = &scope.inputs {
+            ctx.set("inputs", inputs.clone());
+        }
+        ctx.set("env", json!(env));
+        if let Some(path) = &scope.action_path {
+            for name in ["github", "gitea"] {
+                if let Some(Value::Object(g)) = ctx.values.get_mut(name) {
+                    g.insert("action_path".into(), json!(path.to_string_lossy()));
+                }
+            }
+        }
+        ctx.status = scope.status;
+        ctx
+    }
+
+    fn scope_env(&self, scope: &Scope) -> BTreeMap<String, String> {
+        let mut env = self.state.env.clone();
+        env.extend(scope.env.clone());
+        env
+    }
+
+    /// Fetch every remote action the job's steps use, before any step runs (as the runner does in
+    /// "Set up job"), so a missing action fails the job early with a clear message.
+    pub(crate) async fn prepare_actions(&mut self, spec: &JobSpec) -> Result<(), String> {
+        let job = spec.workflow.job(&spec.job_id).expect("job exists");
+        for (index, step) in job.steps.iter().enumerate() {
+            let Some(uses) = &step.uses else { continue };
+            let step_name = step.display_name(index);
+            let action = ActionRef::parse(uses, &self.config.default_actions_url)
+                .map_err(|e| format!("{}: job `{}`, step `{step_name}`: {e}", spec.workflow.file_name, spec.job_id))?;
+            if let ActionRef::Remote { .. } = &action {
+                self.out.log(None, &format!("Download action repository '{uses}'"));
+                self.actions
+                    .fetch(&action)
+                    .await
+                    .map_err(|e| format!("{}: job `{}`, step `{step_name}`: {e}", spec.workflow.file_name, spec.job_id))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The pre step of a remote JavaScript action.
+    pub(crate) async fn run_pre(
+        &mut self,
+        index: usize,
+        step: &Step,
+        scope: &Scope,
+        cancel: &CancellationToken,
+    ) {
+        let Some(uses) = &step.uses else { return };
+        let Ok(action_ref @ ActionRef::Remote { .. }) = ActionRef::parse(uses, &self.config.default_actions_url) else {
+            return;
+        };
+        let Ok(loaded) = self.actions.load(&action_ref, &self.workspace).await else { return };
+        let Runs::Node { pre: Some(pre), pre_if, .. } = &loaded.action.runs else { return };
+        let env = self.scope_env(scope);
+        let ctx = self.contexts(scope, &env);
+        let condition = pre_if.clone().unwrap_or_else(|| "always()".into());
+        match expr::evaluate_condition(&condition, &ctx) {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                self.out.log(None, &format!("##[error]pre-if of {uses}: {e}"));
+                return;
+            }
+        }
+        let display = format!("Pre {}", self.step_display(step, index, &ctx));
+        self.out.log(None, &format!("##[group]{display}"));
+        let Ok((inputs_env, _)) = self.action_inputs(&loaded.action, step, &ctx) else { return };
+        let mut env = self.step_env(step, &env, &ctx).unwrap_or(env);
+        env.extend(inputs_env);
+        let identity = self.identity(step, index, &action_ref, &loaded);
+        let result = self.run_node(None, &loaded, pre, &env, &identity, &BTreeMap::new(), None, cancel).await;
+        self.out.log(None, "##[endgroup]");
+        match result {
+            Ok(r) => {
+                self.state.action_state.insert(index, r.state);
+            }
+            Err(e) => self.out.log(None, &format!("##[error]{e}")),
+        }
+    }
+
+    /// A main step of the job: reports start and end and records the `steps` context.
+    pub(crate) async fn run_main(
+        &mut self,
+        index: usize,
+        step: &Step,
+        scope: &mut Scope,
+        cancel: &CancellationToken,
+    ) {
+        let started = Instant::now();
+        let env = self.scope_env(scope);
+        let ctx = self.contexts(scope, &env);
+        let display = self.step_display(step, index, &ctx);
+        self.out.send(Event::StepStarted { step: index, name: display.clone() });
+        scope.log_step = Some(index);
+        let (outcome, conclusion) = self.run_step(index, step, scope, &display, cancel).await;
+        scope.log_step = None;
+        self.out.send(Event::StepFinished { step: index, outcome, conclusion, duration: started.elapsed() });
+    }
+
+    /// Post steps registered by JavaScript actions; `post-if` defaults to `always()`.
+    pub(crate) async fn run_post(&mut self, post: PostStep, scope: &Scope, cancel: &CancellationToken) {
+        let Runs::Node { post: Some(main), post_if, .. } = &post.action.action.runs else { return };
+        let env = self.scope_env(scope);
+        let ctx = self.contexts(scope, &env);
+        let condition = post_if.clone().unwrap_or_else(|| "always()".into());
+        match expr::evaluate_condition(&condition, &ctx) {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                self.out.log(None, &format!("##[error]post-if of {}: {e}", post.display));
+                return;
+            }
+        }
+        self.out.log(None, &format!("##[group]Post {}", post.display));
+        let result = self
+            .run_node(None, &post.action, main, &post.env, &post.identity, &post.state, None, cancel)
+            .await;
+        self.out.log(None, "##[endgroup]");
+        match result {
+            Ok(r) if !r.exit.success() => self.out.log(None, &format!("##[error]{}", r.exit)),
+            Ok(_) => {}
+            Err(e) => self.out.log(None, &format!("##[error]{e}")),
+        }
+    }
+
+    pub(crate) fn step_display(&self, step: &Step, index: usize, ctx: &Contexts) -> String {
+        match &step.name {
+            Some(name) => expr::interpolate(name, ctx).unwrap_or_else(|_| name.clone()),
+            None => step.display_name(index),
+        }
+    }
+
+    /// Evaluate `if`, run the body, update the scope's status and `steps` context.
+    fn run_step<'a>(
+        &'a mut self,
+        index: usize,
+        step: &'a Step,
+        scope: &'a mut Scope,
+        display: &'a str,
+        cancel: &'a CancellationToken,
+    ) -> BoxFuture<'a, (Outcome, Outcome)> {
+        Box::pin(async move {
+            let env = self.scope_env(scope);
+            let ctx = self.contexts(scope, &env);
+            let log_step = scope.log_step;
+            let condition = step.if_cond.clone().unwrap_or_default();
+            let run = match expr::evaluate_condition(&condition, &ctx) {
+                Err(e) => {
+                    self.out.log(log_step, &format!("##[error]The step's `if` is invalid: {e}"));
+                    Some(StepRun::failed())
+                }
+                Ok(false) => None,
+                Ok(true) => None.or(Some(self.run_body(index, step, scope, display, &env, cancel).await)),
+            };
+            let (outcome, outputs, continue_on_error) = match run {
+                None => (Outcome::Skipped, BTreeMap::new(), false),
+                Some(run) => {
+                    let step_env = self.step_env(step, &env, &ctx).unwrap_or(env.clone());
+                    let ctx = self.contexts(scope, &step_env);
+                    let coe = match self.eval_bool(&step.continue_on_error, &ctx) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            self.out.log(log_step, &format!("##[error]continue-on-error: {e}"));
+                            false
+                        }
+                    };
+                    (run.outcome, run.outputs, coe)
+                }
+            };
+            let conclusion = if outcome == Outcome::Failure && continue_on_error { Outcome::Success } else { outcome };
+            match conclusion {
+                Outcome::Failure if scope.status == Status::Success => scope.status = Status::Failure,
+                Outcome::Cancelled => scope.status = Status::Cancelled,
+                _ => {}
+            }
+            if let Some(id) = &step.id {
+                scope.steps.insert(
+                    id.clone(),
+                    json!({ "outputs": outputs, "outcome": outcome.as_str(), "conclusion": conclusion.as_str() }),
+                );
+            }
+            (outcome, conclusion)
+        })
+    }
+
+    /// The step's own `env:`, interpolated, over `base`.
+    fn step_env(
+        &self,
+        step: &Step,
+        base: &BTreeMap<String, String>,
+        ctx: &Contexts,
+    ) -> Result<BTreeMap<String, String>, String> {
+        let mut env = base.clone();
+        for (k, v) in step.env.iter() {
+            let value = expr::interpolate(v, ctx).map_err(|e| format!("env.{k}: {e}"))?;
+            env.insert(k.to_string(), value);
+        }
+        Ok(env)
+    }
+
+    async fn run_body(
+        &mut self,
+        index: usize,
+        step: &Step,
+        scope: &mut Scope,
+        display: &str,
+        base_env: &BTreeMap<String, String>,
+        cancel: &CancellationToken,
+    ) -> StepRun {
+        let log_step = scope.log_step;
+        let ctx = self.contexts(scope, base_env);
+        let env = match self.step_env(step, base_env, &ctx) {
+            Ok(env) => env,
+            Err(e) => {
+                self.out.log(log_step, &format!("##[error]{e}"));
+                return StepRun::failed();
+            }
+        };
+        let ctx = self.contexts(scope, &env);
+        let timeout = match self.eval_timeout(&step.timeout_minutes, &ctx) {
+            Ok(t) => t,
+            Err(e) => {
+                self.out.log(log_step, &format!("##[error]timeout-minutes: {e}"));
+                return StepRun::failed();
+            }
+        };
+        if let Some(run) = &step.run {
+            return self.run_script(step, run, scope, &env, &ctx, timeout, cancel).await;
+        }
+        let uses = step.uses.as_deref().unwrap_or_default();
+        let action_ref = match ActionRef::parse(uses, &self.config.default_actions_url) {
+            Ok(r) => r,
+            Err(e) => {
+                self.out.log(log_step, &format!("##[error]{e}"));
+                return StepRun::failed();
+            }
+        };
+        if let ActionRef::Docker(image) = &action_ref {
+            self.out.log(
+                log_step,
+                &format!("##[error]Step `{display}` uses the Docker image `{image}`: Docker actions need container mode, which this runner does not provide yet."),
+            );
+            return StepRun::failed();
+        }
+        if self.config.local_checkout && action_ref.is_checkout() && !step.with.iter().any(|(k, _)| k == "repository") {
+            self.out.log(log_step, "Skipping actions/checkout: the job runs in the local checkout it was started from.");
+            return StepRun { outcome: Outcome::Success, outputs: BTreeMap::new() };
+        }
+        let loaded = match self.actions.load(&action_ref, &self.workspace).await {
+            Ok(l) => l,
+            Err(e) => {
+                self.out.log(log_step, &format!("##[error]{e}"));
+                return StepRun::failed();
+            }
+        };
+        let (inputs_env, inputs) = match self.action_inputs(&loaded.action, step, &ctx) {
+            Ok(v) => v,
+            Err(e) => {
+                self.out.log(log_step, &format!("##[error]{e}"));
+                return StepRun::failed();
+            }
+        };
+        let identity = self.identity(step, index, &action_ref, &loaded);
+        match &loaded.action.runs {
+            Runs::Node { main, post, .. } => {
+                let mut env = env.clone();
+                env.extend(inputs_env.clone());
+                let state = if scope.depth == 0 { self.state.action_state.get(&index).cloned().unwrap_or_default() } else { BTreeMap::new() };
+                let result = self.run_node(log_step, &loaded, main, &env, &identity, &state, timeout, cancel).await;
+                let run = match result {
+                    Ok(r) => {
+                        let outcome = self.exit_outcome(log_step, r.exit);
+                        if post.is_some() && scope.depth == 0 {
+                            let mut state = state;
+                            state.extend(r.state);
+                            self.state.posts.push(PostStep {
+                                display: display.to_string(),
+                                action: loaded.clone(),
+                                env,
+                                identity,
+                                state,
+                            });
+                        }
+                        StepRun { outcome, outputs: r.outputs }
+                    }
+                    Err(e) => {
+                        self.out.log(log_step, &format!("##[error]{e}"));
+                        StepRun::failed()
+                    }
+                };
+                run
+            }
+            Runs::Composite { steps } => {
+                if scope.depth + 1 > MAX_DEPTH {
+                    self.out.log(log_step, &format!("##[error]Composite actions are nested more than {MAX_DEPTH} deep at `{uses}`"));
+                    return StepRun::failed();
+                }
+                let mut inner = Scope {
+                    steps: Map::new(),
+                    status: Status::Success,
+                    inputs: Some(Value::Object(inputs)),
+                    env: {
+                        let mut e = scope.env.clone();
+                        for (k, v) in step.env.iter() {
+                            if let Some(v) = env.get(k) {
+                                e.insert(k.to_string(), v.clone());
+                            }
+                        }
+                        e
+                    },
+                    log_step,
+                    action_path: Some(loaded.dir.clone()),
+                    depth: scope.depth + 1,
+                };
+                let composite_cancel = cancel.clone();
+                let run_all = async {
+                    for (i, inner_step) in steps.iter().enumerate() {
+                        if composite_cancel.is_cancelled() && inner.status != Status::Cancelled {
+                            inner.status = Status::Cancelled;
+                        }
+                        let ctx = self.contexts(&inner, &self.scope_env(&inner));
+                        let name = self.step_display(inner_step, i, &ctx);
+                        self.out.log(log_step, &format!("##[group]Run {name}"));
+                        let _ = self.run_step(i, inner_step, &mut inner, &name, &composite_cancel).await;
+                        self.out.log(log_step, "##[endgroup]");
+                    }
+                };
+                match timeout {
+                    Some(t) => {
+                        if tokio::time::timeout(t, run_all).await.is_err() {
+                            self.out.log(log_step, &format!("##[error]{}", Exit::TimedOut));
+                            inner.status = Status::Failure;
+                        }
+                    }
+                    None => run_all.await,
+                }
+                let env = self.scope_env(&inner);
+                let ctx = self.contexts(&inner, &env);
+                let mut outputs = BTreeMap::new();
+                for (name, output) in loaded.action.outputs.iter() {
+                    let Some(value) = &output.value else { continue };
+                    match expr::interpolate(value, &ctx) {
+                        Ok(v) => {
+                            outputs.insert(name.to_string(), v);
+                        }
+                        Err(e) => self.out.log(log_step, &format!("##[warning]output `{name}` of {uses}: {e}")),
+                    }
+                }
+                let outcome = match inner.status {
+                    Status::Success => Outcome::Success,
+                    Status::Failure => Outcome::Failure,
+                    Status::Cancelled => Outcome::Cancelled,
+                };
+                StepRun { outcome, outputs }
+            }
+            Runs::Docker { .. } => {
+                self.out.log(
+                    log_step,
+                    &format!("##[error]Step `{display}` uses the Docker action `{uses}`: Docker actions need container mode, which this runner does not provide yet."),
+                );
+                StepRun::failed()
+            }
+        }
+    }
+
+    fn exit_outcome(&self, log_step: Option<usize>, exit: Exit) -> Outcome {
+        match exit {
+            Exit::Code(0) => Outcome::Success,
+            Exit::Cancelled => {
+                self.out.log(log_step, &format!("##[error]{exit}"));
+                Outcome::Cancelled
+            }
+            exit => {
+                self.out.log(log_step, &format!("##[error]{exit}"));
+                Outcome::Failure
+            }
+        }
+    }
+
+    fn eval_timeout(&self, value: &Option<NumberOrExpr>, ctx: &Contexts) -> Result<Option<Duration>, String> {
+        let minutes = match value {
+            None => return Ok(None),
+            Some(NumberOrExpr::Number(n)) => *n,
+            Some(NumberOrExpr::Expr(e)) => {
+                let v = expr::interpolate_value(e, ctx).map_err(|e| e.to_string())?;
+                v.as_f64()
+                    .or_else(|| expr::to_display_string(&v).trim().parse().ok())
+                    .ok_or_else(|| format!("`{e}` is not a number"))?
+            }
+        };
+        if !minutes.is_finite() || minutes <= 0.0 {
+            return Err(format!("{minutes} is not a positive number of minutes"));
+        }
+        Ok(Some(Duration::from_secs_f64((minutes * 60.0).min(1e9))))
+    }
+
+    fn identity(&self, step: &Step, index: usize, action_ref: &ActionRef, loaded: &LoadedAction) -> ActionIdentity {
+        let (repository, reference) = match action_ref {
+            ActionRef::Remote { repo, reference, .. } => (repo.clone(), reference.clone()),
+            _ => (String::new(), String::new()),
+        };
+        let action = match &step.id {
+            Some(id) => id.clone(),
+            None if repository.is_empty() => format!("__self_{index}"),
+            None => format!("__{}", repository.replace('/', "_")),
+        };
+        ActionIdentity {
+            action,
+            path: Some(loaded.dir.clone()),
+            repository,
+            reference,
+        }
+    }
+
+    /// `INPUT_*` variables and the `inputs` context of an action step: `with:` values, then the
+    /// action's defaults (which may use expressions such as `${{ github.token }}`).
+    fn action_inputs(
+        &self,
+        action: &Action,
+        step: &Step,
+        ctx: &Contexts,
+    ) -> Result<(BTreeMap<String, String>, Map<String, Value>), String> {
+        let mut env = BTreeMap::new();
+        let mut inputs = Map::new();
+        let mut given = BTreeMap::new();
+        for (k, v) in step.with.iter() {
+            let value = expr::interpolate(v, ctx).map_err(|e| format!("with.{k}: {e}"))?;
+            given.insert(k.to_ascii_lowercase(), (k.to_string(), value));
+        }
+        for (name, input) in action.inputs.iter() {
+            let value = match given.remove(&name.to_ascii_lowercase()) {
+                Some((_, v)) => v,
+                None => match &input.default {
+                    Some(d) => expr::interpolate(d, ctx).map_err(|e| format!("default of input `{name}`: {e}"))?,
+                    None => String::new(),
+                },
+            };
+            env.insert(input_var(name), value.clone());
+            inputs.insert(name.to_string(), json!(value));
+        }
+        for (_, (name, value)) in given {
+            self.out.log(None, &format!("##[warning]Unexpected input '{name}' for {}", step.uses.as_deref().unwrap_or("")));
+            env.insert(input_var(&name), value.clone());
+            inputs.insert(name, json!(value));
+        }
+        Ok((env, inputs))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run_script(
+        &mut self,
+        step: &Step,
+        run: &str,
+        scope: &Scope,
+        env: &BTreeMap<String, String>,
+        ctx: &Contexts,
+        timeout: Option<Duration>,
+        cancel: &CancellationToken,
+    ) -> StepRun {
+        let log_step = scope.log_step;
+        let script = match expr::interpolate(run, ctx) {
+            Ok(s) => s,
+            Err(e) => {
+                self.out.log(log_step, &format!("##[error]run: {e}"));
+                return StepRun::failed();
+            }
+        };
+        let defaults = self.defaults.clone();
+        let shell = step.shell.clone().or_else(|| if scope.depth == 0 { defaults.shell.clone() } else { None });
+        let identity = ActionIdentity {
+            action: step.id.clone().unwrap_or_else(|| "__run".into()),
+            path: scope.action_path.clone(),
+            ..Default::default()
+        };
+        let process_env = self.process_env(env, &identity);
+        let shell = match resolve_shell(shell.as_deref(), &process_env) {
+            Ok(s) => s,
+            Err(e) => {
+                self.out.log(log_step, &format!("##[error]{e}"));
+                return StepRun::failed();
+            }
+        };
+        let working_dir = step
+            .working_directory
+            .clone()
+            .or_else(|| if scope.depth == 0 { defaults.working_directory.clone() } else { None });
+        let cwd = match working_dir {
+            Some(dir) => match expr::interpolate(&dir, ctx) {
+                Ok(dir) => self.workspace.join(dir),
+                Err(e) => {
+                    self.out.log(log_step, &format!("##[error]working-directory: {e}"));
+                    return StepRun::failed();
+                }
+            },
+            None => self.workspace.clone(),
+        };
+        if !cwd.is_dir() {
+            self.out.log(log_step, &format!("##[error]working-directory {} does not exist", cwd.display()));
+            return StepRun::failed();
+        }
+        let script_path = self.temp.join(format!("{}{}", uuid::Uuid::new_v4(), shell.extension));
+        if let Err(e) = std::fs::write(&script_path, &script) {
+            self.out.log(log_step, &format!("##[error]cannot write {}: {e}", script_path.display()));
+            return StepRun::failed();
+        }
+        // The header GitHub prints: the script, the shell and the step's own environment.
+        if scope.depth == 0 {
+            self.out.log(log_step, &format!("##[group]Run {}", script.lines().next().unwrap_or("")));
+            for line in script.lines() {
+                self.out.log(log_step, line);
+            }
+            self.out.log(log_step, &format!("shell: {}", shell.display));
+            if !env.is_empty() {
+                self.out.log(log_step, "env:");
+                for (k, v) in env {
+                    self.out.log(log_step, &format!("  {k}: {v}"));
+                }
+            }
+            self.out.log(log_step, "##[endgroup]");
+        }
+        let script_arg = script_path.to_string_lossy().into_owned();
+        let args = shell.args.iter().map(|a| a.replace("{0}", &script_arg)).collect();
+        let spec = ProcessSpec { program: shell.program.clone(), args, env: process_env, cwd };
+        let result = self.run_process(log_step, spec, timeout, cancel).await;
+        let _ = std::fs::remove_file(&script_path);
+        match result {
+            Ok(r) => StepRun { outcome: self.exit_outcome(log_step, r.exit), outputs: r.outputs },
+            Err(e) => {
+                self.out.log(log_step, &format!("##[error]{e}"));
+                StepRun::failed()
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run_node(
+        &mut self,
+        log_step: Option<usize>,
+        loaded: &LoadedAction,
+        script: &str,
+        env: &BTreeMap<String, String>,
+        identity: &ActionIdentity,
+        state: &BTreeMap<String, String>,
+        timeout: Option<Duration>,
+        cancel: &CancellationToken,
+    ) -> Result<ProcessResult, String> {
+        let mut process_env = self.process_env(env, identity);
+        for (k, v) in state {
+            process_env.insert(format!("STATE_{k}"), v.clone());
+        }
+        let node = match &self.config.node {
+            Some(node) => node.clone(),
+            None => which("node", &process_env).ok_or_else(|| {
+                format!(
+                    "the action {} runs on {}, but no `node` was found on PATH; install Node.js on the runner or set its path in the runner config",
+                    loaded.name,
+                    loaded.action.runs.using()
+                )
+            })?,
+        };
+        let entry = loaded.dir.join(script);
+        if !entry.is_file() {
+            return Err(format!("the action {} has no file {script}", loaded.name));
+        }
+        let spec = ProcessSpec {
+            program: node,
+            args: vec![entry.to_string_lossy().into_owned()],
+            env: process_env,
+            cwd: self.workspace.clone(),
+        };
+        self.run_process(log_step, spec, timeout, cancel).await
+    }
+
+    /// Run a process with fresh env files, handle its output line by line, then apply the files.
+    pub(crate) async fn run_process(
+        &mut self,
+        log_step: Option<usize>,
+        mut spec: ProcessSpec,
+        timeout: Option<Duration>,
+        cancel: &CancellationToken,
+    ) -> Result<ProcessResult, String> {
+        let dir = self.temp.join("_runner_file_commands");
+        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let id = uuid::Uuid::new_v4();
+        let files: Vec<(&str, PathBuf)> = [
+            ("GITHUB_ENV", "set_env"),
+            ("GITHUB_OUTPUT", "set_output"),
+            ("GITHUB_PATH", "add_path"),
+            ("GITHUB_STATE", "save_state"),
+            ("GITHUB_STEP_SUMMARY", "step_summary"),
+        ]
+        .into_iter()
+        .map(|(var, name)| (var, dir.join(format!("{name}_{id}"))))
+        .collect();
+        for (var, path) in &files {
+            std::fs::write(path, b"").map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+            spec.env.insert(var.to_string(), path.to_string_lossy().into_owned());
+        }
+        let allow_unsecure = spec
+            .env
+            .get("ACTIONS_ALLOW_UNSECURE_COMMANDS")
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+        let debug = spec.env.contains_key("RUNNER_DEBUG");
+        let mut handler = OutputHandler {
+            out: self.out.clone(),
+            log_step,
+            lines: LineBuffer::default(),
+            gate: CommandGate::default(),
+            debug,
+            allow_unsecure,
+            outputs: BTreeMap::new(),
+            state: BTreeMap::new(),
+            env: Vec::new(),
+            path: Vec::new(),
+        };
+        let exit = process::run(&spec, &uuid::Uuid::new_v4().to_string(), timeout, cancel, self.config.kill_grace, |data| {
+            for line in handler.lines.push(data) {
+                handler.line(&line);
+            }
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        if let Some(rest) = handler.lines.finish() {
+            handler.line(&rest);
+        }
+        let mut result = ProcessResult { exit, outputs: handler.outputs, state: handler.state };
+        for (k, v) in handler.env {
+            self.state.env.insert(k, v);
+        }
+        for p in handler.path {
+            self.state.path.insert(0, p);
+        }
+        for (var, path) in &files {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            let _ = std::fs::remove_file(path);
+            if text.is_empty() {
+                continue;
+            }
+            match *var {
+                "GITHUB_PATH" => {
+                    for p in envfile::parse_path_file(&text).into_iter().rev() {
+                        self.state.path.insert(0, p);
+                    }
+                }
+                "GITHUB_STEP_SUMMARY" => {
+                    self.state.summary.push_str(&text);
+                    if !text.ends_with('\n') {
+                        self.state.summary.push('\n');
+                    }
+                }
+                _ => match envfile::parse_key_values(&text) {
+                    Ok(pairs) => {
+                        for (k, v) in pairs {
+                            match *var {
+                                "GITHUB_ENV" => {
+                                    self.state.env.insert(k, v);
+                                }
+                                "GITHUB_OUTPUT" => {
+                                    result.outputs.insert(k, v);
+                                }
+                                _ => {
+                                    result.state.insert(k, v);
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        self.out.log(log_step, &format!("##[error]{var}: {e}"));
+                        if result.exit.success() {
+                            result.exit = Exit::Code(1);
+                        }
+                    }
+                },
+            }
+        }
+        self.state.ctx.set("env", json!(self.state.env));
+        Ok(result)
+    }
+}
+
+/// `INPUT_<NAME>`: upper case, spaces become underscores (hyphens stay, as in the runner).
+fn input_var(name: &str) -> String {
+    format!("INPUT_{}", name.replace(' ', "_").to_uppercase())
+}
+
+/// Turns a step's output into log lines and workflow-command effects.
+struct OutputHandler {
+    out: Emitter,
+    log_step: Option<usize>,
+    lines: LineBuffer,
+    gate: CommandGate,
+    debug: bool,
+    allow_unsecure: bool,
+    outputs: BTreeMap<String, String>,
+    state: BTreeMap<String, String>,
+    env: Vec<(String, String)>,
+    path: Vec<String>,
+}
+
+impl OutputHandler {
+    fn line(&mut self, line: &str) {
+        let Some(cmd) = self.gate.parse(line) else {
+            self.out.log(self.log_step, line);
+            return;
+        };
+        let name_prop = cmd.property("name").map(str::to_string);
+        match cmd.name.as_str() {
+            "add-mask" => {
+                self.out.masker.add(&cmd.message);
+                self.out.log(self.log_step, line);
+            }
+            "group" => self.out.log(self.log_step, &format!("##[group]{}", cmd.message)),
+            "endgroup" => self.out.log(self.log_step, "##[endgroup]"),
+            "debug" => {
+                if self.debug {
+                    self.out.log(self.log_step, &format!("##[debug]{}", cmd.message));
+                }
+            }
+            "notice" | "warning" | "error" => {
+                let mut location = String::new();
+                if let Some(file) = cmd.property("file") {
+                    location.push_str(file);
+                    for key in ["line", "col"] {
+                        if let Some(v) = cmd.property(key) {
+                            location.push(':');
+                            location.push_str(v);
+                        }
+                    }
+                    location.push_str(": ");
+                }
+                if let Some(title) = cmd.property("title") {
+                    location.push_str(title);
+                    location.push_str(": ");
+                }
+                for (i, l) in cmd.message.split('\n').enumerate() {
+                    let prefix = if i == 0 { format!("##[{}]{location}", cmd.name) } else { String::new() };
+                    self.out.log(self.log_step, &format!("{prefix}{l}"));
+                }
+            }
+            "set-output" => match name_prop {
+                Some(name) => {
+                    self.outputs.insert(name, cmd.message);
+                }
+                None => self.out.log(self.log_step, "##[error]set-output requires a name"),
+            },
+            "save-state" => match name_prop {
+                Some(name) => {
+                    self.state.insert(name, cmd.message);
+                }
+                None => self.out.log(self.log_step, "##[error]save-state requires a name"),
+            },
+            "set-env" | "add-path" if !self.allow_unsecure => self.out.log(
+                self.log_step,
+                &format!(
+                    "##[error]Unable to process command '{line}' successfully. The `{}` command is disabled. Please upgrade to using Environment Files or opt into unsecure command execution by setting the `ACTIONS_ALLOW_UNSECURE_COMMANDS` environment variable to `true`.",
+                    cmd.name
+                ),
+            ),
+            "set-env" => match name_prop {
+                Some(name) => self.env.push((name, cmd.message)),
+                None => self.out.log(self.log_step, "##[error]set-env requires a name"),
+            },
+            "add-path" => self.path.push(cmd.message),
+            "echo" | "add-matcher" | "remove-matcher" => {}
+            _ => self.out.log(self.log_step, line),
+        }
+    }
+}

@@ -1,0 +1,370 @@
+//! Running a whole workflow locally (`kiln exec`): jobs planned by `needs`, matrices expanded,
+//! job `if:` evaluated, `needs` outputs passed on. Each job runs through [`crate::exec::run_job`],
+//! the same code the runner daemon uses for a job it gets from Gitea.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Map, Value};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::exec::{self, Event, ExecConfig, JobSpec, Outcome};
+use crate::expr::{self, Contexts, Status};
+use crate::model::{self, BoolOrExpr, NumberOrExpr, Workflow};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct LocalRun {
+    pub workflow: Arc<Workflow>,
+    /// Run only this job (and the jobs it needs).
+    pub job: Option<String>,
+    pub event_name: String,
+    pub event: Value,
+    pub secrets: BTreeMap<String, String>,
+    pub vars: BTreeMap<String, String>,
+    /// `--matrix key:value` filters: only combinations with these values run.
+    pub matrix_filter: Vec<(String, String)>,
+    /// The repository checkout the jobs run in.
+    pub workspace: PathBuf,
+    /// `github.server_url`.
+    pub server_url: String,
+}
+
+/// A progress report of a workflow run.
+#[derive(Debug, Clone)]
+pub enum RunEvent {
+    JobStarted { key: String, name: String },
+    Job { key: String, event: Event },
+    JobSkipped { key: String, name: String, reason: String },
+    JobFinished { key: String, name: String, result: Outcome, duration: Duration },
+}
+
+/// Results of the jobs that ran, by job id.
+#[derive(Debug, Clone, Default)]
+pub struct RunSummary {
+    pub results: BTreeMap<String, (Outcome, BTreeMap<String, String>)>,
+    pub success: bool,
+}
+
+/// Run the planned jobs stage by stage. Errors are problems with the workflow itself (a cycle, an
+/// unknown job, a matrix that does not evaluate); job failures are in the summary.
+pub async fn run_workflow(
+    run: LocalRun,
+    config: ExecConfig,
+    tx: mpsc::UnboundedSender<RunEvent>,
+    cancel: CancellationToken,
+) -> Result<RunSummary, String> {
+    let wf = run.workflow.clone();
+    let stages = model::plan(&wf, run.job.as_deref()).map_err(|e| e.to_string())?;
+    let github = github_context(&run);
+    let mut summary = RunSummary { success: true, ..Default::default() };
+    for stage in stages {
+        let mut handles = Vec::new();
+        for job_id in stage {
+            let job = wf.job(&job_id).ok_or_else(|| format!("{}: no job `{job_id}`", wf.file_name))?;
+            if job.is_reusable() {
+                return Err(format!(
+                    "{}: jobs.{job_id}: reusable workflows (`uses: {}`) are not supported by kiln exec yet",
+                    wf.file_name,
+                    job.uses.as_deref().unwrap_or("")
+                ));
+            }
+            let needs = needs_context(&job.needs, &summary);
+            let base = JobSpec {
+                workflow: wf.clone(),
+                job_id: job_id.clone(),
+                matrix: Map::new(),
+                strategy: json!({}),
+                github: github.clone(),
+                secrets: run.secrets.clone(),
+                vars: run.vars.clone(),
+                needs: needs.clone(),
+                inputs: run.event.get("inputs").cloned().unwrap_or_else(|| json!({})),
+                workspace: run.workspace.clone(),
+            };
+            let ctx = job_contexts(&base, &job.needs, &summary);
+            let name = job.name.clone().unwrap_or_else(|| job_id.clone());
+            let condition = job.if_cond.clone().unwrap_or_default();
+            match expr::evaluate_condition(&condition, &ctx) {
+                Ok(true) => {}
+                Ok(false) => {
+                    let _ = tx.send(RunEvent::JobSkipped {
+                        key: job_id.clone(),
+                        name,
+                        reason: if condition.is_empty() {
+                            "a job it needs did not succeed".into()
+                        } else {
+                            format!("`if: {condition}` is false")
+                        },
+                    });
+                    summary.results.insert(job_id.clone(), (Outcome::Skipped, BTreeMap::new()));
+                    continue;
+                }
+                Err(e) => return Err(format!("{}: jobs.{job_id}.if: {e}", wf.file_name)),
+            }
+            let combos = expand(&wf, &job_id, &ctx, &run.matrix_filter)?;
+            let strategy = job.strategy.clone().unwrap_or_default();
+            let fail_fast = match &strategy.fail_fast {
+                None => true,
+                Some(BoolOrExpr::Bool(b)) => *b,
+                Some(BoolOrExpr::Expr(e)) => expr::interpolate_value(e, &ctx).map(|v| expr::is_truthy(&v)).unwrap_or(true),
+            };
+            let max_parallel = match &strategy.max_parallel {
+                None => combos.len().max(1),
+                Some(NumberOrExpr::Number(n)) => (*n as usize).max(1),
+                Some(NumberOrExpr::Expr(e)) => expr::interpolate_value(e, &ctx)
+                    .ok()
+                    .and_then(|v| v.as_f64())
+                    .map(|n| (n as usize).max(1))
+                    .unwrap_or(combos.len().max(1)),
+            };
+            let continue_on_error = match &job.continue_on_error {
+                None => false,
+                Some(BoolOrExpr::Bool(b)) => *b,
+                Some(BoolOrExpr::Expr(e)) => expr::interpolate_value(e, &ctx).map(|v| expr::is_truthy(&v)).unwrap_or(false),
+            };
+            let key_order = job.matrix().map(|m| m.key_order()).unwrap_or_default();
+            let has_matrix = job.matrix().is_some();
+            let total = combos.len();
+            let limiter = Arc::new(tokio::sync::Semaphore::new(max_parallel));
+            let matrix_cancel = cancel.child_token();
+            let mut job_handles = Vec::new();
+            for (index, combo) in combos.into_iter().enumerate() {
+                let mut spec = base.clone();
+                spec.strategy = json!({
+                    "fail-fast": fail_fast,
+                    "job-index": index,
+                    "job-total": total,
+                    "max-parallel": max_parallel,
+                });
+                let mut display = model::job_display_name(&job_id, job.name.as_deref(), &combo, &key_order);
+                spec.matrix = combo;
+                if model::types::is_expression(&display) {
+                    let mut c = ctx.clone();
+                    c.set("matrix", Value::Object(spec.matrix.clone()));
+                    display = expr::interpolate(&display, &c).unwrap_or(display);
+                }
+                let key = if has_matrix { format!("{job_id} ({index})") } else { job_id.clone() };
+                let (tx, config, limiter, job_cancel) = (tx.clone(), config.clone(), limiter.clone(), matrix_cancel.clone());
+                job_handles.push(tokio::spawn(async move {
+                    let _permit = limiter.acquire_owned().await;
+                    if job_cancel.is_cancelled() {
+                        return (Outcome::Cancelled, BTreeMap::new());
+                    }
+                    let started = Instant::now();
+                    let _ = tx.send(RunEvent::JobStarted { key: key.clone(), name: display.clone() });
+                    let (etx, mut erx) = mpsc::unbounded_channel();
+                    let forward = {
+                        let (tx, key) = (tx.clone(), key.clone());
+                        tokio::spawn(async move {
+                            while let Some(event) = erx.recv().await {
+                                let _ = tx.send(RunEvent::Job { key: key.clone(), event });
+                            }
+                        })
+                    };
+                    let result = exec::run_job(spec, config, etx, job_cancel.clone()).await;
+                    let _ = forward.await;
+                    if result.result == Outcome::Failure && fail_fast {
+                        job_cancel.cancel();
+                    }
+                    let _ = tx.send(RunEvent::JobFinished {
+                        key,
+                        name: display,
+                        result: result.result,
+                        duration: started.elapsed(),
+                    });
+                    (result.result, result.outputs)
+                }));
+            }
+            handles.push((job_id.clone(), continue_on_error, job_handles));
+        }
+        for (job_id, continue_on_error, job_handles) in handles {
+            // A matrix job fails when any combination fails; outputs of the combinations are merged
+            // in order, later ones winning, as GitHub does.
+            let mut result = Outcome::Success;
+            let mut outputs = BTreeMap::new();
+            for h in job_handles {
+                let (r, o) = h.await.map_err(|e| e.to_string())?;
+                result = match (result, r) {
+                    (Outcome::Failure, _) | (_, Outcome::Failure) => Outcome::Failure,
+                    (Outcome::Cancelled, _) | (_, Outcome::Cancelled) => Outcome::Cancelled,
+                    _ => Outcome::Success,
+                };
+                outputs.extend(o);
+            }
+            if result != Outcome::Success && !continue_on_error {
+                summary.success = false;
+            }
+            let reported = if result == Outcome::Failure && continue_on_error { Outcome::Success } else { result };
+            summary.results.insert(job_id, (reported, outputs));
+        }
+    }
+    Ok(summary)
+}
+
+fn needs_context(needs: &[String], summary: &RunSummary) -> Value {
+    let mut m = Map::new();
+    for n in needs {
+        let (result, outputs) = summary.results.get(n).cloned().unwrap_or((Outcome::Skipped, BTreeMap::new()));
+        m.insert(n.clone(), json!({ "result": result.as_str(), "outputs": outputs }));
+    }
+    Value::Object(m)
+}
+
+/// Contexts for job-level expressions (`if`, matrix, strategy): `success()` means every needed
+/// job succeeded.
+fn job_contexts(spec: &JobSpec, needs: &[String], summary: &RunSummary) -> Contexts {
+    let mut ctx = Contexts::default();
+    ctx.set("github", spec.github.clone());
+    ctx.set("gitea", spec.github.clone());
+    ctx.set("needs", spec.needs.clone());
+    ctx.set("vars", json!(spec.vars));
+    ctx.set("inputs", spec.inputs.clone());
+    ctx.set("secrets", json!(spec.secrets));
+    let results: Vec<Outcome> = needs
+        .iter()
+        .map(|n| summary.results.get(n).map(|r| r.0).unwrap_or(Outcome::Skipped))
+        .collect();
+    ctx.status = if results.contains(&Outcome::Cancelled) {
+        Status::Cancelled
+    } else if results.iter().any(|r| *r != Outcome::Success) {
+        Status::Failure
+    } else {
+        Status::Success
+    };
+    ctx
+}
+
+fn expand(
+    wf: &Workflow,
+    job_id: &str,
+    ctx: &Contexts,
+    filter: &[(String, String)],
+) -> Result<Vec<Map<String, Value>>, String> {
+    let job = wf.job(job_id).expect("planned job exists");
+    let Some(matrix) = job.matrix() else {
+        return Ok(vec![Map::new()]);
+    };
+    let err = |e: String| format!("{}: jobs.{job_id}.strategy.matrix: {e}", wf.file_name);
+    let value = evaluate_strings(&matrix.to_value(), ctx).map_err(err)?;
+    let combos = model::expand_matrix(&value, &matrix.key_order()).map_err(err)?;
+    let combos: Vec<_> = combos
+        .into_iter()
+        .filter(|c| {
+            filter
+                .iter()
+                .all(|(k, v)| c.get(k).is_none_or(|x| expr::to_display_string(x) == *v))
+        })
+        .collect();
+    if combos.is_empty() {
+        return Err(err("no combination is left to run (check --matrix filters and exclude)".into()));
+    }
+    Ok(combos)
+}
+
+/// Evaluate every `${{ }}` string in a JSON value, keeping the types of whole-expression strings.
+fn evaluate_strings(v: &Value, ctx: &Contexts) -> Result<Value, String> {
+    Ok(match v {
+        Value::String(s) if model::types::is_expression(s) => expr::interpolate_value(s, ctx).map_err(|e| e.to_string())?,
+        Value::Array(a) => Value::Array(a.iter().map(|x| evaluate_strings(x, ctx)).collect::<Result<_, _>>()?),
+        Value::Object(o) => {
+            let mut m = Map::new();
+            for (k, x) in o {
+                m.insert(k.clone(), evaluate_strings(x, ctx)?);
+            }
+            Value::Object(m)
+        }
+        other => other.clone(),
+    })
+}
+
+/// The `github` context of a local run, read from the checkout with git2 where possible.
+fn github_context(run: &LocalRun) -> Value {
+    let git = GitInfo::read(&run.workspace);
+    let repository = git.repository.clone().unwrap_or_else(|| {
+        format!(
+            "local/{}",
+            run.workspace.file_name().and_then(|n| n.to_str()).unwrap_or("workspace")
+        )
+    });
+    let owner = repository.split('/').next().unwrap_or("local").to_string();
+    let mut ref_name = git.branch.clone().unwrap_or_default();
+    let mut reference = if ref_name.is_empty() { String::new() } else { format!("refs/heads/{ref_name}") };
+    if let Some(r) = run.event.get("ref").and_then(Value::as_str) {
+        reference = r.to_string();
+        ref_name = r.rsplit('/').next().unwrap_or(r).to_string();
+    }
+    let server = run.server_url.trim_end_matches('/').to_string();
+    let pr = run.event.get("pull_request");
+    json!({
+        "event_name": run.event_name,
+        "event": run.event,
+        "sha": git.sha.unwrap_or_default(),
+        "ref": reference,
+        "ref_name": ref_name,
+        "ref_type": if reference.starts_with("refs/tags/") { "tag" } else { "branch" },
+        "repository": repository,
+        "repository_owner": owner,
+        "actor": std::env::var("USER").unwrap_or_else(|_| "kiln".into()),
+        "triggering_actor": std::env::var("USER").unwrap_or_else(|_| "kiln".into()),
+        "run_id": "1",
+        "run_number": "1",
+        "run_attempt": "1",
+        "retention_days": "0",
+        "server_url": server,
+        "api_url": format!("{server}/api/v1"),
+        "graphql_url": "",
+        "token": run.secrets.get("GITHUB_TOKEN").cloned().unwrap_or_default(),
+        "workflow": run.workflow.name.clone().unwrap_or_else(|| run.workflow.file_name.clone()),
+        "head_ref": pr.and_then(|p| p.pointer("/head/ref")).cloned().unwrap_or(json!("")),
+        "base_ref": pr.and_then(|p| p.pointer("/base/ref")).cloned().unwrap_or(json!("")),
+    })
+}
+
+#[derive(Debug, Default)]
+struct GitInfo {
+    sha: Option<String>,
+    branch: Option<String>,
+    repository: Option<String>,
+}
+
+impl GitInfo {
+    fn read(dir: &Path) -> GitInfo {
+        let Ok(repo) = git2::Repository::discover(dir) else { return GitInfo::default() };
+        let head = repo.head().ok();
+        let sha = head.as_ref().and_then(|h| h.peel_to_commit().ok()).map(|c| c.id().to_string());
+        let branch = head.as_ref().filter(|h| h.is_branch()).and_then(|h| h.shorthand().map(str::to_string));
+        let repository = repo
+            .find_remote("origin")
+            .ok()
+            .and_then(|r| r.url().map(str::to_string))
+            .and_then(|url| repository_from_url(&url));
+        GitInfo { sha, branch, repository }
+    }
+}
+
+/// `owner/name` from a remote URL (`https://host/owner/name.git`, `git@host:owner/name.git`).
+fn repository_from_url(url: &str) -> Option<String> {
+    let path = url.trim_end_matches('/').trim_end_matches(".git");
+    let path = path.rsplit_once(':').map(|(_, p)| p).filter(|p| !p.starts_with("//")).unwrap_or(path);
+    let mut parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    let name = parts.pop()?;
+    let owner = parts.pop()?;
+    Some(format!("{owner}/{name}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repository_names() {
+        assert_eq!(repository_from_url("https://gitea.example/org/app.git").as_deref(), Some("org/app"));
+        assert_eq!(repository_from_url("git@gitea.example:org/app.git").as_deref(), Some("org/app"));
+        assert_eq!(repository_from_url("ssh://git@host:2222/org/app").as_deref(), Some("org/app"));
+        assert_eq!(repository_from_url("app"), None);
+    }
+}

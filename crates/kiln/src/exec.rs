@@ -1,0 +1,329 @@
+//! `kiln exec`: run a workflow from a local checkout, without Gitea (like `act`).
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use kiln_actions::exec::{Event, ExecConfig, Outcome};
+use kiln_actions::local::{LocalRun, RunEvent};
+use kiln_actions::model::{self, Workflow};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+#[derive(clap::Args, Debug)]
+pub struct ExecArgs {
+    /// Workflow file or directory. Default: .gitea/workflows, else .github/workflows.
+    #[arg(short = 'W', long = "workflows")]
+    workflows: Option<PathBuf>,
+    /// Run only this job (and the jobs it needs).
+    #[arg(short, long)]
+    job: Option<String>,
+    /// The event that triggers the run.
+    #[arg(long, default_value = "push")]
+    event: String,
+    /// JSON payload of the event (`github.event`).
+    #[arg(long)]
+    event_file: Option<PathBuf>,
+    /// A secret, `NAME=VALUE`, or `NAME` to take the value from kiln's environment.
+    #[arg(short, long = "secret")]
+    secrets: Vec<String>,
+    /// A file of secrets, one `NAME=VALUE` per line (`#` comments, optional quotes).
+    #[arg(long)]
+    secret_file: Option<PathBuf>,
+    /// A configuration variable (`vars` context), `NAME=VALUE`.
+    #[arg(long = "var")]
+    vars: Vec<String>,
+    /// A file of variables, one `NAME=VALUE` per line.
+    #[arg(long)]
+    var_file: Option<PathBuf>,
+    /// Run only matrix combinations with this value, `key:value` (repeatable).
+    #[arg(long = "matrix")]
+    matrix: Vec<String>,
+    /// List the jobs that would run, in stages, and exit.
+    #[arg(short, long)]
+    list: bool,
+    /// The repository checkout to run in.
+    #[arg(short = 'C', long, default_value = ".")]
+    directory: PathBuf,
+    /// Where `owner/repo@ref` actions are cloned from (Gitea's DEFAULT_ACTIONS_URL).
+    #[arg(long, default_value = "https://github.com", env = "KILN_ACTIONS_URL")]
+    actions_url: String,
+    /// `github.server_url` of the run.
+    #[arg(long, default_value = "https://github.com")]
+    server_url: String,
+    /// The node binary for JavaScript actions. Default: `node` on PATH.
+    #[arg(long)]
+    node: Option<PathBuf>,
+    /// Directory for action clones, tool cache and temp files.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Run `actions/checkout` instead of using the local checkout as it is.
+    #[arg(long)]
+    no_local_checkout: bool,
+    /// Seconds a cancelled step gets after SIGINT before it is killed.
+    #[arg(long, default_value_t = 7.5)]
+    kill_grace: f64,
+}
+
+pub fn run(args: ExecArgs) -> anyhow::Result<bool> {
+    let runtime = tokio::runtime::Runtime::new().context("starting runtime")?;
+    runtime.block_on(run_async(args))
+}
+
+async fn run_async(args: ExecArgs) -> anyhow::Result<bool> {
+    let repo = args
+        .directory
+        .canonicalize()
+        .with_context(|| format!("{}", args.directory.display()))?;
+    let workflows = load(&args, &repo)?;
+    let event: serde_json::Value = match &args.event_file {
+        Some(f) => serde_json::from_slice(&std::fs::read(f).with_context(|| format!("{}", f.display()))?)
+            .with_context(|| format!("{}: not valid JSON", f.display()))?,
+        None => serde_json::json!({}),
+    };
+    let mut secrets = BTreeMap::new();
+    if let Some(f) = &args.secret_file {
+        secrets.extend(read_dotenv(f)?);
+    }
+    for s in &args.secrets {
+        let (k, v) = match s.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (s.clone(), std::env::var(s).with_context(|| format!("--secret {s}: not set in the environment"))?),
+        };
+        secrets.insert(k, v);
+    }
+    let mut vars = BTreeMap::new();
+    if let Some(f) = &args.var_file {
+        vars.extend(read_dotenv(f)?);
+    }
+    for s in &args.vars {
+        let (k, v) = s.split_once('=').with_context(|| format!("--var {s}: expected NAME=VALUE"))?;
+        vars.insert(k.to_string(), v.to_string());
+    }
+    let mut matrix_filter = Vec::new();
+    for m in &args.matrix {
+        let (k, v) = m.split_once(':').with_context(|| format!("--matrix {m}: expected key:value"))?;
+        matrix_filter.push((k.to_string(), v.to_string()));
+    }
+
+    // The workflows this event (and job) selects.
+    let selected: Vec<Arc<Workflow>> = workflows
+        .into_iter()
+        .filter(|w| args.job.is_some() || w.on.has(&args.event))
+        .filter(|w| args.job.as_ref().is_none_or(|j| w.job(j).is_some()))
+        .map(Arc::new)
+        .collect();
+    if selected.is_empty() {
+        match &args.job {
+            Some(j) => bail!("no workflow has a job `{j}`"),
+            None => bail!("no workflow is triggered by `{}` (try --event or -j)", args.event),
+        }
+    }
+    if args.list {
+        println!("{:<6} {:<24} {:<32} {:<24} FILE", "STAGE", "JOB ID", "JOB NAME", "WORKFLOW");
+        for w in &selected {
+            let stages = model::plan(w, args.job.as_deref()).map_err(|e| anyhow::anyhow!("{e}"))?;
+            for (i, stage) in stages.iter().enumerate() {
+                for id in stage {
+                    let name = w.job(id).and_then(|j| j.name.clone()).unwrap_or_else(|| id.clone());
+                    let wf_name = w.name.clone().unwrap_or_else(|| w.file_name.clone());
+                    println!("{:<6} {:<24} {:<32} {:<24} {}", i, id, name, wf_name, w.file_name);
+                }
+            }
+        }
+        return Ok(true);
+    }
+
+    let state_dir = match &args.state_dir {
+        Some(d) => d.clone(),
+        None => std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .unwrap_or_else(std::env::temp_dir)
+            .join("kiln/exec"),
+    };
+    let mut config = ExecConfig::under(&state_dir);
+    config.default_actions_url = args.actions_url.clone();
+    config.node = args.node.clone();
+    config.local_checkout = !args.no_local_checkout;
+    config.kill_grace = std::time::Duration::from_secs_f64(args.kill_grace.max(0.0));
+    config.runner_name = "kiln-exec".into();
+
+    let cancel = CancellationToken::new();
+    {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("Interrupted: cancelling the run");
+                cancel.cancel();
+            }
+        });
+    }
+    let mut ok = true;
+    for wf in selected {
+        let wf_name = wf.name.clone().unwrap_or_else(|| wf.file_name.clone());
+        let run = LocalRun {
+            workflow: wf.clone(),
+            job: args.job.clone(),
+            event_name: args.event.clone(),
+            event: event.clone(),
+            secrets: secrets.clone(),
+            vars: vars.clone(),
+            matrix_filter: matrix_filter.clone(),
+            workspace: repo.clone(),
+            server_url: args.server_url.clone(),
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let printer = tokio::spawn(print_events(rx, wf_name.clone()));
+        let result = kiln_actions::local::run_workflow(run, config.clone(), tx, cancel.clone()).await;
+        let _ = printer.await;
+        match result {
+            Ok(summary) => ok &= summary.success,
+            Err(e) => {
+                eprintln!("ERROR: {e}");
+                ok = false;
+            }
+        }
+    }
+    Ok(ok)
+}
+
+/// Workflows from -W (a file or a directory) or the repository's workflow directory.
+fn load(args: &ExecArgs, repo: &Path) -> anyhow::Result<Vec<Workflow>> {
+    let path = match &args.workflows {
+        Some(p) if p.is_absolute() => p.clone(),
+        Some(p) => repo.join(p),
+        None => Workflow::find_dir(repo).with_context(|| {
+            format!("{}: no .gitea/workflows or .github/workflows directory (use -W)", repo.display())
+        })?,
+    };
+    if path.is_file() {
+        let text = std::fs::read_to_string(&path).with_context(|| format!("{}", path.display()))?;
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("workflow.yml");
+        return Ok(vec![Workflow::parse(name, &text).map_err(|e| anyhow::anyhow!("{e}"))?]);
+    }
+    let workflows = model::load_workflows(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if workflows.is_empty() {
+        bail!("{}: no workflow files (*.yml, *.yaml)", path.display());
+    }
+    Ok(workflows)
+}
+
+/// `NAME=VALUE` lines; blank lines and `#` comments skipped, `export ` and matching quotes removed.
+fn read_dotenv(path: &Path) -> anyhow::Result<BTreeMap<String, String>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+    let mut out = BTreeMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        let (k, v) = line
+            .split_once('=')
+            .with_context(|| format!("{}:{}: expected NAME=VALUE", path.display(), i + 1))?;
+        let v = v.trim();
+        let v = if v.len() >= 2 && (v.starts_with('"') && v.ends_with('"') || v.starts_with('\'') && v.ends_with('\'')) {
+            &v[1..v.len() - 1]
+        } else {
+            v
+        };
+        out.insert(k.trim().to_string(), v.replace("\\n", "\n"));
+    }
+    Ok(out)
+}
+
+struct Style {
+    color: bool,
+}
+
+impl Style {
+    fn paint(&self, code: &str, s: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    }
+}
+
+/// Print a run's events: one prefix per job, step starts and ends with timings, groups, errors.
+async fn print_events(mut rx: mpsc::UnboundedReceiver<RunEvent>, workflow: String) {
+    let style = Style { color: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none() };
+    let mut names: BTreeMap<String, String> = BTreeMap::new();
+    let mut steps: BTreeMap<(String, usize), String> = BTreeMap::new();
+    let stdout = std::io::stdout();
+    while let Some(event) = rx.recv().await {
+        let mut out = stdout.lock();
+        match event {
+            RunEvent::JobStarted { key, name } => {
+                let _ = writeln!(out, "{} Start job", style.paint("1;36", &format!("[{workflow}/{name}]")));
+                names.insert(key, name);
+            }
+            RunEvent::JobSkipped { name, reason, .. } => {
+                let _ = writeln!(out, "{} Skipped: {reason}", style.paint("1;36", &format!("[{workflow}/{name}]")));
+            }
+            RunEvent::JobFinished { name, result, duration, .. } => {
+                let (code, word) = match result {
+                    Outcome::Success => ("1;32", "succeeded"),
+                    Outcome::Failure => ("1;31", "failed"),
+                    Outcome::Cancelled => ("1;33", "was cancelled"),
+                    Outcome::Skipped => ("1;33", "was skipped"),
+                };
+                let _ = writeln!(
+                    out,
+                    "{} {} [{:.1}s]",
+                    style.paint("1;36", &format!("[{workflow}/{name}]")),
+                    style.paint(code, &format!("Job {word}")),
+                    duration.as_secs_f64()
+                );
+            }
+            RunEvent::Job { key, event } => {
+                let name = names.get(&key).cloned().unwrap_or_else(|| key.clone());
+                let prefix = style.paint("36", &format!("[{workflow}/{name}]"));
+                match event {
+                    Event::StepStarted { step, name: step_name } => {
+                        let _ = writeln!(out, "{prefix} {} {step_name}", style.paint("1", "▶"));
+                        steps.insert((key, step), step_name);
+                    }
+                    Event::StepFinished { step, outcome, conclusion, duration } => {
+                        let step_name = steps.get(&(key, step)).cloned().unwrap_or_default();
+                        let (code, mark) = match conclusion {
+                            Outcome::Success if outcome == Outcome::Failure => ("33", "✗ (continue-on-error)"),
+                            Outcome::Success => ("32", "✓"),
+                            Outcome::Failure => ("31", "✗"),
+                            Outcome::Cancelled => ("33", "⊘ cancelled"),
+                            Outcome::Skipped => ("2", "- skipped"),
+                        };
+                        let _ = writeln!(
+                            out,
+                            "{prefix} {} {step_name} [{:.1}s]",
+                            style.paint(code, mark),
+                            duration.as_secs_f64()
+                        );
+                    }
+                    Event::Log { line, .. } => {
+                        let shown = if let Some(g) = line.strip_prefix("##[group]") {
+                            style.paint("1", &format!("▸ {g}"))
+                        } else if line.starts_with("##[endgroup]") {
+                            continue;
+                        } else if let Some(e) = line.strip_prefix("##[error]") {
+                            style.paint("31", &format!("Error: {e}"))
+                        } else if let Some(w) = line.strip_prefix("##[warning]") {
+                            style.paint("33", &format!("Warning: {w}"))
+                        } else if let Some(n) = line.strip_prefix("##[notice]") {
+                            style.paint("34", &format!("Notice: {n}"))
+                        } else if let Some(d) = line.strip_prefix("##[debug]") {
+                            style.paint("2", &format!("Debug: {d}"))
+                        } else {
+                            line
+                        };
+                        let _ = writeln!(out, "{prefix}   | {shown}");
+                    }
+                }
+            }
+        }
+    }
+}
