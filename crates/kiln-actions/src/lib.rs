@@ -3,5 +3,6 @@
 
 pub mod commands;
 pub mod envfile;
+pub mod expr;
 pub mod mask;
 pub mod process;
