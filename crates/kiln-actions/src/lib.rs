@@ -3,6 +3,9 @@
 
 pub mod commands;
 pub mod envfile;
+pub mod exec;
 pub mod expr;
+pub mod local;
 pub mod mask;
+pub mod model;
 pub mod process;
