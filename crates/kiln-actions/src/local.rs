@@ -36,10 +36,25 @@ pub struct LocalRun {
 /// A progress report of a workflow run.
 #[derive(Debug, Clone)]
 pub enum RunEvent {
-    JobStarted { key: String, name: String },
-    Job { key: String, event: Event },
-    JobSkipped { key: String, name: String, reason: String },
-    JobFinished { key: String, name: String, result: Outcome, duration: Duration },
+    JobStarted {
+        key: String,
+        name: String,
+    },
+    Job {
+        key: String,
+        event: Event,
+    },
+    JobSkipped {
+        key: String,
+        name: String,
+        reason: String,
+    },
+    JobFinished {
+        key: String,
+        name: String,
+        result: Outcome,
+        duration: Duration,
+    },
 }
 
 /// Results of the jobs that ran, by job id.
@@ -60,11 +75,16 @@ pub async fn run_workflow(
     let wf = run.workflow.clone();
     let stages = model::plan(&wf, run.job.as_deref()).map_err(|e| e.to_string())?;
     let github = github_context(&run);
-    let mut summary = RunSummary { success: true, ..Default::default() };
+    let mut summary = RunSummary {
+        success: true,
+        ..Default::default()
+    };
     for stage in stages {
         let mut handles = Vec::new();
         for job_id in stage {
-            let job = wf.job(&job_id).ok_or_else(|| format!("{}: no job `{job_id}`", wf.file_name))?;
+            let job = wf
+                .job(&job_id)
+                .ok_or_else(|| format!("{}: no job `{job_id}`", wf.file_name))?;
             if job.is_reusable() {
                 return Err(format!(
                     "{}: jobs.{job_id}: reusable workflows (`uses: {}`) are not supported by kiln exec yet",
@@ -82,7 +102,11 @@ pub async fn run_workflow(
                 secrets: run.secrets.clone(),
                 vars: run.vars.clone(),
                 needs: needs.clone(),
-                inputs: run.event.get("inputs").cloned().unwrap_or_else(|| json!({})),
+                inputs: run
+                    .event
+                    .get("inputs")
+                    .cloned()
+                    .unwrap_or_else(|| json!({})),
                 workspace: run.workspace.clone(),
             };
             let ctx = job_contexts(&base, &job.needs, &summary);
@@ -100,7 +124,9 @@ pub async fn run_workflow(
                             format!("`if: {condition}` is false")
                         },
                     });
-                    summary.results.insert(job_id.clone(), (Outcome::Skipped, BTreeMap::new()));
+                    summary
+                        .results
+                        .insert(job_id.clone(), (Outcome::Skipped, BTreeMap::new()));
                     continue;
                 }
                 Err(e) => return Err(format!("{}: jobs.{job_id}.if: {e}", wf.file_name)),
@@ -110,7 +136,9 @@ pub async fn run_workflow(
             let fail_fast = match &strategy.fail_fast {
                 None => true,
                 Some(BoolOrExpr::Bool(b)) => *b,
-                Some(BoolOrExpr::Expr(e)) => expr::interpolate_value(e, &ctx).map(|v| expr::is_truthy(&v)).unwrap_or(true),
+                Some(BoolOrExpr::Expr(e)) => expr::interpolate_value(e, &ctx)
+                    .map(|v| expr::is_truthy(&v))
+                    .unwrap_or(true),
             };
             let max_parallel = match &strategy.max_parallel {
                 None => combos.len().max(1),
@@ -124,7 +152,9 @@ pub async fn run_workflow(
             let continue_on_error = match &job.continue_on_error {
                 None => false,
                 Some(BoolOrExpr::Bool(b)) => *b,
-                Some(BoolOrExpr::Expr(e)) => expr::interpolate_value(e, &ctx).map(|v| expr::is_truthy(&v)).unwrap_or(false),
+                Some(BoolOrExpr::Expr(e)) => expr::interpolate_value(e, &ctx)
+                    .map(|v| expr::is_truthy(&v))
+                    .unwrap_or(false),
             };
             let key_order = job.matrix().map(|m| m.key_order()).unwrap_or_default();
             let has_matrix = job.matrix().is_some();
@@ -140,28 +170,44 @@ pub async fn run_workflow(
                     "job-total": total,
                     "max-parallel": max_parallel,
                 });
-                let mut display = model::job_display_name(&job_id, job.name.as_deref(), &combo, &key_order);
+                let mut display =
+                    model::job_display_name(&job_id, job.name.as_deref(), &combo, &key_order);
                 spec.matrix = combo;
                 if model::types::is_expression(&display) {
                     let mut c = ctx.clone();
                     c.set("matrix", Value::Object(spec.matrix.clone()));
                     display = expr::interpolate(&display, &c).unwrap_or(display);
                 }
-                let key = if has_matrix { format!("{job_id} ({index})") } else { job_id.clone() };
-                let (tx, config, limiter, job_cancel) = (tx.clone(), config.clone(), limiter.clone(), matrix_cancel.clone());
+                let key = if has_matrix {
+                    format!("{job_id} ({index})")
+                } else {
+                    job_id.clone()
+                };
+                let (tx, config, limiter, job_cancel) = (
+                    tx.clone(),
+                    config.clone(),
+                    limiter.clone(),
+                    matrix_cancel.clone(),
+                );
                 job_handles.push(tokio::spawn(async move {
                     let _permit = limiter.acquire_owned().await;
                     if job_cancel.is_cancelled() {
                         return (Outcome::Cancelled, BTreeMap::new());
                     }
                     let started = Instant::now();
-                    let _ = tx.send(RunEvent::JobStarted { key: key.clone(), name: display.clone() });
+                    let _ = tx.send(RunEvent::JobStarted {
+                        key: key.clone(),
+                        name: display.clone(),
+                    });
                     let (etx, mut erx) = mpsc::unbounded_channel();
                     let forward = {
                         let (tx, key) = (tx.clone(), key.clone());
                         tokio::spawn(async move {
                             while let Some(event) = erx.recv().await {
-                                let _ = tx.send(RunEvent::Job { key: key.clone(), event });
+                                let _ = tx.send(RunEvent::Job {
+                                    key: key.clone(),
+                                    event,
+                                });
                             }
                         })
                     };
@@ -198,7 +244,11 @@ pub async fn run_workflow(
             if result != Outcome::Success && !continue_on_error {
                 summary.success = false;
             }
-            let reported = if result == Outcome::Failure && continue_on_error { Outcome::Success } else { result };
+            let reported = if result == Outcome::Failure && continue_on_error {
+                Outcome::Success
+            } else {
+                result
+            };
             summary.results.insert(job_id, (reported, outputs));
         }
     }
@@ -208,8 +258,15 @@ pub async fn run_workflow(
 fn needs_context(needs: &[String], summary: &RunSummary) -> Value {
     let mut m = Map::new();
     for n in needs {
-        let (result, outputs) = summary.results.get(n).cloned().unwrap_or((Outcome::Skipped, BTreeMap::new()));
-        m.insert(n.clone(), json!({ "result": result.as_str(), "outputs": outputs }));
+        let (result, outputs) = summary
+            .results
+            .get(n)
+            .cloned()
+            .unwrap_or((Outcome::Skipped, BTreeMap::new()));
+        m.insert(
+            n.clone(),
+            json!({ "result": result.as_str(), "outputs": outputs }),
+        );
     }
     Value::Object(m)
 }
@@ -226,7 +283,13 @@ fn job_contexts(spec: &JobSpec, needs: &[String], summary: &RunSummary) -> Conte
     ctx.set("secrets", json!(spec.secrets));
     let results: Vec<Outcome> = needs
         .iter()
-        .map(|n| summary.results.get(n).map(|r| r.0).unwrap_or(Outcome::Skipped))
+        .map(|n| {
+            summary
+                .results
+                .get(n)
+                .map(|r| r.0)
+                .unwrap_or(Outcome::Skipped)
+        })
         .collect();
     ctx.status = if results.contains(&Outcome::Cancelled) {
         Status::Cancelled
@@ -260,7 +323,9 @@ fn expand(
         })
         .collect();
     if combos.is_empty() {
-        return Err(err("no combination is left to run (check --matrix filters and exclude)".into()));
+        return Err(err(
+            "no combination is left to run (check --matrix filters and exclude)".into(),
+        ));
     }
     Ok(combos)
 }
@@ -268,8 +333,14 @@ fn expand(
 /// Evaluate every `${{ }}` string in a JSON value, keeping the types of whole-expression strings.
 fn evaluate_strings(v: &Value, ctx: &Contexts) -> Result<Value, String> {
     Ok(match v {
-        Value::String(s) if model::types::is_expression(s) => expr::interpolate_value(s, ctx).map_err(|e| e.to_string())?,
-        Value::Array(a) => Value::Array(a.iter().map(|x| evaluate_strings(x, ctx)).collect::<Result<_, _>>()?),
+        Value::String(s) if model::types::is_expression(s) => {
+            expr::interpolate_value(s, ctx).map_err(|e| e.to_string())?
+        }
+        Value::Array(a) => Value::Array(
+            a.iter()
+                .map(|x| evaluate_strings(x, ctx))
+                .collect::<Result<_, _>>()?,
+        ),
         Value::Object(o) => {
             let mut m = Map::new();
             for (k, x) in o {
@@ -287,12 +358,19 @@ fn github_context(run: &LocalRun) -> Value {
     let repository = git.repository.clone().unwrap_or_else(|| {
         format!(
             "local/{}",
-            run.workspace.file_name().and_then(|n| n.to_str()).unwrap_or("workspace")
+            run.workspace
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("workspace")
         )
     });
     let owner = repository.split('/').next().unwrap_or("local").to_string();
     let mut ref_name = git.branch.clone().unwrap_or_default();
-    let mut reference = if ref_name.is_empty() { String::new() } else { format!("refs/heads/{ref_name}") };
+    let mut reference = if ref_name.is_empty() {
+        String::new()
+    } else {
+        format!("refs/heads/{ref_name}")
+    };
     if let Some(r) = run.event.get("ref").and_then(Value::as_str) {
         reference = r.to_string();
         ref_name = r.rsplit('/').next().unwrap_or(r).to_string();
@@ -333,23 +411,39 @@ struct GitInfo {
 
 impl GitInfo {
     fn read(dir: &Path) -> GitInfo {
-        let Ok(repo) = git2::Repository::discover(dir) else { return GitInfo::default() };
+        let Ok(repo) = git2::Repository::discover(dir) else {
+            return GitInfo::default();
+        };
         let head = repo.head().ok();
-        let sha = head.as_ref().and_then(|h| h.peel_to_commit().ok()).map(|c| c.id().to_string());
-        let branch = head.as_ref().filter(|h| h.is_branch()).and_then(|h| h.shorthand().map(str::to_string));
+        let sha = head
+            .as_ref()
+            .and_then(|h| h.peel_to_commit().ok())
+            .map(|c| c.id().to_string());
+        let branch = head
+            .as_ref()
+            .filter(|h| h.is_branch())
+            .and_then(|h| h.shorthand().ok().map(str::to_string));
         let repository = repo
             .find_remote("origin")
             .ok()
-            .and_then(|r| r.url().map(str::to_string))
+            .and_then(|r| r.url().ok().map(str::to_string))
             .and_then(|url| repository_from_url(&url));
-        GitInfo { sha, branch, repository }
+        GitInfo {
+            sha,
+            branch,
+            repository,
+        }
     }
 }
 
 /// `owner/name` from a remote URL (`https://host/owner/name.git`, `git@host:owner/name.git`).
 fn repository_from_url(url: &str) -> Option<String> {
     let path = url.trim_end_matches('/').trim_end_matches(".git");
-    let path = path.rsplit_once(':').map(|(_, p)| p).filter(|p| !p.starts_with("//")).unwrap_or(path);
+    let path = path
+        .rsplit_once(':')
+        .map(|(_, p)| p)
+        .filter(|p| !p.starts_with("//"))
+        .unwrap_or(path);
     let mut parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
     let name = parts.pop()?;
     let owner = parts.pop()?;
@@ -362,9 +456,18 @@ mod tests {
 
     #[test]
     fn repository_names() {
-        assert_eq!(repository_from_url("https://gitea.example/org/app.git").as_deref(), Some("org/app"));
-        assert_eq!(repository_from_url("git@gitea.example:org/app.git").as_deref(), Some("org/app"));
-        assert_eq!(repository_from_url("ssh://git@host:2222/org/app").as_deref(), Some("org/app"));
+        assert_eq!(
+            repository_from_url("https://gitea.example/org/app.git").as_deref(),
+            Some("org/app")
+        );
+        assert_eq!(
+            repository_from_url("git@gitea.example:org/app.git").as_deref(),
+            Some("org/app")
+        );
+        assert_eq!(
+            repository_from_url("ssh://git@host:2222/org/app").as_deref(),
+            Some("org/app")
+        );
         assert_eq!(repository_from_url("app"), None);
     }
 }

@@ -79,8 +79,10 @@ async fn run_async(args: ExecArgs) -> anyhow::Result<bool> {
         .with_context(|| format!("{}", args.directory.display()))?;
     let workflows = load(&args, &repo)?;
     let event: serde_json::Value = match &args.event_file {
-        Some(f) => serde_json::from_slice(&std::fs::read(f).with_context(|| format!("{}", f.display()))?)
-            .with_context(|| format!("{}: not valid JSON", f.display()))?,
+        Some(f) => {
+            serde_json::from_slice(&std::fs::read(f).with_context(|| format!("{}", f.display()))?)
+                .with_context(|| format!("{}: not valid JSON", f.display()))?
+        }
         None => serde_json::json!({}),
     };
     let mut secrets = BTreeMap::new();
@@ -90,7 +92,11 @@ async fn run_async(args: ExecArgs) -> anyhow::Result<bool> {
     for s in &args.secrets {
         let (k, v) = match s.split_once('=') {
             Some((k, v)) => (k.to_string(), v.to_string()),
-            None => (s.clone(), std::env::var(s).with_context(|| format!("--secret {s}: not set in the environment"))?),
+            None => (
+                s.clone(),
+                std::env::var(s)
+                    .with_context(|| format!("--secret {s}: not set in the environment"))?,
+            ),
         };
         secrets.insert(k, v);
     }
@@ -99,12 +105,16 @@ async fn run_async(args: ExecArgs) -> anyhow::Result<bool> {
         vars.extend(read_dotenv(f)?);
     }
     for s in &args.vars {
-        let (k, v) = s.split_once('=').with_context(|| format!("--var {s}: expected NAME=VALUE"))?;
+        let (k, v) = s
+            .split_once('=')
+            .with_context(|| format!("--var {s}: expected NAME=VALUE"))?;
         vars.insert(k.to_string(), v.to_string());
     }
     let mut matrix_filter = Vec::new();
     for m in &args.matrix {
-        let (k, v) = m.split_once(':').with_context(|| format!("--matrix {m}: expected key:value"))?;
+        let (k, v) = m
+            .split_once(':')
+            .with_context(|| format!("--matrix {m}: expected key:value"))?;
         matrix_filter.push((k.to_string(), v.to_string()));
     }
 
@@ -118,18 +128,30 @@ async fn run_async(args: ExecArgs) -> anyhow::Result<bool> {
     if selected.is_empty() {
         match &args.job {
             Some(j) => bail!("no workflow has a job `{j}`"),
-            None => bail!("no workflow is triggered by `{}` (try --event or -j)", args.event),
+            None => bail!(
+                "no workflow is triggered by `{}` (try --event or -j)",
+                args.event
+            ),
         }
     }
     if args.list {
-        println!("{:<6} {:<24} {:<32} {:<24} FILE", "STAGE", "JOB ID", "JOB NAME", "WORKFLOW");
+        println!(
+            "{:<6} {:<24} {:<32} {:<24} FILE",
+            "STAGE", "JOB ID", "JOB NAME", "WORKFLOW"
+        );
         for w in &selected {
             let stages = model::plan(w, args.job.as_deref()).map_err(|e| anyhow::anyhow!("{e}"))?;
             for (i, stage) in stages.iter().enumerate() {
                 for id in stage {
-                    let name = w.job(id).and_then(|j| j.name.clone()).unwrap_or_else(|| id.clone());
+                    let name = w
+                        .job(id)
+                        .and_then(|j| j.name.clone())
+                        .unwrap_or_else(|| id.clone());
                     let wf_name = w.name.clone().unwrap_or_else(|| w.file_name.clone());
-                    println!("{:<6} {:<24} {:<32} {:<24} {}", i, id, name, wf_name, w.file_name);
+                    println!(
+                        "{:<6} {:<24} {:<32} {:<24} {}",
+                        i, id, name, wf_name, w.file_name
+                    );
                 }
             }
         }
@@ -177,7 +199,8 @@ async fn run_async(args: ExecArgs) -> anyhow::Result<bool> {
         };
         let (tx, rx) = mpsc::unbounded_channel();
         let printer = tokio::spawn(print_events(rx, wf_name.clone()));
-        let result = kiln_actions::local::run_workflow(run, config.clone(), tx, cancel.clone()).await;
+        let result =
+            kiln_actions::local::run_workflow(run, config.clone(), tx, cancel.clone()).await;
         let _ = printer.await;
         match result {
             Ok(summary) => ok &= summary.success,
@@ -196,13 +219,21 @@ fn load(args: &ExecArgs, repo: &Path) -> anyhow::Result<Vec<Workflow>> {
         Some(p) if p.is_absolute() => p.clone(),
         Some(p) => repo.join(p),
         None => Workflow::find_dir(repo).with_context(|| {
-            format!("{}: no .gitea/workflows or .github/workflows directory (use -W)", repo.display())
+            format!(
+                "{}: no .gitea/workflows or .github/workflows directory (use -W)",
+                repo.display()
+            )
         })?,
     };
     if path.is_file() {
         let text = std::fs::read_to_string(&path).with_context(|| format!("{}", path.display()))?;
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("workflow.yml");
-        return Ok(vec![Workflow::parse(name, &text).map_err(|e| anyhow::anyhow!("{e}"))?]);
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("workflow.yml");
+        return Ok(vec![
+            Workflow::parse(name, &text).map_err(|e| anyhow::anyhow!("{e}"))?
+        ]);
     }
     let workflows = model::load_workflows(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
     if workflows.is_empty() {
@@ -225,7 +256,9 @@ fn read_dotenv(path: &Path) -> anyhow::Result<BTreeMap<String, String>> {
             .split_once('=')
             .with_context(|| format!("{}:{}: expected NAME=VALUE", path.display(), i + 1))?;
         let v = v.trim();
-        let v = if v.len() >= 2 && (v.starts_with('"') && v.ends_with('"') || v.starts_with('\'') && v.ends_with('\'')) {
+        let v = if v.len() >= 2
+            && (v.starts_with('"') && v.ends_with('"') || v.starts_with('\'') && v.ends_with('\''))
+        {
             &v[1..v.len() - 1]
         } else {
             v
@@ -251,7 +284,9 @@ impl Style {
 
 /// Print a run's events: one prefix per job, step starts and ends with timings, groups, errors.
 async fn print_events(mut rx: mpsc::UnboundedReceiver<RunEvent>, workflow: String) {
-    let style = Style { color: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none() };
+    let style = Style {
+        color: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+    };
     let mut names: BTreeMap<String, String> = BTreeMap::new();
     let mut steps: BTreeMap<(String, usize), String> = BTreeMap::new();
     let stdout = std::io::stdout();
@@ -259,13 +294,26 @@ async fn print_events(mut rx: mpsc::UnboundedReceiver<RunEvent>, workflow: Strin
         let mut out = stdout.lock();
         match event {
             RunEvent::JobStarted { key, name } => {
-                let _ = writeln!(out, "{} Start job", style.paint("1;36", &format!("[{workflow}/{name}]")));
+                let _ = writeln!(
+                    out,
+                    "{} Start job",
+                    style.paint("1;36", &format!("[{workflow}/{name}]"))
+                );
                 names.insert(key, name);
             }
             RunEvent::JobSkipped { name, reason, .. } => {
-                let _ = writeln!(out, "{} Skipped: {reason}", style.paint("1;36", &format!("[{workflow}/{name}]")));
+                let _ = writeln!(
+                    out,
+                    "{} Skipped: {reason}",
+                    style.paint("1;36", &format!("[{workflow}/{name}]"))
+                );
             }
-            RunEvent::JobFinished { name, result, duration, .. } => {
+            RunEvent::JobFinished {
+                name,
+                result,
+                duration,
+                ..
+            } => {
                 let (code, word) = match result {
                     Outcome::Success => ("1;32", "succeeded"),
                     Outcome::Failure => ("1;31", "failed"),
@@ -284,14 +332,24 @@ async fn print_events(mut rx: mpsc::UnboundedReceiver<RunEvent>, workflow: Strin
                 let name = names.get(&key).cloned().unwrap_or_else(|| key.clone());
                 let prefix = style.paint("36", &format!("[{workflow}/{name}]"));
                 match event {
-                    Event::StepStarted { step, name: step_name } => {
+                    Event::StepStarted {
+                        step,
+                        name: step_name,
+                    } => {
                         let _ = writeln!(out, "{prefix} {} {step_name}", style.paint("1", "▶"));
                         steps.insert((key, step), step_name);
                     }
-                    Event::StepFinished { step, outcome, conclusion, duration } => {
+                    Event::StepFinished {
+                        step,
+                        outcome,
+                        conclusion,
+                        duration,
+                    } => {
                         let step_name = steps.get(&(key, step)).cloned().unwrap_or_default();
                         let (code, mark) = match conclusion {
-                            Outcome::Success if outcome == Outcome::Failure => ("33", "✗ (continue-on-error)"),
+                            Outcome::Success if outcome == Outcome::Failure => {
+                                ("33", "✗ (continue-on-error)")
+                            }
                             Outcome::Success => ("32", "✓"),
                             Outcome::Failure => ("31", "✗"),
                             Outcome::Cancelled => ("33", "⊘ cancelled"),

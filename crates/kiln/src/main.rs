@@ -145,7 +145,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Build(args) => build::run(*args, &config, root).await,
         Command::Buildkitd(args) => buildkitd::run(args, &config, root).await,
-        Command::Certs { .. } | Command::Exec(_) => unreachable!("handled before the runtime starts"),
+        Command::Certs { .. } | Command::Exec(_) => {
+            unreachable!("handled before the runtime starts")
+        }
         Command::Du { verbose } => {
             let engine = config.open_engine(root).await?;
             let records = engine.disk_usage()?;

@@ -50,7 +50,10 @@ impl ActionRef {
                 (format!("{scheme}://{host}"), path.to_string())
             }
             Some(_) => return Err(bad()),
-            None => (default_url.trim_end_matches('/').to_string(), location.to_string()),
+            None => (
+                default_url.trim_end_matches('/').to_string(),
+                location.to_string(),
+            ),
         };
         let mut parts = rest.split('/').filter(|p| !p.is_empty());
         let (Some(owner), Some(name)) = (parts.next(), parts.next()) else {
@@ -58,7 +61,9 @@ impl ActionRef {
         };
         let path: Vec<&str> = parts.collect();
         if path.iter().any(|p| *p == ".." || *p == ".") {
-            return Err(format!("`{uses}`: the action path may not contain `.` or `..`"));
+            return Err(format!(
+                "`{uses}`: the action path may not contain `.` or `..`"
+            ));
         }
         let name = name.trim_end_matches(".git");
         Ok(ActionRef::Remote {
@@ -107,11 +112,22 @@ impl ActionCache {
     /// Clone or update the repository of `action` and return the directory of its tree at the
     /// reference. A reference that cannot be fetched but was fetched before is used with a warning.
     pub async fn fetch(&self, action: &ActionRef) -> Result<PathBuf, String> {
-        let ActionRef::Remote { url, repo, reference, .. } = action else {
+        let ActionRef::Remote {
+            url,
+            repo,
+            reference,
+            ..
+        } = action
+        else {
             return Err("not a remote action".into());
         };
         let key = format!("{url}@{reference}");
-        if let Some(dir) = self.resolved.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        if let Some(dir) = self
+            .resolved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
             return Ok(dir.clone());
         }
         let lock = self
@@ -124,11 +140,15 @@ impl ActionCache {
         let _guard = lock.lock().await;
         let (dir, insecure) = (self.dir.clone(), self.insecure);
         let (url2, reference2) = (url.clone(), reference.clone());
-        let tree = tokio::task::spawn_blocking(move || fetch_tree(&dir, &url2, &reference2, insecure))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("cannot get action {repo}@{reference} from {url}: {e}"))?;
-        self.resolved.lock().unwrap_or_else(|e| e.into_inner()).insert(key, tree.clone());
+        let tree =
+            tokio::task::spawn_blocking(move || fetch_tree(&dir, &url2, &reference2, insecure))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("cannot get action {repo}@{reference} from {url}: {e}"))?;
+        self.resolved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, tree.clone());
         Ok(tree)
     }
 
@@ -136,7 +156,12 @@ impl ActionCache {
     pub async fn load(&self, action: &ActionRef, workspace: &Path) -> Result<LoadedAction, String> {
         let (name, dir) = match action {
             ActionRef::Local(path) => (path.clone(), workspace.join(path)),
-            ActionRef::Remote { repo, path, reference, .. } => {
+            ActionRef::Remote {
+                repo,
+                path,
+                reference,
+                ..
+            } => {
                 let tree = self.fetch(action).await?;
                 let name = if path.is_empty() {
                     format!("{repo}@{reference}")
@@ -151,7 +176,8 @@ impl ActionCache {
         for file in ["action.yml", "action.yaml"] {
             let path = dir.join(file);
             if let Ok(text) = std::fs::read_to_string(&path) {
-                let action = Action::parse(&format!("{name}/{file}"), &text).map_err(|e| e.to_string())?;
+                let action =
+                    Action::parse(&format!("{name}/{file}"), &text).map_err(|e| e.to_string())?;
                 return Ok(LoadedAction { name, dir, action });
             }
         }
@@ -173,14 +199,21 @@ fn slug(url: &str) -> String {
         .trim_start_matches("https://")
         .trim_start_matches("http://")
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     s
 }
 
 fn fetch_tree(cache: &Path, url: &str, reference: &str, insecure: bool) -> Result<PathBuf, String> {
     let repo_dir = cache.join("repos").join(format!("{}.git", slug(url)));
-    std::fs::create_dir_all(&repo_dir).map_err(|e| format!("cannot create {}: {e}", repo_dir.display()))?;
+    std::fs::create_dir_all(&repo_dir)
+        .map_err(|e| format!("cannot create {}: {e}", repo_dir.display()))?;
     let repo = match git2::Repository::open_bare(&repo_dir) {
         Ok(r) => r,
         Err(_) => git2::Repository::init_bare(&repo_dir).map_err(|e| e.message().to_string())?,
@@ -194,7 +227,9 @@ fn fetch_tree(cache: &Path, url: &str, reference: &str, insecure: bool) -> Resul
             match (fetched, resolve(&repo, reference), local) {
                 (Ok(()), Some(commit), _) => commit,
                 (Ok(()), None, _) => {
-                    return Err(format!("the repository has no branch, tag or commit `{reference}`"));
+                    return Err(format!(
+                        "the repository has no branch, tag or commit `{reference}`"
+                    ));
                 }
                 (Err(e), _, Some(commit)) => {
                     tracing::warn!(%url, %reference, error = %e, "cannot update action; using the cached copy");
@@ -211,22 +246,35 @@ fn fetch_tree(cache: &Path, url: &str, reference: &str, insecure: bool) -> Resul
     let tmp = tree_dir.with_extension(format!("tmp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
-    let object = repo.find_object(commit, None).map_err(|e| e.message().to_string())?;
+    let object = repo
+        .find_object(commit, None)
+        .map_err(|e| e.message().to_string())?;
     let mut checkout = git2::build::CheckoutBuilder::new();
     checkout.target_dir(&tmp).force();
-    repo.checkout_tree(&object, Some(&mut checkout)).map_err(|e| e.message().to_string())?;
+    repo.checkout_tree(&object, Some(&mut checkout))
+        .map_err(|e| e.message().to_string())?;
     match std::fs::rename(&tmp, &tree_dir) {
         Ok(()) => Ok(tree_dir),
         Err(_) if tree_dir.is_dir() => {
             let _ = std::fs::remove_dir_all(&tmp);
             Ok(tree_dir)
         }
-        Err(e) => Err(format!("cannot move the action into {}: {e}", tree_dir.display())),
+        Err(e) => Err(format!(
+            "cannot move the action into {}: {e}",
+            tree_dir.display()
+        )),
     }
 }
 
-fn fetch(repo: &git2::Repository, url: &str, reference: &str, insecure: bool) -> Result<(), String> {
-    let mut remote = repo.remote_anonymous(url).map_err(|e| e.message().to_string())?;
+fn fetch(
+    repo: &git2::Repository,
+    url: &str,
+    reference: &str,
+    insecure: bool,
+) -> Result<(), String> {
+    let mut remote = repo
+        .remote_anonymous(url)
+        .map_err(|e| e.message().to_string())?;
     let mut callbacks = git2::RemoteCallbacks::new();
     if insecure {
         callbacks.certificate_check(|_, _| Ok(git2::CertificateCheckStatus::CertificateOk));
@@ -244,11 +292,16 @@ fn fetch(repo: &git2::Repository, url: &str, reference: &str, insecure: bool) ->
         "+refs/tags/*:refs/tags/*".to_string(),
     ];
     let specs: &[String] = if short_sha { &all } else { &refspecs };
-    remote.fetch(specs, Some(&mut options), None).map_err(|e| e.message().to_string())
+    remote
+        .fetch(specs, Some(&mut options), None)
+        .map_err(|e| e.message().to_string())
 }
 
 fn resolve(repo: &git2::Repository, reference: &str) -> Option<git2::Oid> {
-    for name in [format!("refs/tags/{reference}"), format!("refs/remotes/origin/{reference}")] {
+    for name in [
+        format!("refs/tags/{reference}"),
+        format!("refs/remotes/origin/{reference}"),
+    ] {
         if let Ok(r) = repo.find_reference(&name) {
             if let Ok(commit) = r.peel_to_commit() {
                 return Some(commit.id());
@@ -256,7 +309,11 @@ fn resolve(repo: &git2::Repository, reference: &str) -> Option<git2::Oid> {
         }
     }
     if reference.len() >= 7 && reference.chars().all(|c| c.is_ascii_hexdigit()) {
-        return repo.revparse_single(reference).ok().and_then(|o| o.peel_to_commit().ok()).map(|c| c.id());
+        return repo
+            .revparse_single(reference)
+            .ok()
+            .and_then(|o| o.peel_to_commit().ok())
+            .map(|c| c.id());
     }
     None
 }
@@ -268,8 +325,14 @@ mod tests {
     #[test]
     fn references() {
         let gh = "https://github.com";
-        assert_eq!(ActionRef::parse("./.github/actions/x", gh).unwrap(), ActionRef::Local("./.github/actions/x".into()));
-        assert_eq!(ActionRef::parse("docker://alpine:3", gh).unwrap(), ActionRef::Docker("alpine:3".into()));
+        assert_eq!(
+            ActionRef::parse("./.github/actions/x", gh).unwrap(),
+            ActionRef::Local("./.github/actions/x".into())
+        );
+        assert_eq!(
+            ActionRef::parse("docker://alpine:3", gh).unwrap(),
+            ActionRef::Docker("alpine:3".into())
+        );
         assert_eq!(
             ActionRef::parse("actions/checkout@v4", "https://gitea.example/").unwrap(),
             ActionRef::Remote {
@@ -288,8 +351,16 @@ mod tests {
                 reference: "main".into()
             }
         );
-        assert!(ActionRef::parse("actions/checkout@v4", gh).unwrap().is_checkout());
-        for bad in ["actions/checkout", "checkout@v4", "ftp://x/y/z@v1", "a/b@", "a/b/../c@v1"] {
+        assert!(ActionRef::parse("actions/checkout@v4", gh)
+            .unwrap()
+            .is_checkout());
+        for bad in [
+            "actions/checkout",
+            "checkout@v4",
+            "ftp://x/y/z@v1",
+            "a/b@",
+            "a/b/../c@v1",
+        ] {
             assert!(ActionRef::parse(bad, gh).is_err(), "{bad}");
         }
     }

@@ -19,10 +19,12 @@ pub fn runner_arch() -> &'static str {
 
 /// `ACTIONS_STEP_DEBUG` / `ACTIONS_RUNNER_DEBUG` set to true as a secret or variable.
 pub fn debug_enabled(spec: &JobSpec) -> bool {
-    ["ACTIONS_STEP_DEBUG", "ACTIONS_RUNNER_DEBUG"].iter().any(|k| {
-        let t = |v: Option<&String>| v.is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
-        t(spec.secrets.get(*k)) || t(spec.vars.get(*k))
-    })
+    ["ACTIONS_STEP_DEBUG", "ACTIONS_RUNNER_DEBUG"]
+        .iter()
+        .any(|k| {
+            let t = |v: Option<&String>| v.is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+            t(spec.secrets.get(*k)) || t(spec.vars.get(*k))
+        })
 }
 
 /// Variables of kiln's own process that a job must not inherit: credentials kiln itself holds.
@@ -83,10 +85,17 @@ impl Runner {
         env: &BTreeMap<String, String>,
         action: &ActionIdentity,
     ) -> BTreeMap<String, String> {
-        let mut out: BTreeMap<String, String> =
-            std::env::vars().filter(|(k, _)| !private_host_var(k)).collect();
+        let mut out: BTreeMap<String, String> = std::env::vars()
+            .filter(|(k, _)| !private_host_var(k))
+            .collect();
         out.extend(self.config.env.clone());
-        let github = self.state.ctx.values.get("github").cloned().unwrap_or(Value::Null);
+        let github = self
+            .state
+            .ctx
+            .values
+            .get("github")
+            .cloned()
+            .unwrap_or(Value::Null);
         for (var, key) in GITHUB_VARS {
             let value = match github.get(*key) {
                 Some(Value::String(s)) => s.clone(),
@@ -101,8 +110,14 @@ impl Runner {
         out.insert("RUNNER_OS".into(), "Linux".into());
         out.insert("RUNNER_ARCH".into(), runner_arch().into());
         out.insert("RUNNER_NAME".into(), self.config.runner_name.clone());
-        out.insert("RUNNER_TEMP".into(), self.temp.to_string_lossy().into_owned());
-        out.insert("RUNNER_TOOL_CACHE".into(), self.config.tool_cache.to_string_lossy().into_owned());
+        out.insert(
+            "RUNNER_TEMP".into(),
+            self.temp.to_string_lossy().into_owned(),
+        );
+        out.insert(
+            "RUNNER_TOOL_CACHE".into(),
+            self.config.tool_cache.to_string_lossy().into_owned(),
+        );
         out.insert("RUNNER_TRACKING_ID".into(), self.tracking_id.clone());
         let debug = self
             .state
@@ -118,7 +133,11 @@ impl Runner {
         out.insert("GITHUB_ACTION".into(), action.action.clone());
         out.insert(
             "GITHUB_ACTION_PATH".into(),
-            action.path.as_ref().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default(),
+            action
+                .path
+                .as_ref()
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default(),
         );
         out.insert("GITHUB_ACTION_REPOSITORY".into(), action.repository.clone());
         out.insert("GITHUB_ACTION_REF".into(), action.reference.clone());
@@ -141,7 +160,10 @@ pub fn which(program: &str, env: &BTreeMap<String, String>) -> Option<PathBuf> {
         let p = PathBuf::from(program);
         return is_executable(&p).then_some(p);
     }
-    let path = env.get("PATH").map(String::as_str).unwrap_or("/usr/local/bin:/usr/bin:/bin");
+    let path = env
+        .get("PATH")
+        .map(String::as_str)
+        .unwrap_or("/usr/local/bin:/usr/bin:/bin");
     path.split(':')
         .filter(|d| !d.is_empty())
         .map(|d| Path::new(d).join(program))
@@ -189,15 +211,26 @@ pub fn resolve_shell(shell: Option<&str>, env: &BTreeMap<String, String>) -> Res
         resolved = which("python3", env);
     }
     let program_path = resolved.ok_or_else(|| {
-        format!("shell `{program}` was not found on PATH ({})", env.get("PATH").map(String::as_str).unwrap_or(""))
+        format!(
+            "shell `{program}` was not found on PATH ({})",
+            env.get("PATH").map(String::as_str).unwrap_or("")
+        )
     })?;
-    let name = Path::new(program).file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let name = Path::new(program)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("");
     let extension = match name {
         "python" | "python3" => ".py",
         "pwsh" | "powershell" => ".ps1",
         _ => ".sh",
     };
-    Ok(Shell { program: program_path, args: args.to_vec(), extension, display: template })
+    Ok(Shell {
+        program: program_path,
+        args: args.to_vec(),
+        extension,
+        display: template,
+    })
 }
 
 /// Split a shell template into words: whitespace separates, single and double quotes group.
@@ -246,15 +279,26 @@ mod tests {
     #[test]
     fn shells() {
         let bash = resolve_shell(Some("bash"), &env()).unwrap();
-        assert_eq!(bash.args, ["--noprofile", "--norc", "-eo", "pipefail", "{0}"]);
+        assert_eq!(
+            bash.args,
+            ["--noprofile", "--norc", "-eo", "pipefail", "{0}"]
+        );
         assert!(bash.program.ends_with("bash"));
         assert_eq!(resolve_shell(None, &env()).unwrap().args, ["-e", "{0}"]);
-        assert_eq!(resolve_shell(Some("sh"), &env()).unwrap().args, ["-e", "{0}"]);
+        assert_eq!(
+            resolve_shell(Some("sh"), &env()).unwrap().args,
+            ["-e", "{0}"]
+        );
         let custom = resolve_shell(Some("bash -x '{0}' 'a b'"), &env()).unwrap();
         assert_eq!(custom.args, ["-x", "{0}", "a b"]);
         let err = resolve_shell(Some("nosuchshell {0}"), &env()).unwrap_err();
-        assert!(err.contains("nosuchshell") && err.contains("/usr/bin:/bin"), "{err}");
-        assert!(resolve_shell(Some("cmd"), &env()).unwrap_err().contains("Windows"));
+        assert!(
+            err.contains("nosuchshell") && err.contains("/usr/bin:/bin"),
+            "{err}"
+        );
+        assert!(resolve_shell(Some("cmd"), &env())
+            .unwrap_err()
+            .contains("Windows"));
     }
 
     #[test]

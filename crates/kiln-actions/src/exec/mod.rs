@@ -57,10 +57,22 @@ pub enum Event {
     /// One masked output line. `step` is the index of the job step (in `jobs.<id>.steps`) the line
     /// belongs to; `None` for the job's set-up and completion sections, which also hold the output of
     /// actions' pre and post steps (Gitea shows those there).
-    Log { step: Option<usize>, time: SystemTime, line: String },
-    StepStarted { step: usize, name: String },
+    Log {
+        step: Option<usize>,
+        time: SystemTime,
+        line: String,
+    },
+    StepStarted {
+        step: usize,
+        name: String,
+    },
     /// `outcome` is what happened, `conclusion` what counts after `continue-on-error`.
-    StepFinished { step: usize, outcome: Outcome, conclusion: Outcome, duration: Duration },
+    StepFinished {
+        step: usize,
+        outcome: Outcome,
+        conclusion: Outcome,
+        duration: Duration,
+    },
 }
 
 /// Settings of the runner that are the same for every job.
@@ -149,7 +161,11 @@ pub(crate) struct Emitter {
 impl Emitter {
     pub fn log(&self, step: Option<usize>, line: &str) {
         let line = self.masker.mask(line);
-        let _ = self.tx.send(Event::Log { step, time: SystemTime::now(), line });
+        let _ = self.tx.send(Event::Log {
+            step,
+            time: SystemTime::now(),
+            line,
+        });
     }
     pub fn send(&self, event: Event) {
         let _ = self.tx.send(event);
@@ -204,14 +220,28 @@ pub async fn run_job(
         }
         Err(message) => {
             out.log(None, &format!("##[error]{message}"));
-            JobResult { result: Outcome::Failure, outputs: BTreeMap::new(), summary: String::new() }
+            JobResult {
+                result: Outcome::Failure,
+                outputs: BTreeMap::new(),
+                summary: String::new(),
+            }
         }
     };
     let killed = crate::process::kill_tracked(crate::process::JOB_TRACKING_VAR, &tracking_id);
     if killed > 0 {
-        out.log(None, &format!("Cleaning up orphan processes: {killed} killed"));
+        out.log(
+            None,
+            &format!("Cleaning up orphan processes: {killed} killed"),
+        );
     }
-    out.log(None, &format!("Job {} in {:.1}s", result.result, started.elapsed().as_secs_f64()));
+    out.log(
+        None,
+        &format!(
+            "Job {} in {:.1}s",
+            result.result,
+            started.elapsed().as_secs_f64()
+        ),
+    );
     result
 }
 
@@ -224,7 +254,6 @@ pub(crate) struct Runner {
     pub tracking_id: String,
     pub actions: ActionCache,
     pub workspace: PathBuf,
-    pub event_path: PathBuf,
     /// `defaults.run` of the job, else of the workflow.
     pub defaults: RunDefaults,
 }
@@ -243,13 +272,26 @@ impl Runner {
         out.log(None, &format!("Runner name: {}", config.runner_name));
         out.log(None, &format!("Job: {}", spec.job_id));
         let temp = config.temp_dir.join(tracking_id);
-        for dir in [&temp, &config.tool_cache, &config.action_cache, &spec.workspace] {
-            std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        for dir in [
+            &temp,
+            &config.tool_cache,
+            &config.action_cache,
+            &spec.workspace,
+        ] {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         }
-        let event = spec.github.get("event").cloned().unwrap_or_else(|| json!({}));
+        let event = spec
+            .github
+            .get("event")
+            .cloned()
+            .unwrap_or_else(|| json!({}));
         let event_path = temp.join("event.json");
-        std::fs::write(&event_path, serde_json::to_vec_pretty(&event).unwrap_or_default())
-            .map_err(|e| format!("cannot write {}: {e}", event_path.display()))?;
+        std::fs::write(
+            &event_path,
+            serde_json::to_vec_pretty(&event).unwrap_or_default(),
+        )
+        .map_err(|e| format!("cannot write {}: {e}", event_path.display()))?;
 
         let mut ctx = Contexts::default();
         let mut github = spec.github.clone();
@@ -258,15 +300,22 @@ impl Runner {
             g.insert("workspace".into(), json!(spec.workspace.to_string_lossy()));
             g.insert("event_path".into(), json!(event_path.to_string_lossy()));
             g.entry("action").or_insert(json!(""));
-            g.entry("workflow").or_insert(json!(spec.workflow.name.clone().unwrap_or_else(|| spec.workflow.file_name.clone())));
+            g.entry("workflow").or_insert(json!(spec
+                .workflow
+                .name
+                .clone()
+                .unwrap_or_else(|| spec.workflow.file_name.clone())));
         }
         if let Some(token) = github.get("token").and_then(Value::as_str) {
             out.masker.add(token);
         }
         ctx.set("github", github.clone());
         ctx.set("gitea", github);
-        let mut secrets: Map<String, Value> =
-            spec.secrets.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+        let mut secrets: Map<String, Value> = spec
+            .secrets
+            .iter()
+            .map(|(k, v)| (k.clone(), json!(v)))
+            .collect();
         if let Some(token) = spec.github.get("token").and_then(Value::as_str) {
             secrets.entry("GITHUB_TOKEN").or_insert(json!(token));
             secrets.entry("GITEA_TOKEN").or_insert(json!(token));
@@ -295,37 +344,59 @@ impl Runner {
         // Workflow env, then job env; each may use the contexts known so far, job env also `env`.
         let mut env_map = BTreeMap::new();
         for (k, v) in spec.workflow.env.iter() {
-            let value = expr::interpolate(v, &ctx).map_err(|e| format!("{}: env.{k}: {e}", spec.workflow.file_name))?;
+            let value = expr::interpolate(v, &ctx)
+                .map_err(|e| format!("{}: env.{k}: {e}", spec.workflow.file_name))?;
             env_map.insert(k.to_string(), value);
         }
         ctx.set("env", json!(env_map));
         for (k, v) in job.env.iter() {
-            let value = expr::interpolate(v, &ctx)
-                .map_err(|e| format!("{}: jobs.{}.env.{k}: {e}", spec.workflow.file_name, spec.job_id))?;
+            let value = expr::interpolate(v, &ctx).map_err(|e| {
+                format!(
+                    "{}: jobs.{}.env.{k}: {e}",
+                    spec.workflow.file_name, spec.job_id
+                )
+            })?;
             env_map.insert(k.to_string(), value);
         }
         ctx.set("env", json!(env_map));
 
-        let run_defaults = |d: &Option<crate::model::Defaults>| d.as_ref().and_then(|d| d.run.clone());
-        let (job_defaults, wf_defaults) = (run_defaults(&job.defaults), run_defaults(&spec.workflow.defaults));
+        let run_defaults =
+            |d: &Option<crate::model::Defaults>| d.as_ref().and_then(|d| d.run.clone());
+        let (job_defaults, wf_defaults) = (
+            run_defaults(&job.defaults),
+            run_defaults(&spec.workflow.defaults),
+        );
         let defaults = RunDefaults {
-            shell: job_defaults.as_ref().and_then(|d| d.shell.clone()).or_else(|| wf_defaults.as_ref().and_then(|d| d.shell.clone())),
+            shell: job_defaults
+                .as_ref()
+                .and_then(|d| d.shell.clone())
+                .or_else(|| wf_defaults.as_ref().and_then(|d| d.shell.clone())),
             working_directory: job_defaults
                 .as_ref()
                 .and_then(|d| d.working_directory.clone())
-                .or_else(|| wf_defaults.as_ref().and_then(|d| d.working_directory.clone())),
+                .or_else(|| {
+                    wf_defaults
+                        .as_ref()
+                        .and_then(|d| d.working_directory.clone())
+                }),
         };
         let actions = ActionCache::new(config);
         let mut runner = Runner {
             config: config.clone(),
             out: out.clone(),
-            state: JobState { ctx, env: env_map, path: Vec::new(), summary: String::new(), posts: Vec::new(), action_state: Default::default() },
+            state: JobState {
+                ctx,
+                env: env_map,
+                path: Vec::new(),
+                summary: String::new(),
+                posts: Vec::new(),
+                action_state: Default::default(),
+            },
             defaults,
             temp,
             tracking_id: tracking_id.to_string(),
             actions,
             workspace: spec.workspace.clone(),
-            event_path,
         };
         runner.prepare_actions(spec).await?;
         Ok(runner)
@@ -338,14 +409,21 @@ impl Runner {
             Some(NumberOrExpr::Number(n)) => *n,
             Some(NumberOrExpr::Expr(e)) => expr::interpolate_value(e, &self.state.ctx)
                 .ok()
-                .and_then(|v| v.as_f64().or_else(|| expr::to_display_string(&v).trim().parse().ok()))
+                .and_then(|v| {
+                    v.as_f64()
+                        .or_else(|| expr::to_display_string(&v).trim().parse().ok())
+                })
                 .unwrap_or(360.0),
         };
         Duration::from_secs_f64((minutes.max(0.0) * 60.0).min(1e9))
     }
 
     async fn run(&mut self, spec: &JobSpec, cancel: &CancellationToken) -> JobResult {
-        let job = spec.workflow.job(&spec.job_id).expect("checked in set-up").clone();
+        let job = spec
+            .workflow
+            .job(&spec.job_id)
+            .expect("checked in set-up")
+            .clone();
         let mut scope = Scope::job();
         // Pre steps of JavaScript actions, in step order.
         for (index, step) in job.steps.iter().enumerate() {
@@ -373,7 +451,10 @@ impl Runner {
                 Ok(v) => {
                     outputs.insert(name.to_string(), v);
                 }
-                Err(e) => self.out.log(None, &format!("##[warning]jobs.{}.outputs.{name}: {e}", spec.job_id)),
+                Err(e) => self.out.log(
+                    None,
+                    &format!("##[warning]jobs.{}.outputs.{name}: {e}", spec.job_id),
+                ),
             }
         }
         let result = match scope.status {
@@ -381,7 +462,11 @@ impl Runner {
             Status::Failure => Outcome::Failure,
             Status::Cancelled => Outcome::Cancelled,
         };
-        JobResult { result, outputs, summary: std::mem::take(&mut self.state.summary) }
+        JobResult {
+            result,
+            outputs,
+            summary: std::mem::take(&mut self.state.summary),
+        }
     }
 
     /// Notice a cancellation between steps, and keep `job.status` current.
@@ -404,7 +489,11 @@ impl Runner {
     }
 
     /// `continue-on-error` of a job or step.
-    pub(crate) fn eval_bool(&self, value: &Option<BoolOrExpr>, ctx: &Contexts) -> Result<bool, String> {
+    pub(crate) fn eval_bool(
+        &self,
+        value: &Option<BoolOrExpr>,
+        ctx: &Contexts,
+    ) -> Result<bool, String> {
         match value {
             None => Ok(false),
             Some(BoolOrExpr::Bool(b)) => Ok(*b),

@@ -77,7 +77,10 @@ struct StepRun {
 
 impl StepRun {
     fn failed() -> StepRun {
-        StepRun { outcome: Outcome::Failure, outputs: BTreeMap::new() }
+        StepRun {
+            outcome: Outcome::Failure,
+            outputs: BTreeMap::new(),
+        }
     }
 }
 
@@ -116,14 +119,21 @@ impl Runner {
         for (index, step) in job.steps.iter().enumerate() {
             let Some(uses) = &step.uses else { continue };
             let step_name = step.display_name(index);
-            let action = ActionRef::parse(uses, &self.config.default_actions_url)
-                .map_err(|e| format!("{}: job `{}`, step `{step_name}`: {e}", spec.workflow.file_name, spec.job_id))?;
+            let action = ActionRef::parse(uses, &self.config.default_actions_url).map_err(|e| {
+                format!(
+                    "{}: job `{}`, step `{step_name}`: {e}",
+                    spec.workflow.file_name, spec.job_id
+                )
+            })?;
             if let ActionRef::Remote { .. } = &action {
-                self.out.log(None, &format!("Download action repository '{uses}'"));
-                self.actions
-                    .fetch(&action)
-                    .await
-                    .map_err(|e| format!("{}: job `{}`, step `{step_name}`: {e}", spec.workflow.file_name, spec.job_id))?;
+                self.out
+                    .log(None, &format!("Download action repository '{uses}'"));
+                self.actions.fetch(&action).await.map_err(|e| {
+                    format!(
+                        "{}: job `{}`, step `{step_name}`: {e}",
+                        spec.workflow.file_name, spec.job_id
+                    )
+                })?;
             }
         }
         Ok(())
@@ -138,11 +148,22 @@ impl Runner {
         cancel: &CancellationToken,
     ) {
         let Some(uses) = &step.uses else { return };
-        let Ok(action_ref @ ActionRef::Remote { .. }) = ActionRef::parse(uses, &self.config.default_actions_url) else {
+        let Ok(action_ref @ ActionRef::Remote { .. }) =
+            ActionRef::parse(uses, &self.config.default_actions_url)
+        else {
             return;
         };
-        let Ok(loaded) = self.actions.load(&action_ref, &self.workspace).await else { return };
-        let Runs::Node { pre: Some(pre), pre_if, .. } = &loaded.action.runs else { return };
+        let Ok(loaded) = self.actions.load(&action_ref, &self.workspace).await else {
+            return;
+        };
+        let Runs::Node {
+            pre: Some(pre),
+            pre_if,
+            ..
+        } = &loaded.action.runs
+        else {
+            return;
+        };
         let env = self.scope_env(scope);
         let ctx = self.contexts(scope, &env);
         let condition = pre_if.clone().unwrap_or_else(|| "always()".into());
@@ -150,17 +171,31 @@ impl Runner {
             Ok(true) => {}
             Ok(false) => return,
             Err(e) => {
-                self.out.log(None, &format!("##[error]pre-if of {uses}: {e}"));
+                self.out
+                    .log(None, &format!("##[error]pre-if of {uses}: {e}"));
                 return;
             }
         }
         let display = format!("Pre {}", self.step_display(step, index, &ctx));
         self.out.log(None, &format!("##[group]{display}"));
-        let Ok((inputs_env, _)) = self.action_inputs(&loaded.action, step, &ctx) else { return };
+        let Ok((inputs_env, _)) = self.action_inputs(&loaded.action, step, &ctx) else {
+            return;
+        };
         let mut env = self.step_env(step, &env, &ctx).unwrap_or(env);
         env.extend(inputs_env);
         let identity = self.identity(step, index, &action_ref, &loaded);
-        let result = self.run_node(None, &loaded, pre, &env, &identity, &BTreeMap::new(), None, cancel).await;
+        let result = self
+            .run_node(
+                None,
+                &loaded,
+                pre,
+                &env,
+                &identity,
+                &BTreeMap::new(),
+                None,
+                cancel,
+            )
+            .await;
         self.out.log(None, "##[endgroup]");
         match result {
             Ok(r) => {
@@ -182,16 +217,36 @@ impl Runner {
         let env = self.scope_env(scope);
         let ctx = self.contexts(scope, &env);
         let display = self.step_display(step, index, &ctx);
-        self.out.send(Event::StepStarted { step: index, name: display.clone() });
+        self.out.send(Event::StepStarted {
+            step: index,
+            name: display.clone(),
+        });
         scope.log_step = Some(index);
         let (outcome, conclusion) = self.run_step(index, step, scope, &display, cancel).await;
         scope.log_step = None;
-        self.out.send(Event::StepFinished { step: index, outcome, conclusion, duration: started.elapsed() });
+        self.out.send(Event::StepFinished {
+            step: index,
+            outcome,
+            conclusion,
+            duration: started.elapsed(),
+        });
     }
 
     /// Post steps registered by JavaScript actions; `post-if` defaults to `always()`.
-    pub(crate) async fn run_post(&mut self, post: PostStep, scope: &Scope, cancel: &CancellationToken) {
-        let Runs::Node { post: Some(main), post_if, .. } = &post.action.action.runs else { return };
+    pub(crate) async fn run_post(
+        &mut self,
+        post: PostStep,
+        scope: &Scope,
+        cancel: &CancellationToken,
+    ) {
+        let Runs::Node {
+            post: Some(main),
+            post_if,
+            ..
+        } = &post.action.action.runs
+        else {
+            return;
+        };
         let env = self.scope_env(scope);
         let ctx = self.contexts(scope, &env);
         let condition = post_if.clone().unwrap_or_else(|| "always()".into());
@@ -199,13 +254,24 @@ impl Runner {
             Ok(true) => {}
             Ok(false) => return,
             Err(e) => {
-                self.out.log(None, &format!("##[error]post-if of {}: {e}", post.display));
+                self.out
+                    .log(None, &format!("##[error]post-if of {}: {e}", post.display));
                 return;
             }
         }
-        self.out.log(None, &format!("##[group]Post {}", post.display));
+        self.out
+            .log(None, &format!("##[group]Post {}", post.display));
         let result = self
-            .run_node(None, &post.action, main, &post.env, &post.identity, &post.state, None, cancel)
+            .run_node(
+                None,
+                &post.action,
+                main,
+                &post.env,
+                &post.identity,
+                &post.state,
+                None,
+                cancel,
+            )
             .await;
         self.out.log(None, "##[endgroup]");
         match result {
@@ -238,11 +304,17 @@ impl Runner {
             let condition = step.if_cond.clone().unwrap_or_default();
             let run = match expr::evaluate_condition(&condition, &ctx) {
                 Err(e) => {
-                    self.out.log(log_step, &format!("##[error]The step's `if` is invalid: {e}"));
+                    self.out.log(
+                        log_step,
+                        &format!("##[error]The step's `if` is invalid: {e}"),
+                    );
                     Some(StepRun::failed())
                 }
                 Ok(false) => None,
-                Ok(true) => None.or(Some(self.run_body(index, step, scope, display, &env, cancel).await)),
+                Ok(true) => None.or(Some(
+                    self.run_body(index, step, scope, display, &env, cancel)
+                        .await,
+                )),
             };
             let (outcome, outputs, continue_on_error) = match run {
                 None => (Outcome::Skipped, BTreeMap::new(), false),
@@ -252,16 +324,23 @@ impl Runner {
                     let coe = match self.eval_bool(&step.continue_on_error, &ctx) {
                         Ok(b) => b,
                         Err(e) => {
-                            self.out.log(log_step, &format!("##[error]continue-on-error: {e}"));
+                            self.out
+                                .log(log_step, &format!("##[error]continue-on-error: {e}"));
                             false
                         }
                     };
                     (run.outcome, run.outputs, coe)
                 }
             };
-            let conclusion = if outcome == Outcome::Failure && continue_on_error { Outcome::Success } else { outcome };
+            let conclusion = if outcome == Outcome::Failure && continue_on_error {
+                Outcome::Success
+            } else {
+                outcome
+            };
             match conclusion {
-                Outcome::Failure if scope.status == Status::Success => scope.status = Status::Failure,
+                Outcome::Failure if scope.status == Status::Success => {
+                    scope.status = Status::Failure
+                }
                 Outcome::Cancelled => scope.status = Status::Cancelled,
                 _ => {}
             }
@@ -312,12 +391,15 @@ impl Runner {
         let timeout = match self.eval_timeout(&step.timeout_minutes, &ctx) {
             Ok(t) => t,
             Err(e) => {
-                self.out.log(log_step, &format!("##[error]timeout-minutes: {e}"));
+                self.out
+                    .log(log_step, &format!("##[error]timeout-minutes: {e}"));
                 return StepRun::failed();
             }
         };
         if let Some(run) = &step.run {
-            return self.run_script(step, run, scope, &env, &ctx, timeout, cancel).await;
+            return self
+                .run_script(step, run, scope, &env, &ctx, timeout, cancel)
+                .await;
         }
         let uses = step.uses.as_deref().unwrap_or_default();
         let action_ref = match ActionRef::parse(uses, &self.config.default_actions_url) {
@@ -334,9 +416,15 @@ impl Runner {
             );
             return StepRun::failed();
         }
-        if self.config.local_checkout && action_ref.is_checkout() && !step.with.iter().any(|(k, _)| k == "repository") {
+        if self.config.local_checkout
+            && action_ref.is_checkout()
+            && !step.with.iter().any(|(k, _)| k == "repository")
+        {
             self.out.log(log_step, "Skipping actions/checkout: the job runs in the local checkout it was started from.");
-            return StepRun { outcome: Outcome::Success, outputs: BTreeMap::new() };
+            return StepRun {
+                outcome: Outcome::Success,
+                outputs: BTreeMap::new(),
+            };
         }
         let loaded = match self.actions.load(&action_ref, &self.workspace).await {
             Ok(l) => l,
@@ -357,8 +445,20 @@ impl Runner {
             Runs::Node { main, post, .. } => {
                 let mut env = env.clone();
                 env.extend(inputs_env.clone());
-                let state = if scope.depth == 0 { self.state.action_state.get(&index).cloned().unwrap_or_default() } else { BTreeMap::new() };
-                let result = self.run_node(log_step, &loaded, main, &env, &identity, &state, timeout, cancel).await;
+                let state = if scope.depth == 0 {
+                    self.state
+                        .action_state
+                        .get(&index)
+                        .cloned()
+                        .unwrap_or_default()
+                } else {
+                    BTreeMap::new()
+                };
+                let result = self
+                    .run_node(
+                        log_step, &loaded, main, &env, &identity, &state, timeout, cancel,
+                    )
+                    .await;
                 let run = match result {
                     Ok(r) => {
                         let outcome = self.exit_outcome(log_step, r.exit);
@@ -373,7 +473,10 @@ impl Runner {
                                 state,
                             });
                         }
-                        StepRun { outcome, outputs: r.outputs }
+                        StepRun {
+                            outcome,
+                            outputs: r.outputs,
+                        }
                     }
                     Err(e) => {
                         self.out.log(log_step, &format!("##[error]{e}"));
@@ -393,7 +496,7 @@ impl Runner {
                     inputs: Some(Value::Object(inputs)),
                     env: {
                         let mut e = scope.env.clone();
-                        for (k, v) in step.env.iter() {
+                        for (k, _) in step.env.iter() {
                             if let Some(v) = env.get(k) {
                                 e.insert(k.to_string(), v.clone());
                             }
@@ -413,14 +516,17 @@ impl Runner {
                         let ctx = self.contexts(&inner, &self.scope_env(&inner));
                         let name = self.step_display(inner_step, i, &ctx);
                         self.out.log(log_step, &format!("##[group]Run {name}"));
-                        let _ = self.run_step(i, inner_step, &mut inner, &name, &composite_cancel).await;
+                        let _ = self
+                            .run_step(i, inner_step, &mut inner, &name, &composite_cancel)
+                            .await;
                         self.out.log(log_step, "##[endgroup]");
                     }
                 };
                 match timeout {
                     Some(t) => {
                         if tokio::time::timeout(t, run_all).await.is_err() {
-                            self.out.log(log_step, &format!("##[error]{}", Exit::TimedOut));
+                            self.out
+                                .log(log_step, &format!("##[error]{}", Exit::TimedOut));
                             inner.status = Status::Failure;
                         }
                     }
@@ -435,7 +541,10 @@ impl Runner {
                         Ok(v) => {
                             outputs.insert(name.to_string(), v);
                         }
-                        Err(e) => self.out.log(log_step, &format!("##[warning]output `{name}` of {uses}: {e}")),
+                        Err(e) => self.out.log(
+                            log_step,
+                            &format!("##[warning]output `{name}` of {uses}: {e}"),
+                        ),
                     }
                 }
                 let outcome = match inner.status {
@@ -469,7 +578,11 @@ impl Runner {
         }
     }
 
-    fn eval_timeout(&self, value: &Option<NumberOrExpr>, ctx: &Contexts) -> Result<Option<Duration>, String> {
+    fn eval_timeout(
+        &self,
+        value: &Option<NumberOrExpr>,
+        ctx: &Contexts,
+    ) -> Result<Option<Duration>, String> {
         let minutes = match value {
             None => return Ok(None),
             Some(NumberOrExpr::Number(n)) => *n,
@@ -486,9 +599,17 @@ impl Runner {
         Ok(Some(Duration::from_secs_f64((minutes * 60.0).min(1e9))))
     }
 
-    fn identity(&self, step: &Step, index: usize, action_ref: &ActionRef, loaded: &LoadedAction) -> ActionIdentity {
+    fn identity(
+        &self,
+        step: &Step,
+        index: usize,
+        action_ref: &ActionRef,
+        loaded: &LoadedAction,
+    ) -> ActionIdentity {
         let (repository, reference) = match action_ref {
-            ActionRef::Remote { repo, reference, .. } => (repo.clone(), reference.clone()),
+            ActionRef::Remote {
+                repo, reference, ..
+            } => (repo.clone(), reference.clone()),
             _ => (String::new(), String::new()),
         };
         let action = match &step.id {
@@ -523,7 +644,8 @@ impl Runner {
             let value = match given.remove(&name.to_ascii_lowercase()) {
                 Some((_, v)) => v,
                 None => match &input.default {
-                    Some(d) => expr::interpolate(d, ctx).map_err(|e| format!("default of input `{name}`: {e}"))?,
+                    Some(d) => expr::interpolate(d, ctx)
+                        .map_err(|e| format!("default of input `{name}`: {e}"))?,
                     None => String::new(),
                 },
             };
@@ -531,7 +653,13 @@ impl Runner {
             inputs.insert(name.to_string(), json!(value));
         }
         for (_, (name, value)) in given {
-            self.out.log(None, &format!("##[warning]Unexpected input '{name}' for {}", step.uses.as_deref().unwrap_or("")));
+            self.out.log(
+                None,
+                &format!(
+                    "##[warning]Unexpected input '{name}' for {}",
+                    step.uses.as_deref().unwrap_or("")
+                ),
+            );
             env.insert(input_var(&name), value.clone());
             inputs.insert(name, json!(value));
         }
@@ -558,7 +686,13 @@ impl Runner {
             }
         };
         let defaults = self.defaults.clone();
-        let shell = step.shell.clone().or_else(|| if scope.depth == 0 { defaults.shell.clone() } else { None });
+        let shell = step.shell.clone().or_else(|| {
+            if scope.depth == 0 {
+                defaults.shell.clone()
+            } else {
+                None
+            }
+        });
         let identity = ActionIdentity {
             action: step.id.clone().unwrap_or_else(|| "__run".into()),
             path: scope.action_path.clone(),
@@ -572,32 +706,50 @@ impl Runner {
                 return StepRun::failed();
             }
         };
-        let working_dir = step
-            .working_directory
-            .clone()
-            .or_else(|| if scope.depth == 0 { defaults.working_directory.clone() } else { None });
+        let working_dir = step.working_directory.clone().or_else(|| {
+            if scope.depth == 0 {
+                defaults.working_directory.clone()
+            } else {
+                None
+            }
+        });
         let cwd = match working_dir {
             Some(dir) => match expr::interpolate(&dir, ctx) {
                 Ok(dir) => self.workspace.join(dir),
                 Err(e) => {
-                    self.out.log(log_step, &format!("##[error]working-directory: {e}"));
+                    self.out
+                        .log(log_step, &format!("##[error]working-directory: {e}"));
                     return StepRun::failed();
                 }
             },
             None => self.workspace.clone(),
         };
         if !cwd.is_dir() {
-            self.out.log(log_step, &format!("##[error]working-directory {} does not exist", cwd.display()));
+            self.out.log(
+                log_step,
+                &format!(
+                    "##[error]working-directory {} does not exist",
+                    cwd.display()
+                ),
+            );
             return StepRun::failed();
         }
-        let script_path = self.temp.join(format!("{}{}", uuid::Uuid::new_v4(), shell.extension));
+        let script_path = self
+            .temp
+            .join(format!("{}{}", uuid::Uuid::new_v4(), shell.extension));
         if let Err(e) = std::fs::write(&script_path, &script) {
-            self.out.log(log_step, &format!("##[error]cannot write {}: {e}", script_path.display()));
+            self.out.log(
+                log_step,
+                &format!("##[error]cannot write {}: {e}", script_path.display()),
+            );
             return StepRun::failed();
         }
         // The header GitHub prints: the script, the shell and the step's own environment.
         if scope.depth == 0 {
-            self.out.log(log_step, &format!("##[group]Run {}", script.lines().next().unwrap_or("")));
+            self.out.log(
+                log_step,
+                &format!("##[group]Run {}", script.lines().next().unwrap_or("")),
+            );
             for line in script.lines() {
                 self.out.log(log_step, line);
             }
@@ -611,12 +763,24 @@ impl Runner {
             self.out.log(log_step, "##[endgroup]");
         }
         let script_arg = script_path.to_string_lossy().into_owned();
-        let args = shell.args.iter().map(|a| a.replace("{0}", &script_arg)).collect();
-        let spec = ProcessSpec { program: shell.program.clone(), args, env: process_env, cwd };
+        let args = shell
+            .args
+            .iter()
+            .map(|a| a.replace("{0}", &script_arg))
+            .collect();
+        let spec = ProcessSpec {
+            program: shell.program.clone(),
+            args,
+            env: process_env,
+            cwd,
+        };
         let result = self.run_process(log_step, spec, timeout, cancel).await;
         let _ = std::fs::remove_file(&script_path);
         match result {
-            Ok(r) => StepRun { outcome: self.exit_outcome(log_step, r.exit), outputs: r.outputs },
+            Ok(r) => StepRun {
+                outcome: self.exit_outcome(log_step, r.exit),
+                outputs: r.outputs,
+            },
             Err(e) => {
                 self.out.log(log_step, &format!("##[error]{e}"));
                 StepRun::failed()
@@ -672,7 +836,8 @@ impl Runner {
         cancel: &CancellationToken,
     ) -> Result<ProcessResult, String> {
         let dir = self.temp.join("_runner_file_commands");
-        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let id = uuid::Uuid::new_v4();
         let files: Vec<(&str, PathBuf)> = [
             ("GITHUB_ENV", "set_env"),
@@ -685,8 +850,10 @@ impl Runner {
         .map(|(var, name)| (var, dir.join(format!("{name}_{id}"))))
         .collect();
         for (var, path) in &files {
-            std::fs::write(path, b"").map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-            spec.env.insert(var.to_string(), path.to_string_lossy().into_owned());
+            std::fs::write(path, b"")
+                .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+            spec.env
+                .insert(var.to_string(), path.to_string_lossy().into_owned());
         }
         let allow_unsecure = spec
             .env
@@ -705,17 +872,28 @@ impl Runner {
             env: Vec::new(),
             path: Vec::new(),
         };
-        let exit = process::run(&spec, &uuid::Uuid::new_v4().to_string(), timeout, cancel, self.config.kill_grace, |data| {
-            for line in handler.lines.push(data) {
-                handler.line(&line);
-            }
-        })
+        let exit = process::run(
+            &spec,
+            &uuid::Uuid::new_v4().to_string(),
+            timeout,
+            cancel,
+            self.config.kill_grace,
+            |data| {
+                for line in handler.lines.push(data) {
+                    handler.line(&line);
+                }
+            },
+        )
         .await
         .map_err(|e| e.to_string())?;
         if let Some(rest) = handler.lines.finish() {
             handler.line(&rest);
         }
-        let mut result = ProcessResult { exit, outputs: handler.outputs, state: handler.state };
+        let mut result = ProcessResult {
+            exit,
+            outputs: handler.outputs,
+            state: handler.state,
+        };
         for (k, v) in handler.env {
             self.state.env.insert(k, v);
         }
