@@ -1090,6 +1090,8 @@ fn conditions() {
         ("!matrix.os", S, true),
         ("${{ 'a' }} == ${{ 'b' }}", S, true),
         ("${{ false }} && x", S, true),
+        ("x == ${{ 'y' }}", S, true),
+        ("x == ${{ 'y' }}", F, false),
         ("${{ '' }}", S, false),
         ("${{ 'a' }} == ${{ 'b' }}", F, false),
         ("inputs.flag", S, true),
@@ -1330,12 +1332,18 @@ fn limits() {
     let too_long = format!("'{}'", "x".repeat(21000));
     let max_len = format!("'{}'", "x".repeat(20998));
     let huge_group = format!("{}1{}", "(".repeat(10000), ")".repeat(10000));
+    let huge_not = format!("{}true", "!".repeat(20000));
+    let huge_props = format!("github{}", ".a".repeat(10000));
+    let huge_chain = format!("1{}", " == 1".repeat(4000));
     for (expr, fragment) in [
         (&deep_not, "Exceeded max expression depth 50"),
         (&deep_group, "Exceeded max expression depth 50"),
         (&deep_props, "Exceeded max expression depth 50"),
         (&too_long, "Exceeded max expression length 21000"),
         (&huge_group, "Exceeded max expression"),
+        (&huge_not, "Exceeded max expression depth 50"),
+        (&huge_props, "Exceeded max expression depth 50"),
+        (&huge_chain, "Exceeded max expression depth 50"),
     ] {
         CASES.fetch_add(1, Ordering::Relaxed);
         let e = evaluate(expr, &ctx()).expect_err(&expr[..20.min(expr.len())]);
@@ -1516,6 +1524,14 @@ mod hash_files {
             ),
             ("hashFiles('*.txt', '!*.txt')".into(), json!("")),
             ("hashFiles('!a.txt')".into(), json!("")),
+            (
+                "hashFiles('a.txt\n# comment\n\n  b.txt  ')".into(),
+                json!(expected(root, &["a.txt", "b.txt"])),
+            ),
+            (
+                "hashFiles('*.txt\n!b.txt')".into(),
+                json!(expected(root, &["a.txt", "hello.txt"])),
+            ),
             ("hashFiles('nothing')".into(), json!("")),
             ("hashFiles('emptydir')".into(), json!("")),
             ("hashFiles('**/*.RS')".into(), json!("")),
