@@ -335,10 +335,16 @@ fn hash_files<'a>(e: &Evaluator<'a>, args: &'a [Node], pos: usize) -> Result<Val
     let Some(workspace) = e.ctx.workspace.as_deref() else {
         return Err(e.error("hashFiles is not available: no workspace directory", pos));
     };
+    // Like the runner (which hands the patterns to @actions/glob joined by newlines), an argument
+    // may hold several patterns on separate lines; blank lines and `#` comments are skipped.
     let mut patterns = Vec::new();
     for a in args {
         let raw = e.eval(a)?.to_display();
-        patterns.push(raw);
+        for line in raw.lines().map(str::trim) {
+            if !line.is_empty() && !line.starts_with('#') {
+                patterns.push(line.to_string());
+            }
+        }
     }
     hash_files_in(workspace, &patterns)
         .map_err(|m| e.error(m, pos))

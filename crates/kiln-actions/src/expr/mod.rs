@@ -131,14 +131,14 @@ pub fn evaluate(expr: &str, ctx: &Contexts) -> Result<Value, ExprError> {
 /// the expression uses no status function it is evaluated as `success() && (expr)` (so it is not
 /// evaluated at all when the status is not success, but must still parse). An empty condition is
 /// `success()`. Like the runner, a condition that mixes text and `${{ }}` (e.g.
-/// `${{ a }} == b`) is a string template: it is interpolated and the resulting string's
+/// `${{ a }} == b` or `a == ${{ b }}`) is a string template: it is interpolated and the resulting string's
 /// truthiness is used, under the implicit `success()`.
 pub fn evaluate_condition(cond: &str, ctx: &Contexts) -> Result<bool, ExprError> {
     let trimmed = cond.trim();
     if trimmed.is_empty() {
         return Ok(ctx.status == Status::Success);
     }
-    let expr_text = if trimmed.starts_with("${{") {
+    let expr_text = if trimmed.contains("${{") {
         let segments = split_template(trimmed)?;
         match segments.as_slice() {
             [Segment::Expr(e)] => e.to_string(),

@@ -65,21 +65,6 @@ pub(crate) enum Node {
 }
 
 impl Node {
-    pub(crate) fn depth(&self) -> usize {
-        let children: Vec<&Node> = match self {
-            Node::Index { base, index } => match index {
-                IndexArg::Wildcard => vec![base],
-                IndexArg::Expr(e) => vec![base, e],
-            },
-            Node::Not(n) => vec![n],
-            Node::Binary { left, right, .. } => vec![left, right],
-            Node::And(v) | Node::Or(v) => v.iter().collect(),
-            Node::Call { args, .. } => args.iter().collect(),
-            _ => vec![],
-        };
-        1 + children.iter().map(|c| c.depth()).max().unwrap_or(0)
-    }
-
     pub(crate) fn any(&self, f: &dyn Fn(&Node) -> bool) -> bool {
         if f(self) {
             return true;
@@ -127,16 +112,9 @@ pub(crate) fn parse_tree(expr: &str) -> Result<Node, ExprError> {
         i: 0,
         nesting: 0,
     };
-    let node = p.parse_or()?;
+    let (node, _) = p.parse_or()?;
     if p.i < p.toks.len() {
         return Err(p.unexpected(p.i));
-    }
-    if node.depth() > MAX_DEPTH {
-        return Err(ExprError::new(
-            format!("Exceeded max expression depth {MAX_DEPTH}"),
-            expr,
-            1,
-        ));
     }
     Ok(node)
 }
@@ -169,17 +147,32 @@ impl Parser<'_> {
         }
     }
 
+    fn too_deep(&self) -> ExprError {
+        let pos = self.toks.get(self.i.saturating_sub(1)).map_or(0, |t| t.pos);
+        ExprError::new(
+            format!("Exceeded max expression depth {MAX_DEPTH}"),
+            self.expr,
+            pos + 1,
+        )
+    }
+
+    /// Parser recursion guard (keeps the stack bounded for inputs like `((((((...`).
     fn enter(&mut self) -> Result<(), ExprError> {
         self.nesting += 1;
         if self.nesting > MAX_DEPTH {
-            let pos = self.toks.get(self.i.saturating_sub(1)).map_or(0, |t| t.pos);
-            return Err(ExprError::new(
-                format!("Exceeded max expression depth {MAX_DEPTH}"),
-                self.expr,
-                pos + 1,
-            ));
+            return Err(self.too_deep());
         }
         Ok(())
+    }
+
+    /// Every node is built through here with its tree depth (1 + deepest child), so the tree
+    /// depth limit is enforced as soon as it is exceeded and no tree deeper than
+    /// [`MAX_DEPTH`] ever exists (evaluation and drop recurse over the tree).
+    fn node(&self, node: Node, depth: usize) -> Result<(Node, usize), ExprError> {
+        if depth > MAX_DEPTH {
+            return Err(self.too_deep());
+        }
+        Ok((node, depth))
     }
 
     fn expect(&mut self, kind: TokKind) -> Result<(), ExprError> {
@@ -191,85 +184,91 @@ impl Parser<'_> {
         }
     }
 
-    fn parse_or(&mut self) -> Result<Node, ExprError> {
+    fn parse_or(&mut self) -> Result<(Node, usize), ExprError> {
         let first = self.parse_and()?;
         let mut items = vec![first];
         while self.peek() == Some(&TokKind::Op("||")) {
             self.i += 1;
             items.push(self.parse_and()?);
         }
-        Ok(if items.len() == 1 {
-            items.pop().expect("one")
-        } else {
-            Node::Or(flatten(items, true))
-        })
+        if items.len() == 1 {
+            return Ok(items.pop().expect("one"));
+        }
+        let (items, depth) = flatten(items, true);
+        self.node(Node::Or(items), depth)
     }
 
-    fn parse_and(&mut self) -> Result<Node, ExprError> {
+    fn parse_and(&mut self) -> Result<(Node, usize), ExprError> {
         let first = self.parse_equality()?;
         let mut items = vec![first];
         while self.peek() == Some(&TokKind::Op("&&")) {
             self.i += 1;
             items.push(self.parse_equality()?);
         }
-        Ok(if items.len() == 1 {
-            items.pop().expect("one")
-        } else {
-            Node::And(flatten(items, false))
-        })
+        if items.len() == 1 {
+            return Ok(items.pop().expect("one"));
+        }
+        let (items, depth) = flatten(items, false);
+        self.node(Node::And(items), depth)
     }
 
-    fn parse_equality(&mut self) -> Result<Node, ExprError> {
-        let mut left = self.parse_comparison()?;
+    fn parse_equality(&mut self) -> Result<(Node, usize), ExprError> {
+        let (mut left, mut depth) = self.parse_comparison()?;
         loop {
             let op = match self.peek() {
                 Some(TokKind::Op("==")) => BinOp::Eq,
                 Some(TokKind::Op("!=")) => BinOp::Ne,
-                _ => return Ok(left),
+                _ => return Ok((left, depth)),
             };
             self.i += 1;
-            let right = self.parse_comparison()?;
-            left = Node::Binary {
-                op,
-                left: Box::new(left),
-                right: Box::new(right),
-            };
+            let (right, rd) = self.parse_comparison()?;
+            (left, depth) = self.node(
+                Node::Binary {
+                    op,
+                    left: Box::new(left),
+                    right: Box::new(right),
+                },
+                1 + depth.max(rd),
+            )?;
         }
     }
 
-    fn parse_comparison(&mut self) -> Result<Node, ExprError> {
-        let mut left = self.parse_unary()?;
+    fn parse_comparison(&mut self) -> Result<(Node, usize), ExprError> {
+        let (mut left, mut depth) = self.parse_unary()?;
         loop {
             let op = match self.peek() {
                 Some(TokKind::Op("<")) => BinOp::Lt,
                 Some(TokKind::Op("<=")) => BinOp::Le,
                 Some(TokKind::Op(">")) => BinOp::Gt,
                 Some(TokKind::Op(">=")) => BinOp::Ge,
-                _ => return Ok(left),
+                _ => return Ok((left, depth)),
             };
             self.i += 1;
-            let right = self.parse_unary()?;
-            left = Node::Binary {
-                op,
-                left: Box::new(left),
-                right: Box::new(right),
-            };
+            let (right, rd) = self.parse_unary()?;
+            (left, depth) = self.node(
+                Node::Binary {
+                    op,
+                    left: Box::new(left),
+                    right: Box::new(right),
+                },
+                1 + depth.max(rd),
+            )?;
         }
     }
 
-    fn parse_unary(&mut self) -> Result<Node, ExprError> {
+    fn parse_unary(&mut self) -> Result<(Node, usize), ExprError> {
         if self.peek() == Some(&TokKind::Op("!")) {
             self.i += 1;
             self.enter()?;
-            let inner = self.parse_unary()?;
+            let (inner, d) = self.parse_unary()?;
             self.nesting -= 1;
-            return Ok(Node::Not(Box::new(inner)));
+            return self.node(Node::Not(Box::new(inner)), d + 1);
         }
         self.parse_postfix()
     }
 
-    fn parse_postfix(&mut self) -> Result<Node, ExprError> {
-        let (mut node, indexable) = self.parse_primary()?;
+    fn parse_postfix(&mut self) -> Result<(Node, usize), ExprError> {
+        let (mut node, mut depth, indexable) = self.parse_primary()?;
         loop {
             match self.peek() {
                 Some(TokKind::Dot) if indexable => {
@@ -282,44 +281,50 @@ impl Parser<'_> {
                         _ => return Err(self.error_here()),
                     };
                     self.i += 1;
-                    node = Node::Index {
-                        base: Box::new(node),
-                        index,
-                    };
+                    (node, depth) = self.node(
+                        Node::Index {
+                            base: Box::new(node),
+                            index,
+                        },
+                        depth + 1,
+                    )?;
                 }
                 Some(TokKind::LBracket) if indexable => {
                     self.i += 1;
-                    let index = if self.peek() == Some(&TokKind::Star) {
+                    let (index, id) = if self.peek() == Some(&TokKind::Star) {
                         self.i += 1;
-                        IndexArg::Wildcard
+                        (IndexArg::Wildcard, 0)
                     } else {
                         self.enter()?;
-                        let e = self.parse_or()?;
+                        let (e, d) = self.parse_or()?;
                         self.nesting -= 1;
-                        IndexArg::Expr(Box::new(e))
+                        (IndexArg::Expr(Box::new(e)), d)
                     };
                     self.expect(TokKind::RBracket)?;
-                    node = Node::Index {
-                        base: Box::new(node),
-                        index,
-                    };
+                    (node, depth) = self.node(
+                        Node::Index {
+                            base: Box::new(node),
+                            index,
+                        },
+                        1 + depth.max(id),
+                    )?;
                 }
-                _ => return Ok(node),
+                _ => return Ok((node, depth)),
             }
         }
     }
 
     /// Returns the node and whether `.`/`[` may follow it (not after a literal, like the runner).
-    fn parse_primary(&mut self) -> Result<(Node, bool), ExprError> {
+    fn parse_primary(&mut self) -> Result<(Node, usize, bool), ExprError> {
         let Some(tok) = self.toks.get(self.i).cloned() else {
             return Err(self.error_here());
         };
         self.i += 1;
         Ok(match tok.kind {
-            TokKind::Null => (Node::Null, false),
-            TokKind::Bool(b) => (Node::Bool(b), false),
-            TokKind::Num(n) => (Node::Num(n), false),
-            TokKind::Str(s) => (Node::Str(s), false),
+            TokKind::Null => (Node::Null, 1, false),
+            TokKind::Bool(b) => (Node::Bool(b), 1, false),
+            TokKind::Num(n) => (Node::Num(n), 1, false),
+            TokKind::Str(s) => (Node::Str(s), 1, false),
             TokKind::NamedValue(name) => {
                 let lower = name.to_ascii_lowercase();
                 if !NAMED_VALUES.contains(&lower.as_str()) {
@@ -329,14 +334,14 @@ impl Parser<'_> {
                         tok.pos + 1,
                     ));
                 }
-                (Node::Named(lower), true)
+                (Node::Named(lower), 1, true)
             }
             TokKind::LParen => {
                 self.enter()?;
-                let inner = self.parse_or()?;
+                let (inner, d) = self.parse_or()?;
                 self.nesting -= 1;
                 self.expect(TokKind::RParen)?;
-                (inner, true)
+                (inner, d, true)
             }
             TokKind::Function(name) => {
                 let Some(func) = FUNCTIONS
@@ -353,9 +358,12 @@ impl Parser<'_> {
                 self.expect(TokKind::LParen)?;
                 self.enter()?;
                 let mut args = Vec::new();
+                let mut depth = 1;
                 if self.peek() != Some(&TokKind::RParen) {
                     loop {
-                        args.push(self.parse_or()?);
+                        let (arg, d) = self.parse_or()?;
+                        depth = depth.max(d + 1);
+                        args.push(arg);
                         if self.peek() == Some(&TokKind::Comma) {
                             self.i += 1;
                         } else {
@@ -396,14 +404,15 @@ impl Parser<'_> {
                         open_tok.pos + 1,
                     ));
                 }
-                (
+                let (node, depth) = self.node(
                     Node::Call {
                         func,
                         args,
                         pos: tok.pos,
                     },
-                    true,
-                )
+                    depth,
+                )?;
+                (node, depth, true)
             }
             _ => {
                 self.i -= 1;
@@ -413,14 +422,25 @@ impl Parser<'_> {
     }
 }
 
-fn flatten(items: Vec<Node>, or: bool) -> Vec<Node> {
+/// Merges nested `&&` (or `||`) nodes into one, returning the items and the merged node's depth.
+fn flatten(items: Vec<(Node, usize)>, or: bool) -> (Vec<Node>, usize) {
     let mut out = Vec::new();
-    for n in items {
+    let mut child_depth = 0;
+    for (n, d) in items {
         match n {
-            Node::Or(v) if or => out.extend(v),
-            Node::And(v) if !or => out.extend(v),
-            other => out.push(other),
+            Node::Or(v) if or => {
+                child_depth = child_depth.max(d - 1);
+                out.extend(v);
+            }
+            Node::And(v) if !or => {
+                child_depth = child_depth.max(d - 1);
+                out.extend(v);
+            }
+            other => {
+                child_depth = child_depth.max(d);
+                out.push(other);
+            }
         }
     }
-    out
+    (out, child_depth + 1)
 }
