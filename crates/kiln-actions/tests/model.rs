@@ -1551,3 +1551,47 @@ fn find_dir_and_load_workflows() {
     assert_eq!(e.file, dir.join("d.yml").display().to_string());
     assert_eq!((e.line, e.path.as_str()), (Some(5), "jobs.a.steps[0]"));
 }
+
+#[test]
+fn error_locations_with_unindented_lists_and_flow_style() {
+    let text = "on: push\njobs:\n  build:\n    runs-on: x\n    steps:\n    - run: a\n    - name: b\n      run: b\n      uses: c/d@v1\n";
+    assert_eq!(
+        parse_err(text).to_string(),
+        "ci.yml:7:7: jobs.build.steps[1]: a step cannot have both `run` and `uses`"
+    );
+    // Flow style: the location serde_yaml_ng gives is kept.
+    let text = "on: push\njobs:\n  build:\n    runs-on: x\n    steps: [{run: a, uses: b}]\n";
+    let e = parse_err(text);
+    assert_eq!(e.path, "jobs.build.steps[0]");
+    assert_eq!(e.line, Some(5));
+    assert_eq!(e.message, "a step cannot have both `run` and `uses`");
+}
+
+#[test]
+fn mangled_files_give_errors_not_panics() {
+    // Every truncation, and a character dropped or a tab/indent inserted at many places: the
+    // parser returns (Ok or Err) and the error locator never panics.
+    let chars: Vec<char> = CI.chars().collect();
+    let mut errors = 0;
+    for i in (0..chars.len()).step_by(5) {
+        let truncated: String = chars[..i].iter().collect();
+        let dropped: String = chars[..i].iter().chain(&chars[i + 1..]).collect();
+        let tabbed: String = chars[..i]
+            .iter()
+            .chain(['\t'].iter())
+            .chain(&chars[i..])
+            .collect();
+        let spaced: String = chars[..i]
+            .iter()
+            .chain([' '].iter())
+            .chain(&chars[i..])
+            .collect();
+        for text in [truncated, dropped, tabbed, spaced] {
+            if let Err(e) = Workflow::parse("ci.yml", &text) {
+                assert_eq!(e.file, "ci.yml");
+                errors += 1;
+            }
+        }
+    }
+    assert!(errors > 100, "{errors}");
+}

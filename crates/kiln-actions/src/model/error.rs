@@ -242,7 +242,9 @@ pub(crate) fn locate_path(text: &str, path: &str) -> Option<(usize, usize)> {
                     .find(|&i| {
                         !is_blank(lines[i])
                             && (indent(lines[i]) < ccol
-                                || (seq_same_indent && !lines[i][ccol..].starts_with('-')))
+                                || (seq_same_indent
+                                    && indent(lines[i]) == ccol
+                                    && !lines[i][ccol..].starts_with('-')))
                     })
                     .unwrap_or(end);
                 line = child;
@@ -270,4 +272,40 @@ pub(crate) fn locate_path(text: &str, path: &str) -> Option<(usize, usize)> {
         }
     }
     Some((found.0 + 1, found.1 + 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::locate_path;
+
+    const TEXT: &str = "# comment
+on: push
+jobs:
+  \"build\":
+    runs-on: x
+    steps:
+    - run: a
+
+    -
+      uses: b
+      with: {x: 1}
+  test:
+    steps: [{run: a}]
+";
+
+    #[test]
+    fn locates_keys_and_items() {
+        assert_eq!(locate_path(TEXT, "on"), Some((2, 1)));
+        assert_eq!(locate_path(TEXT, "jobs"), Some((3, 1)));
+        assert_eq!(locate_path(TEXT, "jobs.build"), Some((4, 3)));
+        assert_eq!(locate_path(TEXT, "jobs.build.runs-on"), Some((5, 5)));
+        assert_eq!(locate_path(TEXT, "jobs.build.steps[0]"), Some((7, 7)));
+        assert_eq!(locate_path(TEXT, "jobs.build.steps[1]"), Some((10, 7)));
+        assert_eq!(locate_path(TEXT, "jobs.build.steps[1].with"), Some((11, 7)));
+        assert_eq!(locate_path(TEXT, "jobs.test.steps"), Some((13, 5)));
+        // Flow style cannot be followed.
+        assert_eq!(locate_path(TEXT, "jobs.test.steps[0]"), None);
+        assert_eq!(locate_path(TEXT, "jobs.build.steps[2]"), None);
+        assert_eq!(locate_path(TEXT, "jobs.nope"), None);
+    }
 }
