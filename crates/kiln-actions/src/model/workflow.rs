@@ -1,6 +1,6 @@
 //! The workflow file: `on`, `env`, `defaults`, `jobs` with their steps.
 
-use super::error::{locate, parse_yaml, ModelError};
+use super::error::{parse_yaml, ModelError};
 use super::types::{
     condition, is_expression, opt_scalar, string_list, string_map, BoolOrExpr, NumberOrExpr,
     OrderedMap,
@@ -74,12 +74,10 @@ impl Workflow {
     fn validate(&self, text: &str) -> Result<(), ModelError> {
         let file = self.file_name.as_str();
         if self.jobs.is_empty() {
-            return Err(ModelError::new(file, "jobs", "the workflow has no jobs")
-                .at_line(locate(text, &["jobs"])));
+            return Err(ModelError::new(file, "jobs", "the workflow has no jobs").located(text));
         }
         for (id, job) in self.jobs.iter() {
             let path = format!("jobs.{id}");
-            let job_line = || locate(text, &["jobs", id]);
             if !valid_job_id(id) {
                 return Err(ModelError::new(
                     file,
@@ -89,7 +87,7 @@ impl Workflow {
                          contain only letters, digits, `-` and `_`"
                     ),
                 )
-                .at_line(job_line()));
+                .located(text));
             }
             if job.uses.is_some() && !job.steps.is_empty() {
                 return Err(ModelError::new(
@@ -100,7 +98,7 @@ impl Workflow {
                          workflow cannot have steps"
                     ),
                 )
-                .at_line(job_line()));
+                .located(text));
             }
             for need in &job.needs {
                 if !self.jobs.contains_key(need) {
@@ -109,7 +107,7 @@ impl Workflow {
                         format!("{path}.needs"),
                         format!("job `{id}` needs `{need}`, which is not a job of this workflow"),
                     )
-                    .at_line(locate(text, &["jobs", id, "needs"])));
+                    .located(text));
                 }
             }
             let mut seen: Vec<&str> = Vec::new();
@@ -121,21 +119,7 @@ impl Workflow {
                             format!("{path}.steps[{i}]"),
                             format!("job `{id}`: step id `{sid}` is used by more than one step"),
                         )
-                        .at_line(
-                            locate(text, &["jobs", id, "steps", "id"]).and_then(|first| {
-                                let rest: String =
-                                    text.lines().skip(first).collect::<Vec<_>>().join("\n");
-                                let needle = format!("id: {sid}");
-                                rest.lines()
-                                    .position(|l| {
-                                        let t = l.trim_start().trim_start_matches("- ");
-                                        t.trim_end() == needle
-                                            || t.trim_end() == format!("id: \"{sid}\"")
-                                            || t.trim_end() == format!("id: '{sid}'")
-                                    })
-                                    .map(|p| first + p + 1)
-                            }),
-                        ));
+                        .located(text));
                     }
                     seen.push(sid);
                 }
@@ -147,7 +131,7 @@ impl Workflow {
                 format!("jobs.{}.needs", cycle[0]),
                 format!("jobs form a cycle in `needs`: {}", cycle.join(" -> ")),
             )
-            .at_line(locate(text, &["jobs", &cycle[0], "needs"])));
+            .located(text));
         }
         Ok(())
     }
