@@ -23,7 +23,10 @@ impl Run {
         self.events
             .iter()
             .filter_map(|e| match e {
-                RunEvent::Job { key, event: Event::Log { line, .. } } => Some(format!("{key}|{line}")),
+                RunEvent::Job {
+                    key,
+                    event: Event::Log { line, .. },
+                } => Some(format!("{key}|{line}")),
                 _ => None,
             })
             .collect()
@@ -39,15 +42,28 @@ impl Run {
         self.events
             .iter()
             .filter_map(|e| match e {
-                RunEvent::Job { key, event: Event::StepFinished { step, outcome, conclusion, .. } } if key == job => {
-                    Some((*step, *outcome, *conclusion))
-                }
+                RunEvent::Job {
+                    key,
+                    event:
+                        Event::StepFinished {
+                            step,
+                            outcome,
+                            conclusion,
+                            ..
+                        },
+                } if key == job => Some((*step, *outcome, *conclusion)),
                 _ => None,
             })
             .collect()
     }
     fn result(&self, job: &str) -> Outcome {
-        self.summary.as_ref().unwrap().results.get(job).unwrap_or_else(|| panic!("no job {job}: {}", self.log())).0
+        self.summary
+            .as_ref()
+            .unwrap()
+            .results
+            .get(job)
+            .unwrap_or_else(|| panic!("no job {job}: {}", self.log()))
+            .0
     }
     fn outputs(&self, job: &str) -> BTreeMap<String, String> {
         self.summary.as_ref().unwrap().results[job].1.clone()
@@ -68,15 +84,16 @@ impl Fixture {
         std::fs::create_dir_all(dir.path().join("repo")).unwrap();
         let mut config = ExecConfig::under(&dir.path().join("state"));
         config.kill_grace = Duration::from_millis(500);
-        Fixture { dir, config, secrets: BTreeMap::new(), vars: BTreeMap::new(), cancel: CancellationToken::new() }
+        Fixture {
+            dir,
+            config,
+            secrets: BTreeMap::new(),
+            vars: BTreeMap::new(),
+            cancel: CancellationToken::new(),
+        }
     }
     fn repo(&self) -> PathBuf {
         self.dir.path().join("repo")
-    }
-    fn write(&self, path: &str, text: &str) {
-        let p = self.repo().join(path);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, text).unwrap();
     }
     async fn run(&self, yaml: &str) -> Run {
         let workflow = Workflow::parse("ci.yml", yaml).unwrap_or_else(|e| panic!("{e}"));
@@ -124,7 +141,7 @@ jobs:
           echo "single=one" >> "$GITHUB_OUTPUT"
           { echo "multi<<EOF"; echo "line 1"; echo "line 2"; echo "EOF"; } >> "$GITHUB_OUTPUT"
           echo "FROM_ENV_FILE=set" >> "$GITHUB_ENV"
-      - run: echo "after level=$LEVEL file=$FROM_ENV_FILE out=${{ steps.out.outputs.single }} ws=${{ github.workspace == env.GITHUB_WORKSPACE }}"
+      - run: echo "after level=$LEVEL file=$FROM_ENV_FILE out=${{ steps.out.outputs.single }} ws=${{ github.workspace != '' && env.GITHUB_WORKSPACE == '' }}"
       - run: echo "ctx ${{ env.FROM_ENV_FILE }} ${{ gitea.event_name }} ${{ github.job }} ${{ runner.os }}"
   second:
     needs: first
@@ -137,8 +154,16 @@ jobs:
         )
         .await;
     assert!(run.summary.as_ref().unwrap().success, "{}", run.log());
-    assert!(run.has("first|level=step wf=w ci=true actions=true gitea=true"), "{}", run.log());
-    assert!(run.has("first|after level=job file=set out=one ws=true"), "{}", run.log());
+    assert!(
+        run.has("first|level=step wf=w ci=true actions=true gitea=true"),
+        "{}",
+        run.log()
+    );
+    assert!(
+        run.has("first|after level=job file=set out=one ws=true"),
+        "{}",
+        run.log()
+    );
     assert!(run.has("first|ctx set push first Linux"), "{}", run.log());
     assert_eq!(run.outputs("first")["multi"], "line 1\nline 2");
     assert!(run.has("second|got one / success"), "{}", run.log());
@@ -196,11 +221,24 @@ jobs:
     let sk = Outcome::Skipped;
     assert_eq!(
         run.steps("j"),
-        vec![(0, fl, s), (1, s, s), (2, fl, fl), (3, sk, sk), (4, s, s), (5, s, s), (6, sk, sk), (7, sk, sk)],
+        vec![
+            (0, fl, s),
+            (1, s, s),
+            (2, fl, fl),
+            (3, sk, sk),
+            (4, s, s),
+            (5, s, s),
+            (6, sk, sk),
+            (7, sk, sk)
+        ],
         "{}",
         run.log()
     );
-    assert!(run.has("soft outcome=failure conclusion=success status=success"), "{}", run.log());
+    assert!(
+        run.has("soft outcome=failure conclusion=success status=success"),
+        "{}",
+        run.log()
+    );
     assert!(run.has("failure handler failure"));
     assert!(!run.has("should not run"), "{}", run.log());
     assert_eq!(run.result("j"), Outcome::Failure);
@@ -259,7 +297,11 @@ jobs:
         )
         .await;
     assert_eq!(run.result("j"), Outcome::Cancelled, "{}", run.log());
-    assert!(run.has("exceeded the maximum execution time"), "{}", run.log());
+    assert!(
+        run.has("exceeded the maximum execution time"),
+        "{}",
+        run.log()
+    );
     assert!(!run.has("not reached"));
 
     let f = Fixture::new();
@@ -320,12 +362,20 @@ jobs:
     let mut combos: Vec<String> = run
         .lines()
         .iter()
-        .filter_map(|l| l.split_once("|combo ").map(|(_, c)| c.split(" idx=").next().unwrap().to_string()))
+        .filter_map(|l| {
+            l.split_once("|combo ")
+                .map(|(_, c)| c.split(" idx=").next().unwrap().to_string())
+        })
         .collect();
     combos.sort();
     assert_eq!(
         combos,
-        vec!["linux 1 extra=yes", "linux 2 extra=yes", "mac 1 extra=", "windows 9 extra="],
+        vec![
+            "linux 1 extra=yes",
+            "linux 2 extra=yes",
+            "mac 1 extra=",
+            "windows 9 extra="
+        ],
         "{}",
         run.log()
     );
@@ -375,7 +425,10 @@ jobs:
     assert!(run.has("j|python j"), "{log}");
     assert!(run.has("j|+ echo custom"), "{log}");
     assert!(run.has("j|failure success"), "{log}");
-    assert!(run.has("shell: bash --noprofile --norc -eo pipefail {0}"), "{log}");
+    assert!(
+        run.has("shell: bash --noprofile --norc -eo pipefail {0}"),
+        "{log}"
+    );
     assert!(run.has("shell: sh -e {0}"), "{log}");
 }
 
@@ -435,7 +488,10 @@ async fn masking_corpus() {
     let secrets = [
         ("PLAIN", "s3cr3t-value"),
         ("SPECIAL", "p@$$ w0rd!\"'`&;|"),
-        ("MULTI", "-----BEGIN KEY-----\nMIIBOgIBAAJBAKj34\nGkxQ2ZvZXI=\n-----END KEY-----"),
+        (
+            "MULTI",
+            "-----BEGIN KEY-----\nMIIBOgIBAAJBAKj34\nGkxQ2ZvZXI=\n-----END KEY-----",
+        ),
         ("SPLIT", "splitacrosswrites"),
     ];
     for (k, v) in secrets {
@@ -461,23 +517,24 @@ jobs:
           printf 'split'; sleep 0.2; printf 'across'; sleep 0.2; printf 'writes\n'
           printf '%s' "$FROM_SECRET" | base64
           echo "{\"v\": \"$SPECIAL\"}"
-          echo "::add-mask::dynamic-mask-value"
-          echo "later dynamic-mask-value"
+          V=$(printf 'dynamic-%s' mask-value)
+          echo "::add-mask::$V"
+          echo "later $V"
           echo "${{ toJSON(secrets.PLAIN) }}"
-      - run: echo "in the next step ${{ secrets.PLAIN }} dynamic-mask-value"
+      - run: echo "in the next step ${{ secrets.PLAIN }} $(printf 'dynamic-%s' mask-value)"
 "#,
         )
         .await;
     let log = run.log();
     assert!(run.summary.as_ref().unwrap().success, "{log}");
-    let mut forbidden: Vec<&str> = secrets
-        .iter()
-        .flat_map(|(_, v)| v.split('\n'))
-        .collect();
+    let mut forbidden: Vec<&str> = secrets.iter().flat_map(|(_, v)| v.split('\n')).collect();
     forbidden.push("dynamic-mask-value");
     for line in run.lines() {
         for f in &forbidden {
-            assert!(!line.contains(f), "secret {f:?} leaked in line {line:?}\n{log}");
+            assert!(
+                !line.contains(f),
+                "secret {f:?} leaked in line {line:?}\n{log}"
+            );
         }
     }
     assert!(run.has("plain *** env ***"), "{log}");
@@ -516,7 +573,10 @@ fs.appendFileSync(process.env.GITHUB_OUTPUT, `said=${said}\n`);
 fs.appendFileSync(process.env.GITHUB_STATE, `remember=${process.env.INPUT_WHO}\n`);
 "#,
     );
-    w("js/post.js", "console.log(`js post remembers ${process.env.STATE_remember}`);\n");
+    w(
+        "js/post.js",
+        "console.log(`js post remembers ${process.env.STATE_remember}`);\n",
+    );
     w(
         "composite/action.yml",
         r#"
@@ -586,14 +646,23 @@ jobs:
     let log = run.log();
     assert!(run.summary.as_ref().unwrap().success, "{log}");
     assert!(run.has("js says hello push kiln from true"), "{log}");
-    assert!(run.has("composite input moon env outer-env path-ok=yes"), "{log}");
+    assert!(
+        run.has("composite input moon env outer-env path-ok=yes"),
+        "{log}"
+    );
     assert!(run.has("js says hello push moon"), "{log}");
     assert!(run.has("nested composite ran"), "{log}");
     assert!(!run.has("should not run"), "{log}");
-    assert!(run.has("j|js=hello push kiln comp=hello push moon-42"), "{log}");
+    assert!(
+        run.has("j|js=hello push kiln comp=hello push moon-42"),
+        "{log}"
+    );
     // The post step runs at the end of the job with the state its main step saved.
     let lines = run.lines();
-    let post = lines.iter().position(|l| l.contains("js post remembers kiln")).expect(&log);
+    let post = lines
+        .iter()
+        .position(|l| l.contains("js post remembers kiln"))
+        .expect(&log);
     let last_main = lines.iter().position(|l| l.contains("j|js=hello")).unwrap();
     assert!(post > last_main, "{log}");
 }
@@ -606,9 +675,16 @@ struct GitDaemon {
 
 impl GitDaemon {
     fn start(base: &Path) -> GitDaemon {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         // Run git-daemon itself: `git daemon` would leave it behind as an orphan when killed.
-        let exec_path = std::process::Command::new("git").arg("--exec-path").output().unwrap();
+        let exec_path = std::process::Command::new("git")
+            .arg("--exec-path")
+            .output()
+            .unwrap();
         let exec_path = String::from_utf8(exec_path.stdout).unwrap();
         let child = std::process::Command::new(Path::new(exec_path.trim()).join("git-daemon"))
             .args(["--export-all", "--reuseaddr", "--listen=127.0.0.1"])
@@ -659,21 +735,39 @@ async fn remote_actions_from_a_git_server() {
     // The composite in the remote repository uses a JS action by its remote name.
     std::fs::write(
         work.join("composite/action.yml"),
-        std::fs::read_to_string(work.join("composite/action.yml")).unwrap().replace("./actions/js", "org/tools/js@v1").replace("    - uses: ./actions/nested\n", ""),
+        std::fs::read_to_string(work.join("composite/action.yml"))
+            .unwrap()
+            .replace("./actions/js", "org/tools/js@v1")
+            .replace("    - uses: ./actions/nested\n", ""),
     )
     .unwrap();
     std::fs::write(
         work.join("js/action.yml"),
-        std::fs::read_to_string(work.join("js/action.yml")).unwrap().replace("  post: post.js", "  pre: pre.js\n  post: post.js"),
+        std::fs::read_to_string(work.join("js/action.yml"))
+            .unwrap()
+            .replace("  post: post.js", "  pre: pre.js\n  post: post.js"),
     )
     .unwrap();
-    std::fs::write(work.join("js/pre.js"), "console.log(`js pre for ${process.env.INPUT_WHO}`);\n").unwrap();
+    std::fs::write(
+        work.join("js/pre.js"),
+        "console.log(`js pre for ${process.env.INPUT_WHO}`);\n",
+    )
+    .unwrap();
     git(&work, &["init", "-q", "-b", "main"]);
     git(&work, &["add", "-A"]);
     git(&work, &["commit", "-qm", "actions"]);
     git(&work, &["tag", "v1"]);
     std::fs::create_dir_all(served.join("org")).unwrap();
-    git(f.dir.path(), &["clone", "-q", "--bare", work.to_str().unwrap(), served.join("org/tools.git").to_str().unwrap()]);
+    git(
+        f.dir.path(),
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            work.to_str().unwrap(),
+            served.join("org/tools.git").to_str().unwrap(),
+        ],
+    );
     let daemon = GitDaemon::start(&served);
     f.config.default_actions_url = format!("git://127.0.0.1:{}", daemon.port);
     let yaml = r#"
@@ -693,9 +787,15 @@ jobs:
     let run = f.run(yaml).await;
     let log = run.log();
     assert!(run.summary.as_ref().unwrap().success, "{log}");
-    assert!(run.has("Download action repository 'org/tools/js@v1'"), "{log}");
+    assert!(
+        run.has("Download action repository 'org/tools/js@v1'"),
+        "{log}"
+    );
     assert!(run.has("js pre for remote"), "{log}");
-    assert!(run.has("j|remote js=hello push remote comp=hello push world-42"), "{log}");
+    assert!(
+        run.has("j|remote js=hello push remote comp=hello push world-42"),
+        "{log}"
+    );
     assert!(run.has("js post remembers remote"), "{log}");
 
     // Cached per commit: a second run works with the server gone.
@@ -718,7 +818,11 @@ jobs:
 async fn bad_input_is_reported_clearly() {
     // Unknown context in a step: the step fails with the expression error.
     let f = Fixture::new();
-    let run = f.run("on: push\njobs:\n  j:\n    runs-on: x\n    steps:\n      - run: echo ${{ foo.bar }}\n").await;
+    let run = f
+        .run(
+            "on: push\njobs:\n  j:\n    runs-on: x\n    steps:\n      - run: echo ${{ foo.bar }}\n",
+        )
+        .await;
     assert_eq!(run.result("j"), Outcome::Failure);
     assert!(run.has("Unrecognized named-value: 'foo'"), "{}", run.log());
 
@@ -729,12 +833,19 @@ async fn bad_input_is_reported_clearly() {
     );
     let err = match wf {
         Err(e) => e.to_string(),
-        Ok(wf) => kiln_actions::model::plan(&wf, None).unwrap_err().to_string(),
+        Ok(wf) => kiln_actions::model::plan(&wf, None)
+            .unwrap_err()
+            .to_string(),
     };
-    assert!(err.contains("cyc.yml") && err.contains('a') && err.contains('b'), "{err}");
+    assert!(
+        err.contains("cyc.yml") && err.contains('a') && err.contains('b'),
+        "{err}"
+    );
 
     // Malformed YAML names the file and line.
-    let err = Workflow::parse("bad.yml", "on: push\njobs:\n  j:\n    steps:\n\t- run: x\n").unwrap_err().to_string();
+    let err = Workflow::parse("bad.yml", "on: push\njobs:\n  j:\n    steps:\n\t- run: x\n")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("bad.yml") && err.contains('5'), "{err}");
 
     // A JavaScript action when node is not installed.
@@ -745,15 +856,23 @@ async fn bad_input_is_reported_clearly() {
     for tool in ["bash", "sh", "cat", "echo"] {
         let _ = std::os::unix::fs::symlink(format!("/bin/{tool}"), bin.join(tool));
     }
-    f.config.env.insert("PATH".into(), bin.to_string_lossy().into_owned());
+    f.config
+        .env
+        .insert("PATH".into(), bin.to_string_lossy().into_owned());
     let run = f
         .run("on: push\njobs:\n  j:\n    runs-on: x\n    steps:\n      - uses: ./actions/js\n        with: { who: x }\n")
         .await;
     assert_eq!(run.result("j"), Outcome::Failure);
-    assert!(run.has("runs on node20, but no `node` was found on PATH"), "{}", run.log());
+    assert!(
+        run.has("runs on node20, but no `node` was found on PATH"),
+        "{}",
+        run.log()
+    );
 
     // A local action that is not there.
     let f = Fixture::new();
-    let run = f.run("on: push\njobs:\n  j:\n    runs-on: x\n    steps:\n      - uses: ./nowhere\n").await;
+    let run = f
+        .run("on: push\njobs:\n  j:\n    runs-on: x\n    steps:\n      - uses: ./nowhere\n")
+        .await;
     assert!(run.has("Can't find 'action.yml'"), "{}", run.log());
 }

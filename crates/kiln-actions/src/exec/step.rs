@@ -84,6 +84,9 @@ impl StepRun {
     }
 }
 
+/// The `inputs` context of an action step.
+type ActionInputs = Map<String, Value>;
+
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 impl Runner {
@@ -311,10 +314,21 @@ impl Runner {
                     Some(StepRun::failed())
                 }
                 Ok(false) => None,
-                Ok(true) => None.or(Some(
-                    self.run_body(index, step, scope, display, &env, cancel)
-                        .await,
-                )),
+                Ok(true) => {
+                    // Steps inside a composite action get a group each; job steps have their own
+                    // section in the log.
+                    let nested = scope.depth > 0;
+                    if nested {
+                        self.out.log(log_step, &format!("##[group]{display}"));
+                    }
+                    let run = self
+                        .run_body(index, step, scope, display, &env, cancel)
+                        .await;
+                    if nested {
+                        self.out.log(log_step, "##[endgroup]");
+                    }
+                    Some(run)
+                }
             };
             let (outcome, outputs, continue_on_error) = match run {
                 None => (Outcome::Skipped, BTreeMap::new(), false),
@@ -515,11 +529,9 @@ impl Runner {
                         }
                         let ctx = self.contexts(&inner, &self.scope_env(&inner));
                         let name = self.step_display(inner_step, i, &ctx);
-                        self.out.log(log_step, &format!("##[group]Run {name}"));
                         let _ = self
                             .run_step(i, inner_step, &mut inner, &name, &composite_cancel)
                             .await;
-                        self.out.log(log_step, "##[endgroup]");
                     }
                 };
                 match timeout {
@@ -632,7 +644,7 @@ impl Runner {
         action: &Action,
         step: &Step,
         ctx: &Contexts,
-    ) -> Result<(BTreeMap<String, String>, Map<String, Value>), String> {
+    ) -> Result<(BTreeMap<String, String>, ActionInputs), String> {
         let mut env = BTreeMap::new();
         let mut inputs = Map::new();
         let mut given = BTreeMap::new();
