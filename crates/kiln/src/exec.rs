@@ -185,7 +185,12 @@ async fn run_async(args: ExecArgs) -> anyhow::Result<bool> {
     }
     let mut ok = true;
     for wf in selected {
-        let wf_name = wf.name.clone().unwrap_or_else(|| wf.file_name.clone());
+        let wf_name = wf.name.clone().unwrap_or_else(|| {
+            let file = Path::new(&wf.file_name)
+                .file_name()
+                .and_then(|n| n.to_str());
+            file.unwrap_or(&wf.file_name).to_string()
+        });
         let run = LocalRun {
             workflow: wf.clone(),
             job: args.job.clone(),

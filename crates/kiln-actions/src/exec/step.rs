@@ -128,6 +128,9 @@ impl Runner {
                     spec.workflow.file_name, spec.job_id
                 )
             })?;
+            if self.skips_checkout(&action, step) {
+                continue;
+            }
             if let ActionRef::Remote { .. } = &action {
                 self.out
                     .log(None, &format!("Download action repository '{uses}'"));
@@ -430,10 +433,7 @@ impl Runner {
             );
             return StepRun::failed();
         }
-        if self.config.local_checkout
-            && action_ref.is_checkout()
-            && !step.with.iter().any(|(k, _)| k == "repository")
-        {
+        if self.skips_checkout(&action_ref, step) {
             self.out.log(log_step, "Skipping actions/checkout: the job runs in the local checkout it was started from.");
             return StepRun {
                 outcome: Outcome::Success,
@@ -574,6 +574,14 @@ impl Runner {
                 StepRun::failed()
             }
         }
+    }
+
+    /// `kiln exec` runs in the checkout it was started from: `actions/checkout` of that same
+    /// repository has nothing to do.
+    fn skips_checkout(&self, action: &ActionRef, step: &Step) -> bool {
+        self.config.local_checkout
+            && action.is_checkout()
+            && !step.with.iter().any(|(k, _)| k == "repository")
     }
 
     fn exit_outcome(&self, log_step: Option<usize>, exit: Exit) -> Outcome {
