@@ -1,0 +1,1 @@
+//! The Gitea runner daemon.
