@@ -271,6 +271,15 @@ impl Runner {
             .ok_or_else(|| format!("{}: no job `{}`", spec.workflow.file_name, spec.job_id))?;
         out.log(None, &format!("Runner name: {}", config.runner_name));
         out.log(None, &format!("Job: {}", spec.job_id));
+        if job.container.is_some() || !job.services.is_empty() {
+            out.log(
+                None,
+                &format!(
+                    "##[warning]jobs.{}: `container` and `services` are ignored: this job runs on the host (container mode is not available yet)",
+                    spec.job_id
+                ),
+            );
+        }
         let temp = config.temp_dir.join(tracking_id);
         for dir in [
             &temp,
