@@ -618,6 +618,34 @@ mod tests {
     }
 
     #[test]
+    fn gzip_bodies_are_inflated() {
+        use std::io::Write;
+        let msg = proto::PingResponse {
+            data: "hello".repeat(300),
+        };
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(&msg.encode_to_vec()).unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        let body = decompress(&headers, enc.finish().unwrap().into()).unwrap();
+        assert_eq!(proto::PingResponse::decode(body).unwrap(), msg);
+        // Without the header the body is taken as is.
+        let plain = Bytes::from_static(b"abc");
+        assert_eq!(decompress(&HeaderMap::new(), plain.clone()).unwrap(), plain);
+    }
+
+    #[test]
+    fn extra_ca_must_contain_a_certificate() {
+        let options = ClientOptions {
+            extra_ca_pem: Some(b"not a certificate".to_vec()),
+            ..ClientOptions::default()
+        };
+        let err = Client::new("https://h.example", options).unwrap_err();
+        assert_eq!(err.code, Code::InvalidArgument);
+        assert!(err.message.contains("extra CA"), "{err}");
+    }
+
+    #[test]
     fn debug_output_hides_the_token() {
         let c = Client::new("https://h.example", ClientOptions::default())
             .unwrap()

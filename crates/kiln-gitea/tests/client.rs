@@ -665,3 +665,26 @@ async fn ephemeral_runner_gets_one_task_and_is_removed_after_it() {
         .unwrap();
     assert!(fetch_err(&client).await.is_unauthenticated());
 }
+
+#[tokio::test]
+async fn lost_log_reply_is_recovered_by_resending_from_the_old_index() {
+    let gitea = FakeGitea::start().await;
+    let (client, job, task) = running_task(&gitea).await;
+    gitea.set_fault(Fault::LoseReply {
+        rpc: Some("UpdateLog".into()),
+        times: 1,
+    });
+    let err = client
+        .update_log(log(task.id, 0, &["a", "b"], false))
+        .await
+        .unwrap_err();
+    assert!(err.is_transient());
+    // The rows were stored; resending them with one more is trimmed to the new row.
+    let ack = client
+        .update_log(log(task.id, 0, &["a", "b", "c"], false))
+        .await
+        .unwrap()
+        .ack_index;
+    assert_eq!(ack, 3);
+    assert_eq!(gitea.task(job).unwrap().rows, ["a", "b", "c"]);
+}

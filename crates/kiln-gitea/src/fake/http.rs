@@ -80,23 +80,30 @@ enum Injected {
     Outage,
     Fail,
     Delay(Duration),
+    LoseReply,
 }
 
 fn injected_fault(shared: &Shared, rpc: Rpc) -> Injected {
     let mut fault = shared.fault.lock().unwrap_or_else(|e| e.into_inner());
+    let lose = matches!(*fault, Fault::LoseReply { .. });
     match &mut *fault {
         Fault::Outage => Injected::Outage,
         Fault::Delay(d) => Injected::Delay(*d),
-        Fault::Http500 { rpc: which, times } => {
+        Fault::Http500 { rpc: which, times } | Fault::LoseReply { rpc: which, times } => {
             if which.as_deref().is_some_and(|w| w != rpc.name()) {
                 return Injected::Nothing;
             }
+            let injected = if lose {
+                Injected::LoseReply
+            } else {
+                Injected::Fail
+            };
             if *times <= 1 {
                 *fault = Fault::None;
             } else {
                 *times -= 1;
             }
-            Injected::Fail
+            injected
         }
         Fault::None | Fault::LegacyErrors(_) => Injected::Nothing,
     }
@@ -121,8 +128,10 @@ async fn handle(
         .lock()
         .unwrap_or_else(|e| e.into_inner());
 
-    match injected_fault(&shared, rpc) {
-        Injected::Nothing => {}
+    let injected = injected_fault(&shared, rpc);
+    let lose_reply = matches!(injected, Injected::LoseReply);
+    match injected {
+        Injected::Nothing | Injected::LoseReply => {}
         Injected::Outage => {
             return (StatusCode::SERVICE_UNAVAILABLE, "503 Service Unavailable\n").into_response()
         }
@@ -189,6 +198,9 @@ async fn handle(
         }
     };
     match result {
+        Ok(_) if lose_reply => {
+            (StatusCode::SERVICE_UNAVAILABLE, "503 Service Unavailable\n").into_response()
+        }
         Ok(resp) => resp,
         Err(e) => connect_error(&e, legacy),
     }

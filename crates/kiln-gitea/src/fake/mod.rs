@@ -132,6 +132,9 @@ pub enum Fault {
     /// Hold every reply this long; past the caller's `Connect-Timeout-Ms` the call is answered
     /// `deadline_exceeded` without having been handled.
     Delay(Duration),
+    /// The next `times` calls of `rpc` (`None` = any) are handled in full, but the reply is lost:
+    /// the caller sees HTTP 503. Models a response dropped by the network after the commit.
+    LoseReply { rpc: Option<String>, times: usize },
     /// Old Gitea's error style: `unknown`/HTTP 500 with `rpc error: code = X desc = …` text.
     /// Kept independently of the other faults.
     LegacyErrors(bool),
