@@ -196,6 +196,11 @@ async fn save_in_parallel_chunks_then_restore_round_trips() {
     assert!(location.starts_with(&prefix), "{location}");
     assert_eq!(toolkit.download(location).await, data);
 
+    // The concurrent downloader asks for the length with HEAD, then fetches ranges.
+    let response = toolkit.http.head(location).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()[header::CONTENT_LENGTH], "2500");
+    assert_eq!(response.headers()[header::ACCEPT_RANGES], "bytes");
     // Range download, as the concurrent downloader does it.
     let response = toolkit
         .http
