@@ -280,6 +280,23 @@ async fn wrong_missing_or_revoked_tokens_are_refused() {
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     }
 
+    // The token must come as a bearer token; the scheme's case doesn't matter (RFC 9110).
+    let anonymous = Toolkit::new(&server, None);
+    for (authorization, status) in [
+        (format!("Basic {TOKEN}"), StatusCode::UNAUTHORIZED),
+        (TOKEN.to_owned(), StatusCode::UNAUTHORIZED),
+        (format!("bearer {TOKEN}"), StatusCode::OK),
+    ] {
+        let response = anonymous
+            .request(Method::GET, "cache")
+            .query(&[("keys", "k"), ("version", VERSION)])
+            .header(header::AUTHORIZATION, &authorization)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{authorization}");
+    }
+
     server.register_job("short-lived", REPO);
     let toolkit = Toolkit::new(&server, Some("short-lived"));
     toolkit.hit(&["k"]).await;
@@ -442,6 +459,7 @@ async fn entries_survive_a_restart_and_orphans_are_cleaned() {
     let server = start(dir.path(), 1 << 30).await;
     let toolkit = Toolkit::new(&server, Some(TOKEN));
     toolkit.save("persistent", &data).await;
+    toolkit.save("lost", b"blob goes missing").await;
     // An upload cut by the restart.
     let cut = toolkit.reserve_id("cut", VERSION, 10).await;
     assert_eq!(
@@ -453,6 +471,18 @@ async fn entries_survive_a_restart_and_orphans_are_cleaned() {
     // Leftovers of a crash: a half-written index and a blob no entry owns.
     std::fs::write(dir.path().join("index.json.tmp"), b"{ truncated").unwrap();
     std::fs::write(dir.path().join("blobs").join("999"), b"orphan").unwrap();
+    // And an entry whose blob is gone (say, removed by hand).
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("index.json")).unwrap()).unwrap();
+    let lost = index["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["key"] == "lost")
+        .unwrap()["id"]
+        .as_u64()
+        .unwrap();
+    std::fs::remove_file(dir.path().join("blobs").join(lost.to_string())).unwrap();
 
     let server = start(dir.path(), 1 << 30).await;
     let toolkit = Toolkit::new(&server, Some(TOKEN));
@@ -467,6 +497,7 @@ async fn entries_survive_a_restart_and_orphans_are_cleaned() {
     assert_eq!(key, "persistent");
     assert_eq!(toolkit.download(&location).await, data);
     toolkit.expect_miss(&["cut"]).await;
+    toolkit.expect_miss(&["lost"]).await;
     assert!(!dir.path().join("blobs").join("999").exists());
     assert!(!dir.path().join("uploads").join(cut.to_string()).exists());
     // The cut reservation is gone and its id is not handed out again.

@@ -20,6 +20,8 @@ use super::shared::Shared;
 
 /// Largest chunk a `PATCH` may carry; the toolkit sends 32 MiB.
 pub const MAX_CHUNK: u64 = 64 << 20;
+/// Longest key or version.
+const MAX_KEY: usize = 512;
 /// Largest JSON request body (reserve, commit).
 const MAX_JSON: usize = 64 << 10;
 
@@ -108,8 +110,9 @@ impl FromRequestParts<Arc<Shared>> for Job {
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim());
         let repository = token.and_then(|t| shared.repository_for(t));
         match repository {
             Some(repository) => Ok(Job { repository }),
@@ -177,10 +180,16 @@ struct ReserveRequest {
 /// `POST _apis/artifactcache/caches` `{key, version, cacheSize}` → `{cacheId}`
 async fn reserve(State(shared): AppState, job: Job, body: Bytes) -> Result<Response, ApiError> {
     let request: ReserveRequest = parse_json(&body)?;
-    if request.key.is_empty() || request.key.contains(',') {
+    // GitHub's limits; a comma would make the key unreachable by lookups.
+    if request.key.is_empty() || request.key.len() > MAX_KEY || request.key.contains(',') {
         return Err(ApiError::bad_request(format!(
-            "key {:?}: must be non-empty and without commas",
+            "key {:?}: must be 1 to {MAX_KEY} bytes, without commas",
             request.key
+        )));
+    }
+    if request.version.len() > MAX_KEY {
+        return Err(ApiError::bad_request(format!(
+            "version: longer than {MAX_KEY} bytes"
         )));
     }
     // 0 or absent (or negative) means the client doesn't know the size yet.
