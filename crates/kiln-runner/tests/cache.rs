@@ -146,7 +146,7 @@ async fn error_of(response: Response) -> String {
     body["error"].as_str().expect("error text").to_owned()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn save_in_parallel_chunks_then_restore_round_trips() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path(), 1 << 30).await;
@@ -449,6 +449,10 @@ async fn the_least_recently_used_entry_is_evicted_above_max_size() {
     // A reservation larger than the whole cache is refused up front.
     let response = toolkit.reserve("huge", VERSION, 251).await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        error_of(response).await,
+        "cache \"huge\": size 251 exceeds the cache's limit of 250 bytes"
+    );
     server.shutdown().await;
 }
 

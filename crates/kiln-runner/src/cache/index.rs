@@ -75,8 +75,8 @@ pub enum IndexError {
         end: u64,
         size: u64,
     },
-    #[error("cache {id}: size {size} exceeds the cache's limit of {max} bytes")]
-    TooLarge { id: u64, size: u64, max: u64 },
+    #[error("cache {key:?}: size {size} exceeds the cache's limit of {max} bytes")]
+    TooLarge { key: String, size: u64, max: u64 },
     #[error("cache {id}: {problem}")]
     BadParts { id: u64, problem: String },
     #[error("cache {id}: committed size {claimed} but {actual} bytes were uploaded")]
@@ -205,14 +205,14 @@ impl Index {
                 version: version.into(),
             });
         }
-        let id = self.next_id.max(1);
         if let Some(size) = size.filter(|&s| s > max_size) {
             return Err(IndexError::TooLarge {
-                id,
+                key: key.into(),
                 size,
                 max: max_size,
             });
         }
+        let id = self.next_id.max(1);
         self.next_id = id + 1;
         self.reservations.insert(
             id,
