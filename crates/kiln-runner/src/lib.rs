@@ -1,1 +1,3 @@
 //! The Gitea runner daemon.
+
+pub mod cache;
