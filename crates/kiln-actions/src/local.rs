@@ -108,6 +108,7 @@ pub async fn run_workflow(
                     .cloned()
                     .unwrap_or_else(|| json!({})),
                 workspace: run.workspace.clone(),
+                masks: Vec::new(),
             };
             let ctx = job_contexts(&base, &job.needs, &summary);
             let name = job.name.clone().unwrap_or_else(|| job_id.clone());

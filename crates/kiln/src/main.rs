@@ -6,6 +6,7 @@ mod buildkitd;
 mod config;
 mod exec;
 mod progress_ui;
+mod runner;
 mod userns;
 
 use clap::{Parser, Subcommand};
@@ -23,8 +24,9 @@ struct Cli {
     /// $XDG_DATA_HOME/kiln otherwise.
     #[arg(long, global = true, env = "KILN_ROOT")]
     root: Option<PathBuf>,
-    /// Config file (TOML). Default: /etc/kiln/kiln.toml if it exists.
-    #[arg(long, global = true, env = "KILN_CONFIG")]
+    /// Config file: act_runner's config.yaml for `register`/`daemon`; kiln.toml for the
+    /// builder commands (default /etc/kiln/kiln.toml if it exists).
+    #[arg(short = 'c', long, global = true, env = "KILN_CONFIG")]
     config: Option<PathBuf>,
     /// Log level filter (e.g. `info`, `kiln_engine=debug`).
     #[arg(long, global = true, env = "KILN_LOG", default_value = "warn")]
@@ -62,6 +64,12 @@ enum Command {
     },
     /// Run a workflow from a local checkout, without Gitea (like `act`).
     Exec(Box<exec::ExecArgs>),
+    /// Register kiln as a runner of a Gitea instance (writes the `.runner` file).
+    Register(runner::RegisterArgs),
+    /// Run as a Gitea runner: poll for jobs and run them.
+    Daemon(runner::DaemonArgs),
+    /// Print an example runner config.yaml (act_runner's keys plus kiln's).
+    GenerateConfig,
     /// Show the build cache's disk usage.
     Du {
         /// List every record.
@@ -90,6 +98,26 @@ fn main() -> ExitCode {
             }
         };
     }
+    // The runner commands run jobs as the invoking user, outside kiln's user namespace.
+    let runner_result = match cli.command {
+        Command::Register(args) => runner::register(args, cli.config.as_deref(), &cli.log),
+        Command::Daemon(args) => runner::daemon(args, cli.config.as_deref(), cli.root.clone()),
+        Command::GenerateConfig => {
+            runner::generate_config();
+            Ok(())
+        }
+        command => return main_with(Cli { command, ..cli }),
+    };
+    match runner_result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ERROR: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn main_with(cli: Cli) -> ExitCode {
     // Workflows run as the invoking user, outside kiln's user namespace.
     if let Command::Exec(args) = cli.command {
         tracing_subscriber::fmt()
@@ -145,9 +173,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Build(args) => build::run(*args, &config, root).await,
         Command::Buildkitd(args) => buildkitd::run(args, &config, root).await,
-        Command::Certs { .. } | Command::Exec(_) => {
-            unreachable!("handled before the runtime starts")
-        }
+        Command::Certs { .. }
+        | Command::Exec(_)
+        | Command::Register(_)
+        | Command::Daemon(_)
+        | Command::GenerateConfig => unreachable!("handled before the runtime starts"),
         Command::Du { verbose } => {
             let engine = config.open_engine(root).await?;
             let records = engine.disk_usage()?;

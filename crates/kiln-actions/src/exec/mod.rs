@@ -140,6 +140,8 @@ pub struct JobSpec {
     pub inputs: Value,
     /// The checked-out repository the job works in (`GITHUB_WORKSPACE`).
     pub workspace: PathBuf,
+    /// More values to mask in the output besides the secrets (runtime tokens).
+    pub masks: Vec<String>,
 }
 
 /// How a job ended.
@@ -194,7 +196,7 @@ pub async fn run_job(
     cancel: CancellationToken,
 ) -> JobResult {
     let masker = Masker::new();
-    for value in spec.secrets.values() {
+    for value in spec.secrets.values().chain(&spec.masks) {
         masker.add(value);
     }
     let out = Emitter { tx: events, masker };
@@ -514,4 +516,45 @@ impl Runner {
                 .map_err(|e| e.to_string()),
         }
     }
+}
+
+/// Evaluate the job's `if:` (default `success()`) against the results of the jobs it needs, as
+/// given in `spec.needs` (`{ job: { result: "success" | "failure" | ... } }`).
+pub fn job_condition(spec: &JobSpec) -> Result<bool, String> {
+    let job = spec
+        .workflow
+        .job(&spec.job_id)
+        .ok_or_else(|| format!("{}: no job `{}`", spec.workflow.file_name, spec.job_id))?;
+    let mut ctx = Contexts::default();
+    ctx.set("github", spec.github.clone());
+    ctx.set("gitea", spec.github.clone());
+    ctx.set("needs", spec.needs.clone());
+    ctx.set("vars", json!(spec.vars));
+    ctx.set("inputs", spec.inputs.clone());
+    ctx.set("matrix", Value::Object(spec.matrix.clone()));
+    ctx.set("strategy", spec.strategy.clone());
+    let results: Vec<String> = spec
+        .needs
+        .as_object()
+        .map(|m| {
+            m.values()
+                .map(|n| {
+                    n.get("result")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_ascii_lowercase()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    ctx.status = if results.iter().any(|r| r == "cancelled") {
+        Status::Cancelled
+    } else if results.iter().any(|r| r != "success") {
+        Status::Failure
+    } else {
+        Status::Success
+    };
+    let condition = job.if_cond.clone().unwrap_or_default();
+    expr::evaluate_condition(&condition, &ctx)
+        .map_err(|e| format!("{}: jobs.{}.if: {e}", spec.workflow.file_name, spec.job_id))
 }

@@ -638,6 +638,11 @@ pub struct Strategy {
     pub fail_fast: Option<BoolOrExpr>,
     #[serde(default, rename = "max-parallel")]
     pub max_parallel: Option<NumberOrExpr>,
+    /// Written by Gitea's jobparser into the one-job workflow of a task (the combination's place).
+    #[serde(default, rename = "job-index")]
+    pub job_index: Option<Value>,
+    #[serde(default, rename = "job-total")]
+    pub job_total: Option<Value>,
 }
 
 /// `strategy.matrix`: a map of dimensions, or one expression for the whole matrix.
