@@ -96,6 +96,7 @@ pub async fn run(options: DaemonOptions, shutdown: CancellationToken) -> Result<
         workdir_parent: workdir_parent.join("work"),
         cache: options.cache.clone(),
         capabilities,
+        metrics: options.metrics.clone(),
     });
 
     let once = options.once || registration.ephemeral;

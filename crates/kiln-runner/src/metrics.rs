@@ -20,6 +20,8 @@ pub struct Metrics {
     pub tasks_fetched: AtomicU64,
     pub fetch_errors: AtomicU64,
     finished: Mutex<BTreeMap<&'static str, u64>>,
+    /// Task received → first step started: count, sum and max in seconds.
+    job_start: Mutex<(u64, f64, f64)>,
     active: Mutex<Vec<Reporter>>,
     /// Entries and bytes of the actions cache, filled by whoever runs it.
     pub cache_stats: Mutex<Option<CacheStatsFn>>,
@@ -44,6 +46,14 @@ impl Metrics {
             .unwrap_or_else(|e| e.into_inner())
             .entry(result.as_str())
             .or_default() += 1;
+    }
+
+    pub fn job_started(&self, latency: std::time::Duration) {
+        let mut s = self.job_start.lock().unwrap_or_else(|e| e.into_inner());
+        let secs = latency.as_secs_f64();
+        s.0 += 1;
+        s.1 += secs;
+        s.2 = s.2.max(secs);
     }
 
     pub fn running(&self) -> usize {
@@ -76,6 +86,14 @@ impl Metrics {
                 finished.get(result).unwrap_or(&0)
             );
         }
+        let (count, sum, max) = *self.job_start.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = writeln!(out, "# HELP kiln_job_start_seconds Time from receiving a task to its first step running.\n# TYPE kiln_job_start_seconds summary");
+        let _ = writeln!(
+            out,
+            "kiln_job_start_seconds_sum {sum}\nkiln_job_start_seconds_count {count}"
+        );
+        let _ = writeln!(out, "# HELP kiln_job_start_seconds_max Longest time from receiving a task to its first step.\n# TYPE kiln_job_start_seconds_max gauge");
+        let _ = writeln!(out, "kiln_job_start_seconds_max {max}");
         let _ = writeln!(out, "# HELP kiln_tasks_fetched_total Tasks received from Gitea.\n# TYPE kiln_tasks_fetched_total counter");
         let _ = writeln!(
             out,

@@ -42,6 +42,7 @@ pub struct TaskEnv {
     pub cache: Option<Arc<dyn JobCache>>,
     /// From Declare (`X-Gitea-Actions-Capabilities`).
     pub capabilities: Vec<String>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// A task ready to run.
@@ -63,6 +64,7 @@ pub async fn run_task(
     cancel: CancellationToken,
     reporter: Reporter,
 ) -> Outcome {
+    let received = std::time::Instant::now();
     let context = task
         .context
         .as_ref()
@@ -107,7 +109,7 @@ pub async fn run_task(
             if let Some(cache) = &env.cache {
                 cache.register_job(&prepared.runtime_token, &prepared.repository);
             }
-            run_prepared(&env, prepared, &reporter, &job_cancel).await
+            run_prepared(&env, prepared, &reporter, &job_cancel, received).await
         }
     };
     let result = if reporter.ended_by_server() && result != Outcome::Success {
@@ -138,6 +140,7 @@ async fn run_prepared(
     prepared: Prepared,
     reporter: &Reporter,
     job_cancel: &CancellationToken,
+    received: std::time::Instant,
 ) -> (Outcome, BTreeMap<String, String>) {
     match labels::pick(&env.labels, &prepared.runs_on) {
         Some(Label { name, schema: Schema::Docker(image) }) => reporter.log(&format!(
@@ -162,9 +165,16 @@ async fn run_prepared(
     }
     let (tx, mut rx) = mpsc::unbounded_channel();
     let forward = {
-        let reporter = reporter.clone();
+        let (reporter, metrics) = (reporter.clone(), env.metrics.clone());
         tokio::spawn(async move {
+            let mut first = true;
             while let Some(event) = rx.recv().await {
+                if first && matches!(event, exec::Event::StepStarted { .. }) {
+                    first = false;
+                    let latency = received.elapsed();
+                    tracing::debug!(?latency, "first step started");
+                    metrics.job_started(latency);
+                }
                 reporter.handle(&event);
             }
         })
