@@ -155,6 +155,10 @@ pub struct KilnSection {
     /// `/metrics`, `/healthz`, `/readyz`; empty turns them off.
     pub metrics_addr: String,
     pub node: Option<PathBuf>,
+    pub buildkit: BuildkitSection,
+    /// Settings of the build engine, as in kiln.toml: `registry.<host>.{http,insecure}`, `runc`,
+    /// `max_parallelism`, `snapshotter`, `gc_keep_storage` (the cache size cap).
+    pub builder: Option<serde_yaml_ng::Value>,
 }
 
 impl Default for KilnSection {
@@ -163,6 +167,36 @@ impl Default for KilnSection {
             state_dir: None,
             metrics_addr: "127.0.0.1:9101".into(),
             node: None,
+            buildkit: BuildkitSection::default(),
+            builder: None,
+        }
+    }
+}
+
+/// The BuildKit endpoint of the runner's build engine.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct BuildkitSection {
+    /// Start the engine and give every job `BUILDKIT_HOST` (a socket of its own).
+    pub enabled: bool,
+    /// More addresses for the same engine, e.g. `tcp://0.0.0.0:1235` (the shared builder).
+    pub listen: Vec<String>,
+    pub tlscacert: Option<PathBuf>,
+    pub tlscert: Option<PathBuf>,
+    pub tlskey: Option<PathBuf>,
+    /// Certificates from BUILDKIT_CA_PEM_B64, BUILDKIT_CERT_PEM_B64, BUILDKIT_KEY_PEM_B64.
+    pub tls_from_env: bool,
+}
+
+impl Default for BuildkitSection {
+    fn default() -> Self {
+        BuildkitSection {
+            enabled: true,
+            listen: Vec::new(),
+            tlscacert: None,
+            tlscert: None,
+            tlskey: None,
+            tls_from_env: false,
         }
     }
 }

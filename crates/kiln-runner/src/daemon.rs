@@ -26,6 +26,8 @@ pub struct DaemonOptions {
     /// The actions cache to offer jobs (started by the caller), if any.
     pub cache: Option<Arc<dyn JobCache>>,
     pub metrics: Arc<Metrics>,
+    /// The build engine for the jobs' `BUILDKIT_HOST` (started by the caller), if any.
+    pub build: Option<Arc<crate::buildkit::BuildEngine>>,
 }
 
 /// Run until `shutdown` is cancelled (then drain), or until a fatal error.
@@ -97,6 +99,7 @@ pub async fn run(options: DaemonOptions, shutdown: CancellationToken) -> Result<
         cache: options.cache.clone(),
         capabilities,
         metrics: options.metrics.clone(),
+        build: options.build.clone(),
     });
 
     let once = options.once || registration.ephemeral;

@@ -1,6 +1,7 @@
 //! The Gitea runner daemon: act_runner-compatible config and registration, polling with capacity,
 //! task lifecycle, reporting with ack-based retry, cancellation, drain, metrics and the actions cache.
 
+pub mod buildkit;
 pub mod cache;
 pub mod config;
 pub mod daemon;

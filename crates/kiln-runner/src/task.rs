@@ -43,6 +43,8 @@ pub struct TaskEnv {
     /// From Declare (`X-Gitea-Actions-Capabilities`).
     pub capabilities: Vec<String>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The build engine behind each job's `BUILDKIT_HOST`.
+    pub build: Option<Arc<crate::buildkit::BuildEngine>>,
 }
 
 /// A task ready to run.
@@ -103,8 +105,23 @@ pub async fn run_task(
             reporter.log(&format!("##[error]{message}"));
             (Outcome::Failure, BTreeMap::new())
         }
-        Ok(prepared) => {
+        Ok(mut prepared) => {
             reporter.set_steps(prepared.steps);
+            let mut _job_socket = None;
+            if let Some(build) = &env.build {
+                match build.job_socket(&format!("job-{}", task.id)).await {
+                    Ok(socket) => {
+                        prepared
+                            .exec
+                            .env
+                            .insert("BUILDKIT_HOST".into(), socket.address());
+                        _job_socket = Some(socket);
+                    }
+                    Err(e) => {
+                        reporter.log(&format!("##[warning]no BUILDKIT_HOST for this job: {e}"))
+                    }
+                }
+            }
             cleanup = Some((prepared.task_dir.clone(), prepared.runtime_token.clone()));
             if let Some(cache) = &env.cache {
                 cache.register_job(&prepared.runtime_token, &prepared.repository);

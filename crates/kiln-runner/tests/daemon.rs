@@ -59,6 +59,7 @@ impl Runner {
             version: "kiln-test".into(),
             cache: None,
             metrics: Arc::new(Metrics::default()),
+            build: None,
         };
         let s = shutdown.clone();
         (

@@ -177,6 +177,7 @@ pub fn daemon(
                 .with_context(|| format!("serving /metrics on {addr}"))?;
             tracing::info!(%local, "serving /metrics, /healthz and /readyz");
         }
+        let build = start_engine(&config, &state_dir).await;
         let cache = kiln_runner::start_cache(&config, &state_dir, &metrics)
             .await
             .map_err(|e| anyhow::anyhow!(e))?;
@@ -201,7 +202,7 @@ pub fn daemon(
                 shutdown.cancel();
             });
         }
-        kiln_runner::daemon::run(
+        let result = kiln_runner::daemon::run(
             kiln_runner::daemon::DaemonOptions {
                 config,
                 state_dir,
@@ -209,12 +210,92 @@ pub fn daemon(
                 version: VERSION.into(),
                 cache,
                 metrics,
+                build: build.clone(),
             },
             shutdown,
         )
         .await
-        .map_err(|e| anyhow::anyhow!(e))
+        .map_err(|e| anyhow::anyhow!(e));
+        if let Some(build) = build {
+            build.shutdown().await;
+        }
+        result
     })
+}
+
+/// Start the build engine behind the jobs' `BUILDKIT_HOST` (a `kiln buildkitd` child process with
+/// its own user namespace). A runner whose engine cannot start still runs jobs, without it.
+async fn start_engine(
+    config: &Config,
+    state_dir: &Path,
+) -> Option<Arc<kiln_runner::buildkit::BuildEngine>> {
+    let section = &config.kiln.buildkit;
+    if !section.enabled {
+        return None;
+    }
+    let program = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot find the kiln binary; jobs get no BUILDKIT_HOST");
+            return None;
+        }
+    };
+    let mut global_args = vec![
+        "--root".to_string(),
+        state_dir.join("builder").to_string_lossy().into_owned(),
+        "--log".to_string(),
+        if config.log.level.is_empty() {
+            "info".into()
+        } else {
+            config.log.level.clone()
+        },
+    ];
+    if let Some(builder) = &config.kiln.builder {
+        let path = state_dir.join("builder.toml");
+        let written = toml::to_string(builder)
+            .map_err(|e| format!("kiln.builder cannot be written as kiln.toml: {e}"))
+            .and_then(|text| {
+                std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))
+            });
+        match written {
+            Ok(()) => {
+                global_args.extend(["--config".to_string(), path.to_string_lossy().into_owned()])
+            }
+            Err(e) => {
+                tracing::error!("{e}; jobs get no BUILDKIT_HOST");
+                return None;
+            }
+        }
+    }
+    let mut tls_args = Vec::new();
+    for (flag, value) in [
+        ("--tlscacert", &section.tlscacert),
+        ("--tlscert", &section.tlscert),
+        ("--tlskey", &section.tlskey),
+    ] {
+        if let Some(v) = value {
+            tls_args.extend([flag.to_string(), v.to_string_lossy().into_owned()]);
+        }
+    }
+    if section.tls_from_env {
+        tls_args.push("--tls-from-env".into());
+    }
+    let command = kiln_runner::buildkit::EngineCommand {
+        program,
+        global_args,
+        extra_addrs: section.listen.clone(),
+        tls_args,
+    };
+    match kiln_runner::buildkit::BuildEngine::start(command).await {
+        Ok(engine) => {
+            tracing::info!(socket = %engine.socket().display(), "build engine ready; jobs get BUILDKIT_HOST");
+            Some(engine)
+        }
+        Err(e) => {
+            tracing::error!("{e}; jobs get no BUILDKIT_HOST");
+            None
+        }
+    }
 }
 
 pub fn generate_config() {

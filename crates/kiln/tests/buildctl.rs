@@ -9,32 +9,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn buildctls() -> Vec<PathBuf> {
-    if let Some(list) = std::env::var_os("KILN_TEST_BUILDCTL") {
-        return std::env::split_paths(&list)
-            .filter(|p| p.is_file())
-            .collect();
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let on_path: Vec<PathBuf> = std::env::split_paths(&path)
-        .map(|d| d.join("buildctl"))
-        .filter(|p| p.is_file())
-        .take(1)
-        .collect();
-    if !on_path.is_empty() {
-        return on_path;
-    }
-    // Where the benchmark README says to build an old and a current client (outside the repo).
-    [
-        "/opt/buildkit-v0.11/bin/buildctl",
-        "/opt/buildkit-current/bin/buildctl",
-    ]
-    .iter()
-    .map(PathBuf::from)
-    .filter(|p| p.is_file())
-    .collect()
-}
-
 /// `kiln buildkitd` on a unix socket, killed on drop.
 struct Daemon {
     child: Child,
@@ -165,7 +139,7 @@ fn definition(env: &common::Env, dockerfile: &str) -> Vec<u8> {
 #[test]
 fn buildctl_lists_workers_and_builds_raw_llb() {
     let test = "buildctl_lists_workers_and_builds_raw_llb";
-    let bins = buildctls();
+    let bins = common::buildctls();
     if bins.is_empty() {
         println!("SKIP {test}: no buildctl (set KILN_TEST_BUILDCTL or put buildctl on PATH)");
         return;
@@ -209,7 +183,7 @@ fn buildctl_lists_workers_and_builds_raw_llb() {
 #[test]
 fn buildctl_builds_dockerfiles_with_context_secrets_and_every_output() {
     let test = "buildctl_builds_dockerfiles_with_context_secrets_and_every_output";
-    let bins = buildctls();
+    let bins = common::buildctls();
     if bins.is_empty() {
         println!("SKIP {test}: no buildctl (set KILN_TEST_BUILDCTL or put buildctl on PATH)");
         return;
@@ -315,7 +289,7 @@ fn buildctl_builds_dockerfiles_with_context_secrets_and_every_output() {
 #[test]
 fn buildctl_builds_over_mutual_tls_and_clients_without_a_cert_are_refused() {
     let test = "buildctl_builds_over_mutual_tls_and_clients_without_a_cert_are_refused";
-    let bins = buildctls();
+    let bins = common::buildctls();
     if bins.is_empty() {
         println!("SKIP {test}: no buildctl (set KILN_TEST_BUILDCTL or put buildctl on PATH)");
         return;

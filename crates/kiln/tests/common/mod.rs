@@ -282,3 +282,31 @@ fn vertex_status(out: &str, needle: &str) -> Option<&'static str> {
     }
     None
 }
+
+/// The buildctl binaries to test with: `KILN_TEST_BUILDCTL` (a PATH-style list), else the first on
+/// PATH, else the clients built outside the repository under /opt/buildkit-*.
+pub fn buildctls() -> Vec<PathBuf> {
+    if let Some(list) = std::env::var_os("KILN_TEST_BUILDCTL") {
+        return std::env::split_paths(&list)
+            .filter(|p| p.is_file())
+            .collect();
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let on_path: Vec<PathBuf> = std::env::split_paths(&path)
+        .map(|d| d.join("buildctl"))
+        .filter(|p| p.is_file())
+        .take(1)
+        .collect();
+    if !on_path.is_empty() {
+        return on_path;
+    }
+    // Where the benchmark README says to build an old and a current client (outside the repo).
+    [
+        "/opt/buildkit-v0.11/bin/buildctl",
+        "/opt/buildkit-current/bin/buildctl",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .filter(|p| p.is_file())
+    .collect()
+}
