@@ -108,7 +108,7 @@ jobs:
         daemon_log()
     );
     assert!(
-        rows.contains(&format!("BUILDKIT_HOST=unix://"))
+        rows.contains("BUILDKIT_HOST=unix://")
             && rows.contains(&format!("job-{}.sock", task.task_id)),
         "{rows}"
     );
