@@ -659,3 +659,46 @@ fn secrets_reach_the_step_but_not_the_image_or_the_log() {
     let (run, _) = env.build(&ctx, &["--no-cache"]);
     run.assert_err_contains("secret token");
 }
+
+#[test]
+fn add_unpacks_bzip2_and_xz_archives() {
+    let Some(env) = common::setup("add_unpacks_bzip2_and_xz_archives") else {
+        return;
+    };
+    let ctx = env.context(
+        "compressed",
+        &[(
+            "Dockerfile",
+            "FROM scratch\nADD a.tar.bz2 /bz/\nADD b.tar.xz /xz/\nADD notes.bz2.txt /plain/\n",
+        )],
+    );
+    let tar_of = |name: &str, content: &[u8]| {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(content.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, name, content).unwrap();
+        b.into_inner().unwrap()
+    };
+    {
+        use std::io::Write;
+        let mut enc = bzip2::write::BzEncoder::new(fs::File::create(ctx.join("a.tar.bz2")).unwrap(), bzip2::Compression::default());
+        enc.write_all(&tar_of("from-bzip2.txt", b"bz")).unwrap();
+        enc.finish().unwrap();
+        let tar = tar_of("from-xz.txt", b"xz");
+        let mut out = Vec::new();
+        lzma_rs::xz_compress(&mut &tar[..], &mut out).unwrap();
+        fs::write(ctx.join("b.tar.xz"), out).unwrap();
+        // Not an archive: copied as it is.
+        fs::write(ctx.join("notes.bz2.txt"), "plain text").unwrap();
+    }
+    let name = env.image("compressed:1");
+    let (run, _) = env.build(&ctx, &["-t", &name, "--push"]);
+    run.assert_ok();
+    let rootfs = env.rootfs_of(&name);
+    let r = rootfs.path();
+    assert_eq!(fs::read_to_string(r.join("bz/from-bzip2.txt")).unwrap(), "bz");
+    assert_eq!(fs::read_to_string(r.join("xz/from-xz.txt")).unwrap(), "xz");
+    assert_eq!(fs::read_to_string(r.join("plain/notes.bz2.txt")).unwrap(), "plain text");
+}

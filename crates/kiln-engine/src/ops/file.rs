@@ -577,7 +577,44 @@ fn is_archive(path: &Path) -> bool {
     let h = &head[..n];
     h.starts_with(&[0x1f, 0x8b])
         || h.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
+        || h.starts_with(b"BZh")
+        || h.starts_with(&XZ_MAGIC)
         || (n >= 262 && &h[257..262] == b"ustar")
+}
+
+const XZ_MAGIC: [u8; 6] = [0xfd, b'7', b'z', b'X', b'Z', 0];
+
+/// A reader of the tar inside `archive`: gzip and zstd (as layers), bzip2, xz, or a plain tar.
+/// An xz archive is decompressed to a temporary file first (the decoder is not a `Read`).
+fn open_archive(archive: &Path, what: &str) -> Result<Box<dyn Read + Send>, SolveError> {
+    let mut head = [0u8; 6];
+    let n = fs::File::open(archive)
+        .and_then(|mut f| f.read(&mut head))
+        .map_err(|e| SolveError::msg(format!("ADD {what}: {e}")))?;
+    let head = &head[..n];
+    if head.starts_with(b"BZh") {
+        let file =
+            fs::File::open(archive).map_err(|e| SolveError::msg(format!("ADD {what}: {e}")))?;
+        return Ok(Box::new(bzip2::read::MultiBzDecoder::new(
+            std::io::BufReader::new(file),
+        )));
+    }
+    if head == XZ_MAGIC {
+        let file =
+            fs::File::open(archive).map_err(|e| SolveError::msg(format!("ADD {what}: {e}")))?;
+        let mut tmp =
+            tempfile::tempfile().map_err(|e| SolveError::msg(format!("ADD {what}: {e}")))?;
+        lzma_rs::xz_decompress(
+            &mut std::io::BufReader::new(file),
+            &mut std::io::BufWriter::new(&mut tmp),
+        )
+        .map_err(|e| SolveError::msg(format!("ADD {what}: not a valid xz archive: {e}")))?;
+        use std::io::Seek;
+        tmp.rewind()
+            .map_err(|e| SolveError::msg(format!("ADD {what}: {e}")))?;
+        return Ok(Box::new(tmp));
+    }
+    kiln_oci::layer::open_layer(archive).map_err(|e| SolveError::msg(format!("ADD {what}: {e}")))
 }
 
 fn unpack(archive: &Path, dest: &Path) -> Result<(), SolveError> {
@@ -585,8 +622,7 @@ fn unpack(archive: &Path, dest: &Path) -> Result<(), SolveError> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let reader = kiln_oci::layer::open_layer(archive)
-        .map_err(|e| SolveError::msg(format!("ADD {what}: {e}")))?;
+    let reader = open_archive(archive, &what)?;
     let opts = kiln_oci::layer::ApplyOptions::default();
     kiln_oci::layer::apply_layer(reader, dest, &opts)
         .map_err(|e| SolveError::msg(format!("ADD {what}: {e}")))?;
