@@ -1,0 +1,134 @@
+//! The subset of the Docker Engine API that CI jobs use — `docker build` (legacy builder),
+//! `images`, `inspect`, `tag`, `rmi`, `push`, `login`, `save` and `load` — served on a unix
+//! socket and mapped onto kiln's build engine and a small local image store. Containers are
+//! not supported: those calls get a clear 501.
+//!
+//! ```no_run
+//! # async fn demo(engine: kiln_engine::Engine) -> Result<(), Box<dyn std::error::Error>> {
+//! use kiln_dockerd::{DockerApi, DockerApiConfig};
+//! let api = DockerApi::new(DockerApiConfig {
+//!     engine,
+//!     store_dir: "/var/lib/kiln/images".into(),
+//! })
+//! .await?;
+//! // One socket per job; DOCKER_HOST=unix:///run/kiln/job-1/docker.sock
+//! let handle = api.serve_unix("/run/kiln/job-1/docker.sock".as_ref()).await?;
+//! // … the job runs `docker build -t registry:5000/app:1 . && docker push …` …
+//! drop(handle); // stops serving and removes the socket
+//! # Ok(()) }
+//! ```
+
+#![recursion_limit = "256"]
+
+mod archive;
+mod build;
+mod context;
+mod error;
+mod images;
+mod login;
+mod push;
+mod query;
+mod registry_auth;
+mod routes;
+mod store;
+mod stream;
+mod system;
+
+pub use error::ApiError;
+pub use store::{ImageStore, StoreError};
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The Docker API version served (what `docker version` shows as the server's API version).
+pub const API_VERSION: &str = "1.43";
+/// The oldest API version clients may use.
+pub const MIN_API_VERSION: &str = "1.24";
+
+/// What the Docker API serves from.
+pub struct DockerApiConfig {
+    /// The build engine (cheap to clone; shared with the other doors).
+    pub engine: kiln_engine::Engine,
+    /// The local image store: names and image records. Blobs live in the engine's content store.
+    pub store_dir: PathBuf,
+}
+
+/// State shared by every socket of one [`DockerApi`].
+pub(crate) struct Shared {
+    pub engine: kiln_engine::Engine,
+    pub store: ImageStore,
+    /// Build contexts and archives are unpacked here (same filesystem as the store).
+    pub tmp_dir: PathBuf,
+}
+
+/// A Docker Engine API server. Several sockets (one per job) may share one.
+#[derive(Clone)]
+pub struct DockerApi {
+    shared: Arc<Shared>,
+}
+
+impl DockerApi {
+    /// Open (or create) the image store.
+    pub async fn new(config: DockerApiConfig) -> Result<DockerApi, StoreError> {
+        let store = ImageStore::open(&config.store_dir)?;
+        let tmp_dir = config.store_dir.join("tmp");
+        std::fs::create_dir_all(&tmp_dir).map_err(|source| StoreError::Io {
+            path: tmp_dir.clone(),
+            source,
+        })?;
+        Ok(DockerApi {
+            shared: Arc::new(Shared {
+                engine: config.engine,
+                store,
+                tmp_dir,
+            }),
+        })
+    }
+
+    /// The local image store.
+    pub fn store(&self) -> &ImageStore {
+        &self.shared.store
+    }
+
+    /// Serve on a unix socket until the returned handle is dropped. A stale socket file at
+    /// `path` is replaced.
+    pub async fn serve_unix(&self, path: &Path) -> std::io::Result<ServeHandle> {
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let listener = tokio::net::UnixListener::bind(path)?;
+        let router = routes::router(self.shared.clone());
+        let task = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::warn!("docker API server stopped: {e}");
+            }
+        });
+        Ok(ServeHandle {
+            task,
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+/// A socket being served. Dropping it stops accepting connections and removes the socket
+/// file; requests already in flight run to their end.
+pub struct ServeHandle {
+    task: tokio::task::JoinHandle<()>,
+    path: PathBuf,
+}
+
+impl ServeHandle {
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for ServeHandle {
+    fn drop(&mut self) {
+        self.task.abort();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
