@@ -97,6 +97,7 @@ pub async fn build(api: &Arc<Shared>, query: &Query, req: Request) -> Result<Res
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let creds = parse_config_header(header.as_deref()).map_err(ApiError::BadRequest)?;
+    let secrets = build_secrets(&req)?;
 
     let dir = tempfile::Builder::new()
         .prefix("context-")
@@ -143,6 +144,7 @@ pub async fn build(api: &Arc<Shared>, query: &Query, req: Request) -> Result<Res
             platform,
             creds,
             params,
+            secrets,
         };
         tokio::select! {
             result = job.run(&api, &messages, cancel.clone()) => {
@@ -172,6 +174,27 @@ fn target_platform(p: Option<&str>) -> Result<kiln_dockerfile::Platform, ApiErro
 struct ContextSession {
     locals: BTreeMap<String, PathBuf>,
     creds: StaticCredentials,
+    secrets: BTreeMap<String, Vec<u8>>,
+}
+
+/// Secrets for `RUN --mount=type=secret`. The legacy API has no way to pass them, so kiln's own
+/// native build-push-action sends them in `X-Kiln-Build-Secrets`: base64 of a JSON object
+/// `{id: value}`. They live in memory for the build only.
+fn build_secrets(req: &Request) -> Result<BTreeMap<String, Vec<u8>>, ApiError> {
+    use base64::Engine as _;
+    let Some(value) = req.headers().get("X-Kiln-Build-Secrets") else {
+        return Ok(BTreeMap::new());
+    };
+    let bad = || {
+        ApiError::BadRequest(
+            "X-Kiln-Build-Secrets: expected base64 of a JSON object of strings".into(),
+        )
+    };
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(value.as_bytes())
+        .map_err(|_| bad())?;
+    let map: BTreeMap<String, String> = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+    Ok(map.into_iter().map(|(k, v)| (k, v.into_bytes())).collect())
 }
 
 #[async_trait]
@@ -189,8 +212,10 @@ impl Session for ContextSession {
     }
 
     async fn secret(&self, id: &str) -> Result<Vec<u8>, SessionError> {
-        // The legacy builder has no way to pass secrets.
-        Err(SessionError::NoSuchSecret(id.to_string()))
+        self.secrets
+            .get(id)
+            .cloned()
+            .ok_or_else(|| SessionError::NoSuchSecret(id.to_string()))
     }
 
     async fn credentials(&self, host: &str) -> Option<kiln_oci::Credentials> {
@@ -205,6 +230,7 @@ struct BuildJob {
     platform: kiln_dockerfile::Platform,
     creds: StaticCredentials,
     params: BuildParams,
+    secrets: BTreeMap<String, Vec<u8>>,
 }
 
 impl BuildJob {
@@ -281,6 +307,7 @@ impl BuildJob {
                 ("dockerfile".to_string(), dockerfile_dir),
             ]),
             creds: self.creds.clone(),
+            secrets: self.secrets.clone(),
         });
         let build_platform = target_platform(None).map_err(|e| (e.to_string(), None))?;
         let options = kiln_dockerfile::lower::LowerOptions {

@@ -22,11 +22,14 @@ pub struct EngineCommand {
     pub extra_addrs: Vec<String>,
     /// TLS flags for the extra addresses (`--tlscacert` …, or `--tls-from-env`).
     pub tls_args: Vec<String>,
+    /// Also serve kiln's Docker API (the jobs' `DOCKER_HOST`).
+    pub docker: bool,
 }
 
 /// A running engine process, restarted if it dies.
 pub struct BuildEngine {
     socket: PathBuf,
+    docker_socket: Option<PathBuf>,
     runtime_dir: PathBuf,
     stop: CancellationToken,
     supervisor: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -37,14 +40,19 @@ impl BuildEngine {
     pub async fn start(command: EngineCommand) -> Result<Arc<BuildEngine>, String> {
         let runtime_dir = runtime_dir()?;
         let socket = runtime_dir.join("engine.sock");
+        let docker_socket = command.docker.then(|| runtime_dir.join("docker.sock"));
         let engine = Arc::new(BuildEngine {
             socket: socket.clone(),
+            docker_socket: docker_socket.clone(),
             runtime_dir,
             stop: CancellationToken::new(),
             supervisor: Mutex::new(None),
         });
-        let mut child = spawn(&command, &socket)?;
+        let mut child = spawn(&command, &socket, docker_socket.as_deref())?;
         wait_ready(&socket, &mut child).await?;
+        if let Some(d) = &docker_socket {
+            wait_ready(d, &mut child).await?;
+        }
         let stop = engine.stop.clone();
         let handle = tokio::spawn(async move {
             let mut delay = Duration::from_secs(1);
@@ -54,7 +62,7 @@ impl BuildEngine {
                         tracing::error!(?status, "the build engine stopped; restarting it");
                         tokio::time::sleep(delay).await;
                         delay = (delay * 2).min(Duration::from_secs(60));
-                        match spawn(&command, &socket) {
+                        match spawn(&command, &socket, docker_socket.as_deref()) {
                             Ok(c) => child = c,
                             Err(e) => {
                                 tracing::error!(error = %e, "cannot restart the build engine");
@@ -83,9 +91,22 @@ impl BuildEngine {
         &self.socket
     }
 
-    /// A socket for one job, forwarding to the engine. It is removed when the returned value drops.
+    /// A BuildKit socket for one job, forwarding to the engine. It is removed when the returned
+    /// value drops.
     pub async fn job_socket(&self, name: &str) -> Result<JobSocket, String> {
         JobSocket::bind(&self.runtime_dir.join(format!("{name}.sock")), &self.socket).await
+    }
+
+    /// A Docker API socket for one job, if the engine serves the Docker API.
+    pub async fn job_docker_socket(&self, name: &str) -> Option<Result<JobSocket, String>> {
+        let target = self.docker_socket.as_ref()?;
+        Some(
+            JobSocket::bind(
+                &self.runtime_dir.join(format!("{name}-docker.sock")),
+                target,
+            )
+            .await,
+        )
     }
 
     /// Stop the engine process (SIGTERM, then SIGKILL after 20 s).
@@ -117,7 +138,11 @@ fn runtime_dir() -> Result<PathBuf, String> {
     Ok(dir)
 }
 
-fn spawn(command: &EngineCommand, socket: &Path) -> Result<tokio::process::Child, String> {
+fn spawn(
+    command: &EngineCommand,
+    socket: &Path,
+    docker_socket: Option<&Path>,
+) -> Result<tokio::process::Child, String> {
     let _ = std::fs::remove_file(socket);
     let mut cmd = tokio::process::Command::new(&command.program);
     cmd.args(&command.global_args)
@@ -126,6 +151,11 @@ fn spawn(command: &EngineCommand, socket: &Path) -> Result<tokio::process::Child
         .arg(format!("unix://{}", socket.display()));
     for addr in &command.extra_addrs {
         cmd.arg("--addr").arg(addr);
+    }
+    if let Some(d) = docker_socket {
+        let _ = std::fs::remove_file(d);
+        cmd.arg("--docker-addr")
+            .arg(format!("unix://{}", d.display()));
     }
     // KILN_CONFIG may point at the runner's config.yaml, which is not a kiln.toml.
     cmd.args(&command.tls_args)

@@ -156,6 +156,9 @@ pub struct KilnSection {
     pub metrics_addr: String,
     pub node: Option<PathBuf>,
     pub buildkit: BuildkitSection,
+    /// Perform docker/build-push-action, setup-buildx-action and login-action with kiln's own
+    /// engine (a step turns it off with `env: { KILN_NATIVE_ACTIONS: "false" }`).
+    pub native_actions: bool,
     /// Settings of the build engine, as in kiln.toml: `registry.<host>.{http,insecure}`, `runc`,
     /// `max_parallelism`, `snapshotter`, `gc_keep_storage` (the cache size cap).
     pub builder: Option<serde_yaml_ng::Value>,
@@ -168,6 +171,7 @@ impl Default for KilnSection {
             metrics_addr: "127.0.0.1:9101".into(),
             node: None,
             buildkit: BuildkitSection::default(),
+            native_actions: true,
             builder: None,
         }
     }
@@ -179,6 +183,8 @@ impl Default for KilnSection {
 pub struct BuildkitSection {
     /// Start the engine and give every job `BUILDKIT_HOST` (a socket of its own).
     pub enabled: bool,
+    /// Also give every job `DOCKER_HOST`: kiln's Docker API on the same engine.
+    pub docker: bool,
     /// More addresses for the same engine, e.g. `tcp://0.0.0.0:1235` (the shared builder).
     pub listen: Vec<String>,
     pub tlscacert: Option<PathBuf>,
@@ -192,6 +198,7 @@ impl Default for BuildkitSection {
     fn default() -> Self {
         BuildkitSection {
             enabled: true,
+            docker: true,
             listen: Vec::new(),
             tlscacert: None,
             tlscert: None,

@@ -87,6 +87,9 @@ pub async fn run(options: DaemonOptions, shutdown: CancellationToken) -> Result<
         .node
         .clone()
         .filter(|p| !p.as_os_str().is_empty());
+    if config.kiln.native_actions {
+        exec.native = Some(Arc::new(crate::native::DockerActions));
+    }
     let env = Arc::new(TaskEnv {
         client: client.clone(),
         config: config.clone(),

@@ -7,6 +7,7 @@ pub mod config;
 pub mod daemon;
 pub mod labels;
 pub mod metrics;
+pub mod native;
 pub mod register;
 pub mod reporter;
 pub mod task;

@@ -108,6 +108,7 @@ pub async fn run_task(
         Ok(mut prepared) => {
             reporter.set_steps(prepared.steps);
             let mut _job_socket = None;
+            let mut _job_docker_socket = None;
             if let Some(build) = &env.build {
                 match build.job_socket(&format!("job-{}", task.id)).await {
                     Ok(socket) => {
@@ -120,6 +121,19 @@ pub async fn run_task(
                     Err(e) => {
                         reporter.log(&format!("##[warning]no BUILDKIT_HOST for this job: {e}"))
                     }
+                }
+                match build.job_docker_socket(&format!("job-{}", task.id)).await {
+                    Some(Ok(socket)) => {
+                        prepared
+                            .exec
+                            .env
+                            .insert("DOCKER_HOST".into(), socket.address());
+                        _job_docker_socket = Some(socket);
+                    }
+                    Some(Err(e)) => {
+                        reporter.log(&format!("##[warning]no DOCKER_HOST for this job: {e}"))
+                    }
+                    None => {}
                 }
             }
             cleanup = Some((prepared.task_dir.clone(), prepared.runtime_token.clone()));
@@ -332,6 +346,22 @@ fn prepare(env: &TaskEnv, task: &proto::Task, context: &Value) -> Result<Prepare
         .map(str::to_string)
         .unwrap_or_else(|| token.clone());
     let mut exec = env.exec.clone();
+    // Registry logins of a job stay in the job: its own Docker config, seeded from the runner
+    // user's, so `docker login` and login-action in one job do not leak into another.
+    let docker_config = task_dir.join("docker-config");
+    std::fs::create_dir_all(&docker_config)
+        .map_err(|e| format!("cannot create {}: {e}", docker_config.display()))?;
+    let user_config = std::env::var_os("DOCKER_CONFIG")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")))
+        .map(|d| d.join("config.json"));
+    if let Some(src) = user_config.filter(|p| p.is_file()) {
+        let _ = std::fs::copy(&src, docker_config.join("config.json"));
+    }
+    exec.env.insert(
+        "DOCKER_CONFIG".into(),
+        docker_config.to_string_lossy().into_owned(),
+    );
     let mut actions_url = context
         .get("gitea_default_actions_url")
         .and_then(Value::as_str)

@@ -26,6 +26,10 @@ pub struct BuildkitdArgs {
     /// BUILDKIT_KEY_PEM_B64.
     #[arg(long)]
     pub tls_from_env: bool,
+    /// Also serve kiln's Docker API subset (build, images, push, login) on this unix socket,
+    /// e.g. unix:///run/kiln/docker.sock, for `DOCKER_HOST`.
+    #[arg(long = "docker-addr")]
+    pub docker_addrs: Vec<String>,
 }
 
 pub fn default_socket() -> PathBuf {
@@ -51,7 +55,35 @@ pub async fn run(args: BuildkitdArgs, config: &KilnConfig, root: PathBuf) -> any
             .collect::<anyhow::Result<_>>()?
     };
     let tls = tls_source(&args)?;
-    let engine = config.open_engine(root).await?;
+    let docker_sockets: Vec<PathBuf> = args
+        .docker_addrs
+        .iter()
+        .map(|a| {
+            a.strip_prefix("unix://").map(PathBuf::from).ok_or_else(|| {
+                anyhow::anyhow!("--docker-addr {a}: only unix:///path sockets are supported")
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let engine = config.open_engine(root.clone()).await?;
+    let mut docker_handles = Vec::new();
+    if !docker_sockets.is_empty() {
+        let api = kiln_dockerd::DockerApi::new(kiln_dockerd::DockerApiConfig {
+            engine: engine.clone(),
+            store_dir: root.join("docker"),
+        })
+        .await
+        .context("Docker API image store")?;
+        for path in &docker_sockets {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
+            }
+            let handle = api
+                .serve_unix(path)
+                .await
+                .with_context(|| format!("--docker-addr unix://{}", path.display()))?;
+            docker_handles.push(handle);
+        }
+    }
     let daemon = Arc::new(kiln_buildkit::Daemon::new(engine));
     let stop = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();

@@ -285,6 +285,7 @@ async fn start_engine(
         global_args,
         extra_addrs: section.listen.clone(),
         tls_args,
+        docker: section.docker,
     };
     match kiln_runner::buildkit::BuildEngine::start(command).await {
         Ok(engine) => {

@@ -683,7 +683,10 @@ fn add_unpacks_bzip2_and_xz_archives() {
     };
     {
         use std::io::Write;
-        let mut enc = bzip2::write::BzEncoder::new(fs::File::create(ctx.join("a.tar.bz2")).unwrap(), bzip2::Compression::default());
+        let mut enc = bzip2::write::BzEncoder::new(
+            fs::File::create(ctx.join("a.tar.bz2")).unwrap(),
+            bzip2::Compression::default(),
+        );
         enc.write_all(&tar_of("from-bzip2.txt", b"bz")).unwrap();
         enc.finish().unwrap();
         let tar = tar_of("from-xz.txt", b"xz");
@@ -698,7 +701,13 @@ fn add_unpacks_bzip2_and_xz_archives() {
     run.assert_ok();
     let rootfs = env.rootfs_of(&name);
     let r = rootfs.path();
-    assert_eq!(fs::read_to_string(r.join("bz/from-bzip2.txt")).unwrap(), "bz");
+    assert_eq!(
+        fs::read_to_string(r.join("bz/from-bzip2.txt")).unwrap(),
+        "bz"
+    );
     assert_eq!(fs::read_to_string(r.join("xz/from-xz.txt")).unwrap(), "xz");
-    assert_eq!(fs::read_to_string(r.join("plain/notes.bz2.txt")).unwrap(), "plain text");
+    assert_eq!(
+        fs::read_to_string(r.join("plain/notes.bz2.txt")).unwrap(),
+        "plain text"
+    );
 }

@@ -138,3 +138,172 @@ jobs:
     let status = daemon.wait().unwrap();
     assert!(status.success(), "{}", daemon_log());
 }
+
+const USER: &str = "ci-bot";
+const PASSWORD: &str = "pa55-w0rd-for-tests";
+
+/// A runner with its build engine, registered to a fake Gitea, for build-step tests.
+struct BuildRunner {
+    rt: tokio::runtime::Runtime,
+    gitea: FakeGitea,
+    daemon: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl BuildRunner {
+    fn start(env: &common::Env) -> BuildRunner {
+        let rt = common::rt();
+        let gitea = rt.block_on(FakeGitea::start());
+        let dir = env.work.path();
+        let config = dir.join("config.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "runner:\n  file: {d}/.runner\n  fetch_interval: 100ms\n  shutdown_timeout: 60s\nhost:\n  workdir_parent: {d}/host\ncache:\n  enabled: false\nkiln:\n  metrics_addr: \"\"\n  state_dir: {root}\n",
+                d = dir.display(),
+                root = env.root.path().display()
+            ),
+        )
+        .unwrap();
+        let kiln = env!("CARGO_BIN_EXE_kiln");
+        let out = Command::new(kiln)
+            .args([
+                "register",
+                "--no-interactive",
+                "--instance",
+                &gitea.url(),
+                "--token",
+                &gitea.registration_token(),
+                "--labels",
+                "linux:host",
+                "-c",
+            ])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let log = dir.join("daemon.log");
+        let daemon = Command::new(kiln)
+            .args(["daemon", "-c"])
+            .arg(&config)
+            .env("DOCKER_CONFIG", dir.join("runner-docker-config"))
+            .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+            .spawn()
+            .unwrap();
+        BuildRunner {
+            rt,
+            gitea,
+            daemon,
+            log,
+        }
+    }
+
+    fn run(
+        &self,
+        workflow: &str,
+        job: &str,
+        secrets: &[(&str, &str)],
+    ) -> kiln_gitea::fake::TaskRecord {
+        let id = self.gitea.queue_job(QueuedJob {
+            workflow_yaml: workflow.to_string(),
+            job_id: job.into(),
+            runs_on: vec!["linux".into()],
+            context: serde_json::json!({}),
+            secrets: secrets
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            vars: BTreeMap::new(),
+            needs: BTreeMap::new(),
+        });
+        self.rt
+            .block_on(self.gitea.wait_final(id, Duration::from_secs(300)))
+            .unwrap_or_else(|| {
+                panic!(
+                    "job did not finish; daemon log:\n{}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                )
+            })
+    }
+}
+
+impl Drop for BuildRunner {
+    fn drop(&mut self) {
+        unsafe { libc::kill(self.daemon.id() as i32, libc::SIGTERM) };
+        let _ = self.daemon.wait();
+    }
+}
+
+#[test]
+fn build_push_login_and_setup_buildx_actions_run_natively() {
+    let Some(env) = common::setup("build_push_login_and_setup_buildx_actions_run_natively") else {
+        return;
+    };
+    let Some(private) = kiln_oci::testing::TestRegistry::start_with_basic_auth(USER, PASSWORD)
+    else {
+        println!("SKIP build_push_login_and_setup_buildx_actions_run_natively: no registry with basic auth");
+        return;
+    };
+    let runner = BuildRunner::start(&env);
+    let image = format!("{}/native:1", private.host());
+    let workflow = format!(
+        r#"
+on: push
+jobs:
+  docker:
+    runs-on: linux
+    steps:
+      - name: Write the project
+        run: |
+          printf 'FROM {base}\nARG GREETING\nRUN --mount=type=secret,id=token test "$(cat /run/secrets/token)" = s3cret && echo "$GREETING" > /greeting\nCOPY app.txt /app.txt\n' > Dockerfile
+          echo app > app.txt
+      - name: Set up Docker Buildx
+        id: buildx
+        uses: docker/setup-buildx-action@v3
+      - name: Login to the registry
+        uses: docker/login-action@v3
+        with:
+          registry: {registry}
+          username: ${{{{ secrets.REGISTRY_USER }}}}
+          password: ${{{{ secrets.REGISTRY_PASSWORD }}}}
+      - name: Build and push
+        id: push
+        uses: docker/build-push-action@v6
+        with:
+          context: .
+          push: true
+          tags: {image}
+          build-args: |
+            GREETING=hello from build-push-action
+          secrets: |
+            "token=s3cret"
+      - run: echo "digest=${{{{ steps.push.outputs.digest }}}} id=${{{{ steps.push.outputs.imageid }}}} builder=${{{{ steps.buildx.outputs.name }}}}"
+"#,
+        base = env.base,
+        registry = private.host(),
+    );
+    let secrets = [("REGISTRY_USER", USER), ("REGISTRY_PASSWORD", PASSWORD)];
+    let task = runner.run(&workflow, "docker", &secrets);
+    let rows = task.rows.join("\n");
+    assert_eq!(task.result, proto::Result::Success, "{rows}");
+    assert!(rows.contains("Login Succeeded"), "{rows}");
+    assert!(rows.contains("performed by kiln itself"), "{rows}");
+    assert!(
+        rows.contains("digest=sha256:")
+            && rows.contains("id=sha256:")
+            && rows.contains("builder=kiln"),
+        "{rows}"
+    );
+    assert!(!rows.contains(PASSWORD), "password leaked:\n{rows}");
+
+    // Wrong credentials: a clear error in the step log, and the job fails.
+    let bad = workflow.replace("${{ secrets.REGISTRY_PASSWORD }}", "wrong-password");
+    let task = runner.run(&bad, "docker", &secrets);
+    let rows = task.rows.join("\n");
+    assert_eq!(task.result, proto::Result::Failure, "{rows}");
+    assert_eq!(task.steps[2].result, proto::Result::Failure, "{rows}");
+}

@@ -7,6 +7,7 @@
 
 mod actions;
 mod env;
+pub mod native;
 mod step;
 
 use std::collections::BTreeMap;
@@ -99,6 +100,8 @@ pub struct ExecConfig {
     /// The workspace is the local checkout the job came from (`kiln exec`): `actions/checkout` of
     /// the same repository is skipped, as `act` does.
     pub local_checkout: bool,
+    /// Actions the runner performs itself (`docker/build-push-action` …).
+    pub native: Option<std::sync::Arc<dyn native::NativeActions>>,
 }
 
 impl ExecConfig {
@@ -115,6 +118,7 @@ impl ExecConfig {
             kill_grace: crate::process::DEFAULT_GRACE,
             insecure_actions: false,
             local_checkout: false,
+            native: None,
         }
     }
 }

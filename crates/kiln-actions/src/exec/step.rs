@@ -128,7 +128,9 @@ impl Runner {
                     spec.workflow.file_name, spec.job_id
                 )
             })?;
-            if self.skips_checkout(&action, step) {
+            if self.skips_checkout(&action, step)
+                || self.native_for(&action, &self.state.env, step).is_some()
+            {
                 continue;
             }
             if let ActionRef::Remote { .. } = &action {
@@ -433,6 +435,21 @@ impl Runner {
             );
             return StepRun::failed();
         }
+        if let Some(native) = self.native_for(&action_ref, &env, step) {
+            return self
+                .run_native(
+                    native,
+                    uses,
+                    &action_ref,
+                    step,
+                    &env,
+                    &ctx,
+                    log_step,
+                    timeout,
+                    cancel,
+                )
+                .await;
+        }
         if self.skips_checkout(&action_ref, step) {
             self.out.log(log_step, "Skipping actions/checkout: the job runs in the local checkout it was started from.");
             return StepRun {
@@ -573,6 +590,124 @@ impl Runner {
                 );
                 StepRun::failed()
             }
+        }
+    }
+
+    /// The native implementation of this action, unless `KILN_NATIVE_ACTIONS` is `false` for the step.
+    fn native_for(
+        &self,
+        action: &ActionRef,
+        env: &BTreeMap<String, String>,
+        step: &Step,
+    ) -> Option<std::sync::Arc<dyn super::native::NativeActions>> {
+        let ActionRef::Remote {
+            repo,
+            path,
+            reference,
+            ..
+        } = action
+        else {
+            return None;
+        };
+        let native = self.config.native.clone()?;
+        let off = |v: Option<&String>| v.is_some_and(|v| v.trim().eq_ignore_ascii_case("false"));
+        let step_off = step
+            .env
+            .iter()
+            .any(|(k, v)| k == super::native::SWITCH && v.trim().eq_ignore_ascii_case("false"));
+        if step_off || off(env.get(super::native::SWITCH)) || !path.is_empty() {
+            return None;
+        }
+        native
+            .handles(&repo.to_ascii_lowercase(), reference)
+            .then_some(native)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run_native(
+        &mut self,
+        native: std::sync::Arc<dyn super::native::NativeActions>,
+        uses: &str,
+        action: &ActionRef,
+        step: &Step,
+        env: &BTreeMap<String, String>,
+        ctx: &Contexts,
+        log_step: Option<usize>,
+        timeout: Option<Duration>,
+        cancel: &CancellationToken,
+    ) -> StepRun {
+        let ActionRef::Remote {
+            repo, reference, ..
+        } = action
+        else {
+            return StepRun::failed();
+        };
+        let mut inputs = BTreeMap::new();
+        for (k, v) in step.with.iter() {
+            match expr::interpolate(v, ctx) {
+                Ok(v) => {
+                    inputs.insert(k.to_ascii_lowercase(), v);
+                }
+                Err(e) => {
+                    self.out.log(log_step, &format!("##[error]with.{k}: {e}"));
+                    return StepRun::failed();
+                }
+            }
+        }
+        let identity = ActionIdentity {
+            action: step
+                .id
+                .clone()
+                .unwrap_or_else(|| format!("__{}", repo.replace('/', "_"))),
+            path: None,
+            repository: repo.clone(),
+            reference: reference.clone(),
+        };
+        let process_env = self.process_env(env, &identity);
+        self.out.log(
+            log_step,
+            &format!(
+                "Run {uses} (performed by kiln itself; set {}: \"false\" to run the real action)",
+                super::native::SWITCH
+            ),
+        );
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let native_step = super::native::NativeStep {
+            uses: uses.to_string(),
+            repo: repo.to_ascii_lowercase(),
+            reference: reference.clone(),
+            inputs,
+            env: process_env,
+            workspace: self.workspace.clone(),
+            log: tx,
+            cancel: cancel.clone(),
+            timeout,
+        };
+        let run = native.run(native_step);
+        tokio::pin!(run);
+        let outcome = loop {
+            tokio::select! {
+                Some(line) = rx.recv() => self.out.log(log_step, &line),
+                outcome = &mut run => break outcome,
+            }
+        };
+        while let Ok(line) = rx.try_recv() {
+            self.out.log(log_step, &line);
+        }
+        for (k, v) in outcome.env {
+            self.state.env.insert(k, v);
+        }
+        self.state.ctx.set("env", json!(self.state.env));
+        let result = if outcome.success {
+            Outcome::Success
+        } else if cancel.is_cancelled() {
+            Outcome::Cancelled
+        } else {
+            Outcome::Failure
+        };
+        StepRun {
+            outcome: result,
+            outputs: outcome.outputs,
         }
     }
 
