@@ -114,10 +114,40 @@ pub struct EngineInner {
     pub exec_slots: Arc<Semaphore>,
     pub registry_config: RegistryConfig,
     cache_mount_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Steps being built, by cache key (see [`EngineInner::building`]).
+    building: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
     _lock: std::fs::File,
 }
 
+/// Held while a step with some cache key is built; see [`EngineInner::building`].
+pub struct BuildingGuard {
+    key: String,
+    map: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    lock: Arc<tokio::sync::Mutex<()>>,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for BuildingGuard {
+    fn drop(&mut self) {
+        self.guard.take();
+        let mut map = self.map.lock().expect("lock");
+        // Nobody else waits for this key: forget it (the map holds one reference, we the other).
+        if Arc::strong_count(&self.lock) <= 2 {
+            map.remove(&self.key);
+        }
+    }
+}
+
 impl EngineInner {
+    /// Wait until no other solve is building a step with this cache key, and hold that place.
+    /// Concurrent builds (two jobs, two buildctl clients) that need the same step build it once:
+    /// the second waits, then finds the first one's cache record.
+    pub async fn building(&self, key: &str) -> BuildingGuard {
+        let lock = self.building.lock().expect("lock").entry(key.to_string()).or_default().clone();
+        let guard = lock.clone().lock_owned().await;
+        BuildingGuard { key: key.to_string(), map: self.building.clone(), lock, guard: Some(guard) }
+    }
+
     /// The lock serializing `sharing=locked` cache mounts with this id.
     pub fn cache_mount_lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
         self.cache_mount_locks
@@ -202,6 +232,7 @@ impl Engine {
                 exec_slots: Arc::new(Semaphore::new(config.max_parallelism.max(1))),
                 registry_config: config.registry,
                 cache_mount_locks: Mutex::new(HashMap::new()),
+                building: Arc::default(),
                 _lock: lock,
             }),
         })

@@ -358,3 +358,67 @@ fn buildctl_builds_over_mutual_tls_and_clients_without_a_cert_are_refused() {
         );
     }
 }
+
+#[test]
+fn concurrent_builds_of_the_same_step_run_it_once() {
+    let test = "concurrent_builds_of_the_same_step_run_it_once";
+    let Some(bin) = common::buildctls().into_iter().last() else {
+        println!("SKIP {test}: no buildctl (set KILN_TEST_BUILDCTL or put buildctl on PATH)");
+        return;
+    };
+    let Some(env) = common::setup(test) else {
+        return;
+    };
+    let daemon = Daemon::start(env.root.path(), env.work.path());
+    // A slow step whose output differs each time it runs, in three contexts (separate sessions
+    // and sync directories) that share nothing but the step.
+    let contexts: Vec<String> = (0..3)
+        .map(|i| {
+            let ctx = env.context(
+                &format!("same-step-{i}"),
+                &[("Dockerfile", "FROM $BASE\nRUN sleep 2 && date +%s%N > /stamp\n")],
+            );
+            ctx.to_str().unwrap().to_string()
+        })
+        .collect();
+    let outs: Vec<std::path::PathBuf> = (0..3).map(|i| env.work.path().join(format!("out{i}"))).collect();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = outs
+            .iter()
+            .zip(&contexts)
+            .map(|(out, ctx_s)| {
+                let (bin, daemon) = (&bin, &daemon);
+                s.spawn(move || {
+                    let output = format!("type=local,dest={}", out.display());
+                    let args = [
+                        "build", "--progress", "plain", "--frontend", "dockerfile.v0",
+                        "--local", &format!("context={ctx_s}"), "--local", &format!("dockerfile={ctx_s}"),
+                        "--output", &output,
+                    ];
+                    buildctl(bin, daemon, &args, None)
+                })
+            })
+            .collect();
+        let mut executed = 0;
+        let mut logs = String::new();
+        for h in handles {
+            let out = h.join().unwrap();
+            ok(&out, "concurrent build");
+            // The RUN vertex is either executed here or reported as CACHED.
+            let log = String::from_utf8_lossy(&out.stderr).into_owned();
+            let vertex = log
+                .lines()
+                .find(|l| l.contains("RUN sleep 2"))
+                .and_then(|l| l.split_whitespace().next())
+                .expect("the RUN vertex is in the log")
+                .to_string();
+            if !log.lines().any(|l| l == format!("{vertex} CACHED")) {
+                executed += 1;
+            }
+            logs.push_str(&log);
+        }
+        assert_eq!(executed, 1, "the step ran {executed} times:\n{logs}");
+    });
+    let stamps: Vec<String> = outs.iter().map(|o| std::fs::read_to_string(o.join("stamp")).unwrap()).collect();
+    assert!(stamps.iter().all(|s| *s == stamps[0]), "different results: {stamps:?}");
+}

@@ -94,7 +94,15 @@ pub struct ClientSession {
     /// Where synced locals are kept between builds (incremental sync).
     sync_root: PathBuf,
     /// Locals already synced in this solve, with the lock on their directory.
-    synced: tokio::sync::Mutex<HashMap<String, (PathBuf, OwnedMutexGuard<()>)>>,
+    synced: tokio::sync::Mutex<HashMap<String, Synced>>,
+}
+
+/// A local synced for one solve: the client's stable directory (locked while the solve uses it),
+/// or, when another solve of the same client holds that one, a private directory of its own.
+struct Synced {
+    dir: PathBuf,
+    _guard: Option<OwnedMutexGuard<()>>,
+    _private: Option<tempfile::TempDir>,
 }
 
 impl ClientSession {
@@ -137,8 +145,8 @@ impl Session for ClientSession {
         // One sync per local and solve: the frontend reads the Dockerfile before the engine
         // reads the context, with different filters.
         let key = format!("{name}\0{}\0{}", include.join("\n"), exclude.join("\n"));
-        if let Some((dir, _)) = synced.get(&key) {
-            return Ok(dir.clone());
+        if let Some(s) = synced.get(&key) {
+            return Ok(s.dir.clone());
         }
         if !self.session.supports("/moby.filesync.v1.FileSync/DiffCopy") {
             return Err(SessionError::Other(
@@ -153,7 +161,20 @@ impl Session for ClientSession {
             let filter = Sha256::digest(include.join("\n").as_bytes());
             dir.set_extension(format!("only-{}", hex::encode(&filter[..6])));
         }
-        let guard = self.manager.dir_lock(&dir).lock_owned().await;
+        // Concurrent builds of the same client (two jobs, two buildctl runs from one directory)
+        // must not wait for each other: the second one syncs into a private directory.
+        let (guard, private) = match self.manager.dir_lock(&dir).try_lock_owned() {
+            Ok(guard) => (Some(guard), None),
+            Err(_) => {
+                std::fs::create_dir_all(&self.sync_root).map_err(|e| SessionError::Other(e.to_string()))?;
+                let tmp = tempfile::Builder::new()
+                    .prefix("private-")
+                    .tempdir_in(&self.sync_root)
+                    .map_err(|e| SessionError::Other(e.to_string()))?;
+                dir = tmp.path().to_path_buf();
+                (None, Some(tmp))
+            }
+        };
         std::fs::create_dir_all(&dir).map_err(|e| SessionError::Other(e.to_string()))?;
         let opts = filesync::SyncOptions {
             dir_name: name.to_string(),
@@ -170,7 +191,7 @@ impl Session for ClientSession {
                     SessionError::Other(format!("syncing local {name:?}: {e}"))
                 }
             })?;
-        synced.insert(key, (dir.clone(), guard));
+        synced.insert(key, Synced { dir: dir.clone(), _guard: guard, _private: private });
         Ok(dir)
     }
 

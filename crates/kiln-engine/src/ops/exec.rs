@@ -66,6 +66,11 @@ pub async fn solve(
     if let Some(cached) = ctx.cached(vertex, &key)? {
         return Ok(cached);
     }
+    // Another solve may be building the same step right now: wait for it, then use its result.
+    let _building = ctx.engine.building(&key).await;
+    if let Some(cached) = ctx.cached(vertex, &key)? {
+        return Ok(cached);
+    }
     if let Some(p) = &vertex.op.platform {
         let host = kiln_oci::Platform::host();
         if !p.architecture.is_empty() && p.architecture != host.architecture {
@@ -301,7 +306,7 @@ pub async fn solve(
         .engine
         .runc
         .run(
-            &format!("{container_id}-{}", std::process::id()),
+            &format!("{container_id}-{}-{}", std::process::id(), next_run()),
             &rootfs,
             &bundle,
             &spec,
@@ -442,4 +447,10 @@ fn only_empty_dirs(p: &Path) -> bool {
         })
         .unwrap_or(false)
     })
+}
+
+/// A number unique to each RUN of this process, so concurrent runs never share a runc id.
+fn next_run() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }

@@ -33,6 +33,11 @@ pub async fn solve(
     if let Some(cached) = ctx.cached(vertex, &key)? {
         return Ok(cached);
     }
+    // Another solve may be building the same step right now: wait for it, then use its result.
+    let _building = ctx.engine.building(&key).await;
+    if let Some(cached) = ctx.cached(vertex, &key)? {
+        return Ok(cached);
+    }
     let _slot = ctx
         .engine
         .exec_slots
