@@ -158,7 +158,9 @@ pub fn inside_root(path: &Path) -> Result<PathBuf, String> {
 mod tests {
     use super::*;
 
-    fn tar_with(entries: &[(&str, tar::EntryType, &str)]) -> tempfile::NamedTempFile {
+    type Entry<'a> = (&'a str, tar::EntryType, &'a str);
+
+    fn tar_with(entries: &[Entry]) -> tempfile::NamedTempFile {
         let f = tempfile::NamedTempFile::new().unwrap();
         let mut b = tar::Builder::new(f.reopen().unwrap());
         for (path, kind, data) in entries {
@@ -190,7 +192,7 @@ mod tests {
     #[test]
     fn hostile_entries_are_rejected_by_name() {
         use tar::EntryType::{Link, Regular, Symlink};
-        let cases: Vec<(Vec<(&str, tar::EntryType, &str)>, &str)> = vec![
+        let cases: Vec<(Vec<Entry>, &str)> = vec![
             (vec![("../evil", Regular, "x")], "\"../evil\""),
             (vec![("a/../../evil", Regular, "x")], "\"a/../../evil\""),
             (vec![("/etc/evil", Regular, "x")], "\"/etc/evil\""),

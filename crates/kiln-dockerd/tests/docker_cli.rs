@@ -43,6 +43,7 @@ fn docker_cli_builds_tags_pushes_and_removes_images() {
     let build = d(&["build", "-t", &name, ctx.to_str().unwrap()]);
     build.assert_ok();
     let out = build.stdout();
+    println!("--- docker build output ---\n{out}{}", build.stderr());
     assert!(out.contains("Step 1/3 : FROM"), "{out}");
     assert!(out.contains("Step 2/3 : RUN echo built-by-run"), "{out}");
     assert!(out.contains("Successfully built "), "{out}");
@@ -78,6 +79,7 @@ fn docker_cli_builds_tags_pushes_and_removes_images() {
     d(&["tag", &name, &other]).assert_ok();
     let push = d(&["push", &other]);
     push.assert_ok();
+    println!("--- docker push output ---\n{}", push.stdout());
     let (manifest, _) = env.registry_manifest(&other);
     let digest = kiln_oci::Digest::sha256(&manifest).to_string();
     assert!(
@@ -126,6 +128,11 @@ fn docker_cli_builds_tags_pushes_and_removes_images() {
     // A failing step fails the CLI with the step's error.
     let bad = env.context("bad", &[("Dockerfile", "FROM $BASE\nRUN exit 3\n")]);
     let failed = d(&["build", "-t", &env.image("bad:1"), bad.to_str().unwrap()]);
+    println!(
+        "--- failed build ---\n{}{}",
+        failed.stdout(),
+        failed.stderr()
+    );
     failed.assert_err_contains("exit 3");
 
     d(&["run", "--rm", &name]).assert_err_contains(
