@@ -125,6 +125,26 @@ fn docker_cli_builds_tags_pushes_and_removes_images() {
     let inspect = d(&["image", "inspect", "--format", "{{.Id}}", &name]);
     assert_eq!(inspect.stdout().trim(), id, "a loaded image keeps its ID");
 
+    // A Dockerfile outside the context: the CLI sends it inside the context tar.
+    let elsewhere = env.context(
+        "elsewhere",
+        &[(
+            "Build.dockerfile",
+            "FROM $BASE\nCOPY hello.txt /copied.txt\n",
+        )],
+    );
+    let other_df = elsewhere.join("Build.dockerfile");
+    d(&[
+        "build",
+        "-f",
+        other_df.to_str().unwrap(),
+        "-t",
+        &env.image("f:1"),
+        ctx.to_str().unwrap(),
+    ])
+    .assert_ok();
+    d(&["history", &env.image("f:1")]).assert_ok();
+
     // A failing step fails the CLI with the step's error.
     let bad = env.context("bad", &[("Dockerfile", "FROM $BASE\nRUN exit 3\n")]);
     let failed = d(&["build", "-t", &env.image("bad:1"), bad.to_str().unwrap()]);
