@@ -53,11 +53,49 @@ pub fn decompressed(
     Err(ArchiveError::Compression { what, format })
 }
 
+/// A tar stream completed with the padding and end-of-archive blocks it may lack: the docker
+/// CLI sends `-f` Dockerfiles from outside the context as a last entry without either.
+struct EndPadded<R> {
+    inner: R,
+    read: u64,
+    /// Zeros still to add once `inner` is exhausted.
+    tail: Option<u64>,
+}
+
+impl<R: Read> EndPadded<R> {
+    fn new(inner: R) -> Self {
+        EndPadded {
+            inner,
+            read: 0,
+            tail: None,
+        }
+    }
+}
+
+impl<R: Read> Read for EndPadded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.tail.is_none() {
+            let n = self.inner.read(buf)?;
+            if n > 0 || buf.is_empty() {
+                self.read += n as u64;
+                return Ok(n);
+            }
+            let align = (512 - self.read % 512) % 512;
+            self.tail = Some(align + 1024);
+        }
+        let left = self.tail.as_mut().expect("set above");
+        let n = (*left).min(buf.len() as u64) as usize;
+        buf[..n].fill(0);
+        *left -= n as u64;
+        Ok(n)
+    }
+}
+
 /// Unpack the tar (plain or gzip) in `archive` into `dest`, which must exist.
 pub fn unpack(archive: &Path, dest: &Path, what: &'static str) -> Result<(), ArchiveError> {
     let io = |source| ArchiveError::Io { what, source };
     let file = std::fs::File::open(archive).map_err(io)?;
-    let mut tar = tar::Archive::new(decompressed(file, what)?);
+    let mut tar = tar::Archive::new(EndPadded::new(decompressed(file, what)?));
     tar.set_preserve_permissions(true);
     tar.set_preserve_mtime(true);
     tar.set_overwrite(true);
@@ -158,7 +196,9 @@ pub fn inside_root(path: &Path) -> Result<PathBuf, String> {
 mod tests {
     use super::*;
 
-    fn tar_with(entries: &[(&str, tar::EntryType, &str)]) -> tempfile::NamedTempFile {
+    type Entry<'a> = (&'a str, tar::EntryType, &'a str);
+
+    fn tar_with(entries: &[Entry]) -> tempfile::NamedTempFile {
         let f = tempfile::NamedTempFile::new().unwrap();
         let mut b = tar::Builder::new(f.reopen().unwrap());
         for (path, kind, data) in entries {
@@ -190,7 +230,7 @@ mod tests {
     #[test]
     fn hostile_entries_are_rejected_by_name() {
         use tar::EntryType::{Link, Regular, Symlink};
-        let cases: Vec<(Vec<(&str, tar::EntryType, &str)>, &str)> = vec![
+        let cases: Vec<(Vec<Entry>, &str)> = vec![
             (vec![("../evil", Regular, "x")], "\"../evil\""),
             (vec![("a/../../evil", Regular, "x")], "\"a/../../evil\""),
             (vec![("/etc/evil", Regular, "x")], "\"/etc/evil\""),
@@ -226,6 +266,21 @@ mod tests {
         assert_eq!(
             std::fs::read_link(dest.path().join("abs")).unwrap(),
             Path::new("/usr/bin/env")
+        );
+    }
+
+    #[test]
+    fn a_last_entry_without_padding_is_accepted() {
+        use tar::EntryType::Regular;
+        let f = tar_with(&[("Dockerfile", Regular, "FROM scratch\n")]);
+        // Cut the padding and the end-of-archive blocks, as the docker CLI does with `-f`.
+        let bytes = std::fs::read(f.path()).unwrap();
+        std::fs::write(f.path(), &bytes[..512 + 13]).unwrap();
+        let dest = tempfile::tempdir().unwrap();
+        unpack(f.path(), dest.path(), "build context").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dest.path().join("Dockerfile")).unwrap(),
+            "FROM scratch\n"
         );
     }
 

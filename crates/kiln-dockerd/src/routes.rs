@@ -102,6 +102,9 @@ async fn route(
     if let Some(rest) = path.strip_prefix("/images/") {
         return image_route(api, method, rest, query, req).await;
     }
+    // Read (and drop) a small body before refusing, so that clients still writing it see the
+    // answer rather than a reset connection.
+    let _ = axum::body::to_bytes(req.into_body(), 1 << 20).await;
     if CONTAINER_PREFIXES
         .iter()
         .any(|p| path == *p || path.starts_with(&format!("{p}/")))

@@ -261,7 +261,8 @@ pub fn http(
     }
     req.push_str("\r\n");
     s.write_all(req.as_bytes()).unwrap();
-    s.write_all(body).unwrap();
+    // A server may answer (and close) before reading the whole body; the answer still counts.
+    let _ = s.write_all(body);
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).unwrap();
     let split = raw
@@ -295,10 +296,7 @@ pub fn http(
 
 fn dechunk(mut data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    loop {
-        let Some(eol) = data.windows(2).position(|w| w == b"\r\n") else {
-            break;
-        };
+    while let Some(eol) = data.windows(2).position(|w| w == b"\r\n") {
         let size_text = String::from_utf8_lossy(&data[..eol]).into_owned();
         let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16).unwrap();
         data = &data[eol + 2..];
