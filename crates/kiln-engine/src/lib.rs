@@ -143,9 +143,20 @@ impl EngineInner {
     /// Concurrent builds (two jobs, two buildctl clients) that need the same step build it once:
     /// the second waits, then finds the first one's cache record.
     pub async fn building(&self, key: &str) -> BuildingGuard {
-        let lock = self.building.lock().expect("lock").entry(key.to_string()).or_default().clone();
+        let lock = self
+            .building
+            .lock()
+            .expect("lock")
+            .entry(key.to_string())
+            .or_default()
+            .clone();
         let guard = lock.clone().lock_owned().await;
-        BuildingGuard { key: key.to_string(), map: self.building.clone(), lock, guard: Some(guard) }
+        BuildingGuard {
+            key: key.to_string(),
+            map: self.building.clone(),
+            lock,
+            guard: Some(guard),
+        }
     }
 
     /// The lock serializing `sharing=locked` cache mounts with this id.

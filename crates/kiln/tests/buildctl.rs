@@ -376,12 +376,17 @@ fn concurrent_builds_of_the_same_step_run_it_once() {
         .map(|i| {
             let ctx = env.context(
                 &format!("same-step-{i}"),
-                &[("Dockerfile", "FROM $BASE\nRUN sleep 2 && date +%s%N > /stamp\n")],
+                &[(
+                    "Dockerfile",
+                    "FROM $BASE\nRUN sleep 2 && date +%s%N > /stamp\n",
+                )],
             );
             ctx.to_str().unwrap().to_string()
         })
         .collect();
-    let outs: Vec<std::path::PathBuf> = (0..3).map(|i| env.work.path().join(format!("out{i}"))).collect();
+    let outs: Vec<std::path::PathBuf> = (0..3)
+        .map(|i| env.work.path().join(format!("out{i}")))
+        .collect();
     std::thread::scope(|s| {
         let handles: Vec<_> = outs
             .iter()
@@ -391,9 +396,17 @@ fn concurrent_builds_of_the_same_step_run_it_once() {
                 s.spawn(move || {
                     let output = format!("type=local,dest={}", out.display());
                     let args = [
-                        "build", "--progress", "plain", "--frontend", "dockerfile.v0",
-                        "--local", &format!("context={ctx_s}"), "--local", &format!("dockerfile={ctx_s}"),
-                        "--output", &output,
+                        "build",
+                        "--progress",
+                        "plain",
+                        "--frontend",
+                        "dockerfile.v0",
+                        "--local",
+                        &format!("context={ctx_s}"),
+                        "--local",
+                        &format!("dockerfile={ctx_s}"),
+                        "--output",
+                        &output,
                     ];
                     buildctl(bin, daemon, &args, None)
                 })
@@ -419,6 +432,12 @@ fn concurrent_builds_of_the_same_step_run_it_once() {
         }
         assert_eq!(executed, 1, "the step ran {executed} times:\n{logs}");
     });
-    let stamps: Vec<String> = outs.iter().map(|o| std::fs::read_to_string(o.join("stamp")).unwrap()).collect();
-    assert!(stamps.iter().all(|s| *s == stamps[0]), "different results: {stamps:?}");
+    let stamps: Vec<String> = outs
+        .iter()
+        .map(|o| std::fs::read_to_string(o.join("stamp")).unwrap())
+        .collect();
+    assert!(
+        stamps.iter().all(|s| *s == stamps[0]),
+        "different results: {stamps:?}"
+    );
 }

@@ -307,3 +307,72 @@ jobs:
     assert_eq!(task.result, proto::Result::Failure, "{rows}");
     assert_eq!(task.steps[2].result, proto::Result::Failure, "{rows}");
 }
+
+fn docker_cli() -> Option<std::path::PathBuf> {
+    if let Some(p) = std::env::var_os("KILN_TEST_DOCKER") {
+        return Some(p.into());
+    }
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|d| d.join("docker"))
+        .find(|p| p.is_file())
+}
+
+#[test]
+fn docker_cli_in_a_job_builds_logs_in_and_pushes_through_docker_host() {
+    let test = "docker_cli_in_a_job_builds_logs_in_and_pushes_through_docker_host";
+    let Some(docker) = docker_cli() else {
+        println!("SKIP {test}: docker CLI not found (KILN_TEST_DOCKER or PATH; Debian package docker.io)");
+        return;
+    };
+    let Some(env) = common::setup(test) else {
+        return;
+    };
+    let Some(private) = kiln_oci::testing::TestRegistry::start_with_basic_auth(USER, PASSWORD)
+    else {
+        println!("SKIP {test}: no registry with basic auth");
+        return;
+    };
+    let runner = BuildRunner::start(&env);
+    let image = format!("{}/from-docker-cli:1", private.host());
+    let workflow = format!(
+        r#"
+on: push
+env:
+  DOCKER: {docker}
+jobs:
+  docker:
+    runs-on: linux
+    steps:
+      - run: |
+          printf 'FROM {base}\nRUN echo via-docker-cli > /proof\n' > Dockerfile
+          echo "DOCKER_HOST=$DOCKER_HOST"
+      - name: docker login
+        run: echo "${{{{ secrets.REGISTRY_PASSWORD }}}}" | "$DOCKER" login {registry} -u {user} --password-stdin
+      - name: docker build and push
+        run: |
+          "$DOCKER" build -t {image} .
+          "$DOCKER" images
+          "$DOCKER" tag {image} {image}-copy
+          "$DOCKER" push {image}
+          "$DOCKER" rmi {image}-copy
+      - name: containers are refused clearly
+        run: "! \"$DOCKER\" run --rm {image} true 2> err.txt && cat err.txt"
+"#,
+        docker = docker.display(),
+        base = env.base,
+        registry = private.host(),
+        user = USER,
+    );
+    let task = runner.run(&workflow, "docker", &[("REGISTRY_PASSWORD", PASSWORD)]);
+    let rows = task.rows.join("\n");
+    assert_eq!(task.result, proto::Result::Success, "{rows}");
+    assert!(
+        rows.contains("DOCKER_HOST=unix://") && rows.contains("-docker.sock"),
+        "{rows}"
+    );
+    assert!(rows.contains("Login Succeeded"), "{rows}");
+    assert!(rows.contains("Successfully tagged"), "{rows}");
+    assert!(rows.contains("digest: sha256:"), "{rows}");
+    assert!(rows.contains("not supported"), "{rows}");
+    assert!(!rows.contains(PASSWORD), "{rows}");
+}

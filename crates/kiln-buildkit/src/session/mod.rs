@@ -166,7 +166,8 @@ impl Session for ClientSession {
         let (guard, private) = match self.manager.dir_lock(&dir).try_lock_owned() {
             Ok(guard) => (Some(guard), None),
             Err(_) => {
-                std::fs::create_dir_all(&self.sync_root).map_err(|e| SessionError::Other(e.to_string()))?;
+                std::fs::create_dir_all(&self.sync_root)
+                    .map_err(|e| SessionError::Other(e.to_string()))?;
                 let tmp = tempfile::Builder::new()
                     .prefix("private-")
                     .tempdir_in(&self.sync_root)
@@ -191,7 +192,14 @@ impl Session for ClientSession {
                     SessionError::Other(format!("syncing local {name:?}: {e}"))
                 }
             })?;
-        synced.insert(key, Synced { dir: dir.clone(), _guard: guard, _private: private });
+        synced.insert(
+            key,
+            Synced {
+                dir: dir.clone(),
+                _guard: guard,
+                _private: private,
+            },
+        );
         Ok(dir)
     }
 
