@@ -40,6 +40,8 @@ struct BuildParams {
     no_cache: bool,
     platform: Option<String>,
     quiet: bool,
+    /// `kilnprogress=plain`: progress in buildctl's plain format instead of `Step n/m` lines.
+    plain_progress: bool,
 }
 
 impl BuildParams {
@@ -76,6 +78,7 @@ impl BuildParams {
             no_cache: q.flag("nocache"),
             platform: nonempty("platform"),
             quiet: q.flag("q"),
+            plain_progress: q.get("kilnprogress") == Some("plain"),
         })
     }
 }
@@ -241,7 +244,12 @@ impl BuildJob {
         cancel: CancellationToken,
     ) -> Result<(), String> {
         let (progress, rx) = ProgressSender::channel();
-        let printer = tokio::spawn(print_progress(rx, messages.clone(), self.params.quiet));
+        let printer = tokio::spawn(print_progress(
+            rx,
+            messages.clone(),
+            self.params.quiet,
+            self.params.plain_progress,
+        ));
         let result = self.solve(api, &progress, cancel).await;
         drop(progress);
         let _ = printer.await;
@@ -397,11 +405,25 @@ fn step_line(name: &str) -> Option<String> {
 }
 
 /// Owns the translation of engine progress into build messages.
-async fn print_progress(mut rx: UnboundedReceiver<ProgressEvent>, messages: Messages, quiet: bool) {
+async fn print_progress(
+    mut rx: UnboundedReceiver<ProgressEvent>,
+    messages: Messages,
+    quiet: bool,
+    plain: bool,
+) {
     let mut steps: HashSet<String> = HashSet::new();
     let mut seen: HashSet<String> = HashSet::new();
+    let mut renderer = kiln_engine::progress::PlainRenderer::new();
     while let Some(event) = rx.recv().await {
         if quiet {
+            continue;
+        }
+        if plain {
+            // kiln's own clients (the native build-push-action) ask for buildctl's format.
+            let text = renderer.render(&event);
+            if !text.is_empty() {
+                messages.stream(text);
+            }
             continue;
         }
         match event {

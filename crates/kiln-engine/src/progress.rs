@@ -159,3 +159,115 @@ impl ProgressSender {
         });
     }
 }
+
+/// Renders progress events in buildctl's `--progress plain` format (`#3 [2/4] RUN make`,
+/// `#3 0.512 output`, `#3 DONE 1.2s`, `#3 CACHED`). Shared by `kiln build` and the Docker API's
+/// plain-progress mode, so every door prints the same text.
+#[derive(Default)]
+pub struct PlainRenderer {
+    vertices: std::collections::HashMap<String, PlainVertex>,
+    last: Option<String>,
+}
+
+struct PlainVertex {
+    number: usize,
+    cached: bool,
+    name: String,
+    started: std::time::Instant,
+}
+
+impl PlainRenderer {
+    pub fn new() -> PlainRenderer {
+        PlainRenderer::default()
+    }
+
+    /// The text one event adds (possibly empty), with line ends.
+    pub fn render(&mut self, event: &ProgressEvent) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        match event {
+            ProgressEvent::VertexStarted { vertex, name, .. } => {
+                if self.vertices.contains_key(vertex) {
+                    return out;
+                }
+                let number = self.vertices.len() + 1;
+                let _ = writeln!(out, "#{number} {name}");
+                self.vertices.insert(
+                    vertex.clone(),
+                    PlainVertex {
+                        number,
+                        cached: false,
+                        name: name.clone(),
+                        started: std::time::Instant::now(),
+                    },
+                );
+                self.last = Some(vertex.clone());
+            }
+            ProgressEvent::VertexCached { vertex, .. } => {
+                if let Some(v) = self.vertices.get_mut(vertex) {
+                    let _ = writeln!(out, "#{} CACHED\n", v.number);
+                    v.cached = true;
+                }
+            }
+            ProgressEvent::VertexCompleted { vertex, error, .. } => {
+                if let Some(v) = self.vertices.get(vertex) {
+                    match error {
+                        Some(e) if e.ends_with("context canceled") => {
+                            let _ = writeln!(out, "#{} CANCELED", v.number);
+                        }
+                        Some(e) => {
+                            let _ = writeln!(out, "#{} ERROR: {e}", v.number);
+                        }
+                        None if v.cached => {}
+                        None => {
+                            let _ = writeln!(
+                                out,
+                                "#{} DONE {:.1}s",
+                                v.number,
+                                v.started.elapsed().as_secs_f64()
+                            );
+                        }
+                    }
+                    if !(v.cached && error.is_none()) {
+                        out.push('\n');
+                    }
+                }
+            }
+            ProgressEvent::Log { vertex, data, .. } => {
+                if let Some(v) = self.vertices.get(vertex) {
+                    if self.last.as_deref() != Some(vertex.as_str()) {
+                        if let Some(prev) = self.last.as_ref().and_then(|l| self.vertices.get(l)) {
+                            let _ = writeln!(out, "#{} ...", prev.number);
+                        }
+                        let _ = writeln!(out, "\n#{} {}", v.number, v.name);
+                        self.last = Some(vertex.clone());
+                    }
+                    let secs = v.started.elapsed().as_secs_f64();
+                    for line in String::from_utf8_lossy(data).lines() {
+                        let _ = writeln!(out, "#{} {secs:.3} {line}", v.number);
+                    }
+                }
+            }
+            ProgressEvent::Status {
+                vertex,
+                id,
+                current,
+                total,
+                completed,
+                ..
+            } => {
+                if let (Some(v), true) = (self.vertices.get(vertex), *completed) {
+                    let amount = match total {
+                        Some(t) => format!("{current}/{t}"),
+                        None => current.to_string(),
+                    };
+                    let _ = writeln!(out, "#{} {id} {amount} done", v.number);
+                }
+            }
+            ProgressEvent::Warning { message, .. } => {
+                let _ = writeln!(out, "WARNING: {message}");
+            }
+        }
+        out
+    }
+}

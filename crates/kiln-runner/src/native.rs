@@ -342,6 +342,8 @@ async fn build_push(step: &NativeStep) -> Result<NativeOutcome, String> {
         ("buildargs".into(), Value::Object(build_args).to_string()),
         ("labels".into(), Value::Object(labels).to_string()),
         ("rm".into(), "1".into()),
+        // Progress in buildctl's plain format, like the real action prints.
+        ("kilnprogress".into(), "plain".into()),
     ];
     for t in &tags {
         query.push(("t".into(), t.clone()));

@@ -4,7 +4,7 @@
 use kiln_engine::progress::{LogStream, ProgressEvent};
 use std::collections::HashMap;
 use std::io::Write;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -17,10 +17,7 @@ pub enum ProgressMode {
 }
 
 struct VertexState {
-    number: usize,
-    cached: bool,
     name: String,
-    started: Instant,
     bar: Option<indicatif::ProgressBar>,
 }
 
@@ -34,7 +31,7 @@ pub async fn render(mode: ProgressMode, mut rx: UnboundedReceiver<ProgressEvent>
     };
     let multi = indicatif::MultiProgress::new();
     let mut vertices: HashMap<String, VertexState> = HashMap::new();
-    let mut last_log_vertex: Option<String> = None;
+    let mut plain = kiln_engine::progress::PlainRenderer::new();
     let mut err = std::io::stderr();
     while let Some(event) = rx.recv().await {
         match mode {
@@ -42,7 +39,9 @@ pub async fn render(mode: ProgressMode, mut rx: UnboundedReceiver<ProgressEvent>
             ProgressMode::Rawjson => {
                 let _ = writeln!(err, "{}", raw_json(&event));
             }
-            ProgressMode::Plain => plain(&mut err, &mut vertices, &mut last_log_vertex, &event),
+            ProgressMode::Plain => {
+                let _ = write!(err, "{}", plain.render(&event));
+            }
             ProgressMode::Tty | ProgressMode::Auto => tty(&multi, &mut vertices, &event),
         }
     }
@@ -51,99 +50,6 @@ pub async fn render(mode: ProgressMode, mut rx: UnboundedReceiver<ProgressEvent>
             if !b.is_finished() {
                 b.finish();
             }
-        }
-    }
-}
-
-fn plain(
-    err: &mut impl Write,
-    vertices: &mut HashMap<String, VertexState>,
-    last: &mut Option<String>,
-    event: &ProgressEvent,
-) {
-    match event {
-        ProgressEvent::VertexStarted { vertex, name, .. } => {
-            if vertices.contains_key(vertex) {
-                return;
-            }
-            let number = vertices.len() + 1;
-            let _ = writeln!(err, "#{number} {name}");
-            vertices.insert(
-                vertex.clone(),
-                VertexState {
-                    number,
-                    cached: false,
-                    name: name.clone(),
-                    started: Instant::now(),
-                    bar: None,
-                },
-            );
-            *last = Some(vertex.clone());
-        }
-        ProgressEvent::VertexCached { vertex, .. } => {
-            if let Some(v) = vertices.get_mut(vertex) {
-                let _ = writeln!(err, "#{} CACHED", v.number);
-                let _ = writeln!(err);
-                v.cached = true;
-            }
-        }
-        ProgressEvent::VertexCompleted { vertex, error, .. } => {
-            if let Some(v) = vertices.get(vertex) {
-                match error {
-                    Some(e) if e.ends_with("context canceled") => {
-                        let _ = writeln!(err, "#{} CANCELED", v.number);
-                    }
-                    Some(e) => {
-                        let _ = writeln!(err, "#{} ERROR: {e}", v.number);
-                    }
-                    None if v.cached => {}
-                    None => {
-                        let _ = writeln!(
-                            err,
-                            "#{} DONE {:.1}s",
-                            v.number,
-                            v.started.elapsed().as_secs_f64()
-                        );
-                    }
-                }
-                if !(v.cached && error.is_none()) {
-                    let _ = writeln!(err);
-                }
-            }
-        }
-        ProgressEvent::Log { vertex, data, .. } => {
-            if let Some(v) = vertices.get(vertex) {
-                if last.as_deref() != Some(vertex.as_str()) {
-                    if let Some(prev) = last.as_ref().and_then(|l| vertices.get(l)) {
-                        let _ = writeln!(err, "#{} ...", prev.number);
-                    }
-                    let _ = writeln!(err, "\n#{} {}", v.number, v.name);
-                    *last = Some(vertex.clone());
-                }
-                let secs = v.started.elapsed().as_secs_f64();
-                for line in String::from_utf8_lossy(data).lines() {
-                    let _ = writeln!(err, "#{} {secs:.3} {line}", v.number);
-                }
-            }
-        }
-        ProgressEvent::Status {
-            vertex,
-            id,
-            current,
-            total,
-            completed,
-            ..
-        } => {
-            if let (Some(v), true) = (vertices.get(vertex), *completed) {
-                let amount = match total {
-                    Some(t) => format!("{current}/{t}"),
-                    None => current.to_string(),
-                };
-                let _ = writeln!(err, "#{} {id} {amount} done", v.number);
-            }
-        }
-        ProgressEvent::Warning { message, .. } => {
-            let _ = writeln!(err, "WARNING: {message}");
         }
     }
 }
@@ -164,14 +70,10 @@ fn tty(
             bar.set_style(style);
             bar.enable_steady_tick(std::time::Duration::from_millis(120));
             bar.set_message(name.clone());
-            let number = vertices.len() + 1;
             vertices.insert(
                 vertex.clone(),
                 VertexState {
-                    number,
-                    cached: false,
                     name: name.clone(),
-                    started: Instant::now(),
                     bar: Some(bar),
                 },
             );

@@ -293,6 +293,11 @@ jobs:
     assert!(rows.contains("Login Succeeded"), "{rows}");
     assert!(rows.contains("performed by kiln itself"), "{rows}");
     assert!(
+        rows.lines()
+            .any(|l| l.starts_with('#') && l.contains("] RUN")),
+        "no buildctl-style progress:\n{rows}"
+    );
+    assert!(
         rows.contains("digest=sha256:")
             && rows.contains("id=sha256:")
             && rows.contains("builder=kiln"),
