@@ -76,13 +76,34 @@ impl DockerApi {
             path: tmp_dir.clone(),
             source,
         })?;
-        Ok(DockerApi {
-            shared: Arc::new(Shared {
-                engine: config.engine,
-                store,
-                tmp_dir,
-            }),
-        })
+        let shared = Arc::new(Shared {
+            engine: config.engine,
+            store,
+            tmp_dir,
+        });
+        // The engine's cache pruning must not take the blobs of stored images.
+        let weak = Arc::downgrade(&shared);
+        shared.engine.pin_content(move || {
+            let Some(shared) = weak.upgrade() else {
+                return Vec::new();
+            };
+            let content = &shared.engine.inner().content;
+            let mut pins = Vec::new();
+            for (image, _) in shared.store.list() {
+                pins.push(image.manifest.clone());
+                pins.push(image.id.clone());
+                if let Ok(c) = store::read_content(content, &image) {
+                    pins.extend(c.layers.into_iter().map(|(digest, _, _)| digest));
+                }
+            }
+            pins
+        });
+        Ok(DockerApi { shared })
+    }
+
+    /// The engine behind the API.
+    pub fn engine(&self) -> &kiln_engine::Engine {
+        &self.shared.engine
     }
 
     /// The local image store.

@@ -155,6 +155,14 @@ fn api_builds_tags_pushes_and_removes_an_image() {
     assert_eq!(list[0]["RepoTags"].as_array().unwrap().len(), 2);
 
     let auth = base64::engine::general_purpose::URL_SAFE.encode("{}");
+    // Pruning the whole build cache keeps what the image store refers to.
+    env.api
+        .engine()
+        .prune(&kiln_engine::prune::PruneOptions {
+            all: true,
+            keep_storage: None,
+        })
+        .unwrap();
     let r = env.http(
         "POST",
         &format!("/images/{}/push?tag=2", env.image("api/app")),

@@ -116,7 +116,20 @@ pub struct EngineInner {
     cache_mount_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Steps being built, by cache key (see [`EngineInner::building`]).
     building: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    /// Lists of content digests that prune must keep (see [`Engine::pin_content`]).
+    content_roots: Mutex<Vec<ContentRoot>>,
     _lock: std::fs::File,
+}
+
+/// Lists content digests that something outside the cache (an image store) still refers to.
+pub type ContentRoot = Arc<dyn Fn() -> Vec<String> + Send + Sync>;
+
+impl EngineInner {
+    /// Every digest some content root pins.
+    pub fn pinned_content(&self) -> std::collections::HashSet<String> {
+        let roots: Vec<ContentRoot> = self.content_roots.lock().expect("lock").clone();
+        roots.iter().flat_map(|f| f()).collect()
+    }
 }
 
 /// Held while a step with some cache key is built; see [`EngineInner::building`].
@@ -244,6 +257,7 @@ impl Engine {
                 registry_config: config.registry,
                 cache_mount_locks: Mutex::new(HashMap::new()),
                 building: Arc::default(),
+                content_roots: Mutex::new(Vec::new()),
                 _lock: lock,
             }),
         })
@@ -251,6 +265,16 @@ impl Engine {
 
     pub fn inner(&self) -> &Arc<EngineInner> {
         &self.inner
+    }
+
+    /// Keep the content digests `root` lists through every prune: an image store built on the
+    /// engine's content store registers its images' manifests, configs and layers here.
+    pub fn pin_content(&self, root: impl Fn() -> Vec<String> + Send + Sync + 'static) {
+        self.inner
+            .content_roots
+            .lock()
+            .expect("lock")
+            .push(Arc::new(root));
     }
 
     /// A registry client that authenticates with the session's credentials.

@@ -124,9 +124,12 @@ impl Engine {
                 report.layers += 1;
             }
         }
-        // Every blob not backing a live layer goes: exported configs and manifests too.
+        // Every blob not backing a live layer goes, exported configs and manifests too, except
+        // what an image store pins.
+        let pinned = inner.pinned_content();
         for (digest, size) in inner.content.list().map_err(|x| e(&x))? {
-            if !live_digests.contains(&digest.to_string()) {
+            let d = digest.to_string();
+            if !live_digests.contains(&d) && !pinned.contains(&d) {
                 report.bytes += size;
                 inner.content.delete(&digest).map_err(|x| e(&x))?;
             }
