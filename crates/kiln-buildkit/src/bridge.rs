@@ -11,7 +11,6 @@ use kiln_engine::progress::ProgressSender;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 #[derive(Clone)]
@@ -133,7 +132,8 @@ impl LlbBridge for BridgeService {
         let session = self.0.session(&session_id).await;
         let b2 = build.clone();
         let progress = ProgressSender::from_fn(move |ev| b2.progress(&ev));
-        let cancel = CancellationToken::new();
+        // Stops with the build (its client went away) or when this call is dropped.
+        let cancel = build.cancel.child_token();
         let _stop = cancel.clone().drop_guard();
         // Options of the Control request, overridden by the gateway request's own.
         let mut attrs = build.attrs.lock().expect("attrs").clone();

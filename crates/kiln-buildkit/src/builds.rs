@@ -40,6 +40,9 @@ pub struct Build {
     pub attrs: Mutex<HashMap<String, String>>,
     /// Set once `Control/Solve` has registered the build (Status may create it earlier).
     solving: std::sync::atomic::AtomicBool,
+    /// Cancelled when the build must stop (its client went away or cancelled the Solve call);
+    /// gateway solves of the build run under child tokens of it.
+    pub cancel: tokio_util::sync::CancellationToken,
 }
 
 struct StatusState {
@@ -136,6 +139,7 @@ impl Builds {
                     session: Mutex::new(None),
                     attrs: Mutex::new(HashMap::new()),
                     solving: std::sync::atomic::AtomicBool::new(false),
+                    cancel: Default::default(),
                 })
             })
             .clone();

@@ -161,7 +161,13 @@ impl Control for ControlService {
             .map(|m| m.to_ascii_lowercase())
             .collect();
         let (tx, rx) = mpsc::channel(64);
-        let io = tunnel::pipe(request.into_inner(), tx);
+        let io = {
+            let (sessions, id) = (self.0.sessions.clone(), id.clone());
+            tunnel::pipe(request.into_inner(), tx, move || {
+                tracing::debug!(session = %id, "session closed by the client");
+                sessions.remove(&id);
+            })
+        };
         let channel = tokio::time::timeout(Duration::from_secs(10), tunnel::channel(io))
             .await
             .map_err(|_| Status::deadline_exceeded("session: client did not answer HTTP/2"))?
@@ -173,6 +179,7 @@ impl Control for ControlService {
             shared_key: first("x-docker-expose-session-sharedkey"),
             methods,
             channel,
+            closed: Default::default(),
         });
         tracing::debug!(session = %id, "session opened");
         // When the client half-closes, the outgoing side ends too; forget the session then.

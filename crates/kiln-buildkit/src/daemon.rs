@@ -211,23 +211,50 @@ impl Daemon {
     }
 
     /// `Control/Solve`: the whole build, including waiting for a gateway client's `Return`.
-    pub async fn solve(&self, req: api::SolveRequest) -> Result<api::SolveResponse, Status> {
+    pub async fn solve(
+        self: &Arc<Self>,
+        req: api::SolveRequest,
+    ) -> Result<api::SolveResponse, Status> {
         let build =
             self.builds
                 .register(&req.r#ref, req.session.clone(), req.frontend_attrs.clone());
         let b2 = build.clone();
         let progress = ProgressSender::from_fn(move |ev| b2.progress(&ev));
-        // Dropped with this future when the client cancels the call: the build stops.
-        let cancel = CancellationToken::new();
+        // Fired when this future is dropped, i.e. when the client cancels the call or goes away.
+        // The build itself runs in its own task, so it sees the cancellation and stops its
+        // processes and cleans up, instead of being dropped mid-step.
+        let cancel = build.cancel.clone();
         let _stop = cancel.clone().drop_guard();
-        let result = self.solve_inner(&build, req, &progress, cancel).await;
-        // Results hold the client session (and its locks on synced directories): release them.
-        build.results.lock().expect("results").clear();
-        build.finish();
-        self.builds.retire(&build.id);
-        if let Err(e) = &result {
-            tracing::info!(build = %build.id, "build failed: {}", e.message());
-        }
+        // A client that goes away takes its session with it: that stops the build too.
+        let watcher = {
+            let (cancel, this, id) = (cancel.clone(), self.clone(), req.session.clone());
+            tokio::spawn(async move {
+                if id.is_empty() {
+                    return;
+                }
+                if let Some(session) = this.sessions.get(&id, Duration::from_secs(30)).await {
+                    session.closed.cancelled().await;
+                    tracing::info!(session = %id, "client session closed; cancelling its build");
+                    cancel.cancel();
+                }
+            })
+        };
+        let this = self.clone();
+        let task = tokio::spawn(async move {
+            let result = this.solve_inner(&build, req, &progress, cancel).await;
+            // Results hold the client session (and its locks on synced directories): release them.
+            build.results.lock().expect("results").clear();
+            build.finish();
+            this.builds.retire(&build.id);
+            if let Err(e) = &result {
+                tracing::info!(build = %build.id, "build failed: {}", e.message());
+            }
+            result
+        });
+        let result = task
+            .await
+            .unwrap_or_else(|e| Err(Status::internal(format!("the build task failed: {e}"))));
+        watcher.abort();
         result
     }
 

@@ -170,12 +170,29 @@ impl Runc {
             LogStream::Stderr,
         ));
 
+        tracing::debug!(
+            container = id,
+            canceled = cancel.is_cancelled(),
+            "runc run started"
+        );
         let status = tokio::select! {
             status = child.wait() => status.map_err(io_err("waiting for runc"))?,
             _ = cancel.cancelled() => {
-                self.kill(id).await;
-                let _ = child.wait().await;
-                self.delete(id).await;
+                tracing::debug!(container = id, "build canceled: killing the container");
+                // The container's processes first (by process tree: `runc kill` can fail without
+                // a cgroup), then runc's view of it.
+                if let Some(pid) = child.id() {
+                    kill_descendants(pid as i32);
+                }
+                // Every runc call is bounded: a wedged runtime must not keep the build (and its
+                // mounts) alive after the client has gone.
+                let limit = std::time::Duration::from_secs(5);
+                let _ = tokio::time::timeout(limit, self.kill(id)).await;
+                if tokio::time::timeout(limit, child.wait()).await.is_err() {
+                    let _ = child.kill().await;
+                }
+                let _ = tokio::time::timeout(limit, self.delete(id)).await;
+                tracing::debug!(container = id, "container of a canceled build removed");
                 return Err(ExecError::Canceled);
             }
         };
@@ -208,20 +225,30 @@ impl Runc {
         }
     }
 
+    /// Kill the container: its init first (the container has its own PID namespace, so that
+    /// takes every process with it), then `--all` for runtimes where that is needed. `--all`
+    /// alone fails without a cgroup, which rootless runs often lack.
     async fn kill(&self, id: &str) {
-        let _ = self
-            .command()
-            .args(["kill", "--all", id, "KILL"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .await;
+        for args in [
+            &["kill", id, "KILL"][..],
+            &["kill", "--all", id, "KILL"][..],
+        ] {
+            let _ = self
+                .command()
+                .args(args)
+                .kill_on_drop(true)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .await;
+        }
     }
 
     async fn delete(&self, id: &str) {
         let _ = self
             .command()
             .args(["delete", "--force", id])
+            .kill_on_drop(true)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -540,5 +567,44 @@ mod tests {
             r("user:nogroup"),
             Err(ExecError::NoSuchGroup { .. })
         ));
+    }
+}
+
+/// SIGKILL every descendant of `root` (found through /proc's parent links), deepest first.
+fn kill_descendants(root: i32) {
+    let mut children: std::collections::HashMap<i32, Vec<i32>> = std::collections::HashMap::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            // The fields after the command name: state, then the parent pid.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<i32>().ok());
+            if let Some(ppid) = ppid {
+                children.entry(ppid).or_default().push(pid);
+            }
+        }
+    }
+    let mut order = Vec::new();
+    let mut stack = vec![root];
+    while let Some(p) = stack.pop() {
+        for &c in children.get(&p).map(Vec::as_slice).unwrap_or(&[]) {
+            order.push(c);
+            stack.push(c);
+        }
+    }
+    for pid in order.into_iter().rev() {
+        // SAFETY: plain syscall on a pid we just read.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
     }
 }

@@ -31,6 +31,8 @@ pub struct OpenSession {
     /// gRPC methods the client serves, lowercased.
     pub methods: BTreeSet<String>,
     pub channel: Channel,
+    /// Cancelled when the client's Session call ends (the client went away).
+    pub closed: tokio_util::sync::CancellationToken,
 }
 
 impl OpenSession {
@@ -58,7 +60,9 @@ impl SessionManager {
     }
 
     pub fn remove(&self, id: &str) {
-        self.sessions.lock().expect("sessions").remove(id);
+        if let Some(s) = self.sessions.lock().expect("sessions").remove(id) {
+            s.closed.cancel();
+        }
     }
 
     /// The session `id` (a `prefix:` is ignored), waiting up to `wait` for it to connect:

@@ -19,6 +19,7 @@ const CHUNK: usize = 256 * 1024;
 pub fn pipe(
     mut incoming: tonic::Streaming<BytesMessage>,
     outgoing: mpsc::Sender<Result<BytesMessage, tonic::Status>>,
+    on_client_end: impl FnOnce() + Send + 'static,
 ) -> DuplexStream {
     let (ours, theirs) = tokio::io::duplex(1024 * 1024);
     let (mut read_half, mut write_half) = tokio::io::split(theirs);
@@ -30,6 +31,8 @@ pub fn pipe(
             }
         }
         let _ = write_half.shutdown().await;
+        // The client closed its side or went away: the session is over.
+        on_client_end();
     });
     tokio::spawn(async move {
         let mut buf = vec![0u8; CHUNK];
