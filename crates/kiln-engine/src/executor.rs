@@ -528,6 +528,45 @@ fn read_in_root(rootfs: &Path, path: &str) -> String {
         .unwrap_or_default()
 }
 
+/// SIGKILL every descendant of `root` (found through /proc's parent links), deepest first.
+fn kill_descendants(root: i32) {
+    let mut children: std::collections::HashMap<i32, Vec<i32>> = std::collections::HashMap::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            // The fields after the command name: state, then the parent pid.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<i32>().ok());
+            if let Some(ppid) = ppid {
+                children.entry(ppid).or_default().push(pid);
+            }
+        }
+    }
+    let mut order = Vec::new();
+    let mut stack = vec![root];
+    while let Some(p) = stack.pop() {
+        for &c in children.get(&p).map(Vec::as_slice).unwrap_or(&[]) {
+            order.push(c);
+            stack.push(c);
+        }
+    }
+    for pid in order.into_iter().rev() {
+        // SAFETY: plain syscall on a pid we just read.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -567,44 +606,5 @@ mod tests {
             r("user:nogroup"),
             Err(ExecError::NoSuchGroup { .. })
         ));
-    }
-}
-
-/// SIGKILL every descendant of `root` (found through /proc's parent links), deepest first.
-fn kill_descendants(root: i32) {
-    let mut children: std::collections::HashMap<i32, Vec<i32>> = std::collections::HashMap::new();
-    if let Ok(dir) = std::fs::read_dir("/proc") {
-        for entry in dir.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<i32>().ok())
-            else {
-                continue;
-            };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                continue;
-            };
-            // The fields after the command name: state, then the parent pid.
-            let ppid = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-                .and_then(|p| p.parse::<i32>().ok());
-            if let Some(ppid) = ppid {
-                children.entry(ppid).or_default().push(pid);
-            }
-        }
-    }
-    let mut order = Vec::new();
-    let mut stack = vec![root];
-    while let Some(p) = stack.pop() {
-        for &c in children.get(&p).map(Vec::as_slice).unwrap_or(&[]) {
-            order.push(c);
-            stack.push(c);
-        }
-    }
-    for pid in order.into_iter().rev() {
-        // SAFETY: plain syscall on a pid we just read.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
     }
 }
