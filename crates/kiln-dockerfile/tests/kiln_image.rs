@@ -18,7 +18,8 @@ fn base_config() -> ImageConfig {
 
 #[test]
 fn kilns_own_dockerfile_parses_and_lowers() {
-    let df = parse_named("Dockerfile", &kiln_dockerfile_text()).expect("kiln parses its own Dockerfile");
+    let df =
+        parse_named("Dockerfile", &kiln_dockerfile_text()).expect("kiln parses its own Dockerfile");
     assert_eq!(df.stages.len(), 2, "a build stage and a runtime stage");
     assert_eq!(df.stages[0].name.as_deref(), Some("build"));
     assert!(df.stages[1].base.starts_with("debian:bookworm-slim"));
@@ -29,8 +30,14 @@ fn kilns_own_dockerfile_parses_and_lowers() {
         .into_iter()
         .map(|req| (req.reference, base_config()))
         .collect();
-    assert!(configs.contains_key("docker.io/library/rust:1-bookworm"), "{configs:?}");
-    assert!(configs.contains_key("docker.io/library/debian:bookworm-slim"), "{configs:?}");
+    assert!(
+        configs.contains_key("docker.io/library/rust:1-bookworm"),
+        "{configs:?}"
+    );
+    assert!(
+        configs.contains_key("docker.io/library/debian:bookworm-slim"),
+        "{configs:?}"
+    );
     let lowered = plan.lower(&configs).expect("lower");
     assert!(!lowered.definition.def.is_empty());
 
@@ -38,12 +45,24 @@ fn kilns_own_dockerfile_parses_and_lowers() {
     // Rootless by default: the Kubernetes manifests rely on the image's user being 1000.
     assert_eq!(config.user, "1000:1000");
     let entrypoint = config.entrypoint.clone().unwrap_or_default();
-    assert_eq!(entrypoint.last().map(String::as_str), Some("kiln"), "{entrypoint:?}");
+    assert_eq!(
+        entrypoint.last().map(String::as_str),
+        Some("kiln"),
+        "{entrypoint:?}"
+    );
     let cmd = config.cmd.clone().unwrap_or_default();
-    assert_eq!(cmd.first().map(String::as_str), Some("buildkitd"), "{cmd:?}");
+    assert_eq!(
+        cmd.first().map(String::as_str),
+        Some("buildkitd"),
+        "{cmd:?}"
+    );
     assert!(cmd.iter().any(|a| a == "tcp://0.0.0.0:1235"), "{cmd:?}");
     assert!(cmd.iter().any(|a| a == "--tls-from-env"), "{cmd:?}");
-    assert!(config.env.iter().any(|e| e == "KILN_ROOT=/var/lib/kiln"), "{:?}", config.env);
+    assert!(
+        config.env.iter().any(|e| e == "KILN_ROOT=/var/lib/kiln"),
+        "{:?}",
+        config.env
+    );
 }
 
 #[test]
@@ -57,6 +76,9 @@ fn kilns_image_maps_subordinate_ids_for_uid_1000() {
     }
     assert!(text.contains("--uid 1000 --gid 1000"));
     for package in ["runc", "uidmap", "git", "ca-certificates", "nodejs"] {
-        assert!(text.contains(&format!(" {package} ")), "the image installs {package}");
+        assert!(
+            text.contains(&format!(" {package} ")),
+            "the image installs {package}"
+        );
     }
 }
