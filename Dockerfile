@@ -33,4 +33,4 @@ USER 1000:1000
 WORKDIR /home/kiln
 EXPOSE 1235
 ENTRYPOINT ["tini", "--", "kiln"]
-CMD ["buildkitd", "--addr", "tcp://0.0.0.0:1235", "--addr", "unix:///run/kiln/buildkit.sock", "--tls-from-env"]
+CMD ["buildkitd", "--addr", "tcp://0.0.0.0:1235", "--addr", "unix:///run/kiln/buildkit.sock", "--tls-from-env", "--health-addr", "0.0.0.0:8081"]

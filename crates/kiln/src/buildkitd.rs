@@ -30,6 +30,10 @@ pub struct BuildkitdArgs {
     /// e.g. unix:///run/kiln/docker.sock, for `DOCKER_HOST`.
     #[arg(long = "docker-addr")]
     pub docker_addrs: Vec<String>,
+    /// Serve `/healthz` and `/readyz` over plain HTTP here (e.g. 0.0.0.0:8081) for Kubernetes
+    /// probes; the BuildKit port itself needs a client certificate.
+    #[arg(long = "health-addr")]
+    pub health_addr: Option<std::net::SocketAddr>,
 }
 
 pub fn default_socket() -> PathBuf {
@@ -131,6 +135,20 @@ pub async fn run(args: BuildkitdArgs, config: &KilnConfig, root: PathBuf) -> any
                 }
             }
         }
+    }
+    // Ready once the engine is open and every listener is bound (both happened above).
+    if let Some(addr) = args.health_addr {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("--health-addr {addr}"))?;
+        let app = axum::Router::new()
+            .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+            .route("/readyz", axum::routing::get(|| async { "ready\n" }));
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "health endpoint stopped");
+            }
+        });
     }
     let ctrl_c = tokio::signal::ctrl_c();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

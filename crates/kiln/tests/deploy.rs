@@ -647,12 +647,20 @@ fn buildkit_overlay_is_the_seed_service() {
             "tcp://0.0.0.0:1235",
             "--addr",
             "unix:///run/kiln/buildkit.sock",
-            "--tls-from-env"
+            "--tls-from-env",
+            "--health-addr",
+            "0.0.0.0:8081"
         ])
     );
-    // No HTTP health endpoint on `kiln buildkitd`: both probes check the TCP port.
-    assert_eq!(container["readinessProbe"]["tcpSocket"]["port"], "buildkit");
-    assert_eq!(container["livenessProbe"]["tcpSocket"]["port"], "buildkit");
+    // Probes on kiln's plain-HTTP health port: the mTLS port needs a client certificate.
+    assert_eq!(
+        container["readinessProbe"]["httpGet"],
+        json!({"path": "/readyz", "port": "health"})
+    );
+    assert_eq!(
+        container["livenessProbe"]["httpGet"],
+        json!({"path": "/healthz", "port": "health"})
+    );
     validate_all("buildkit", &objects);
 }
 
