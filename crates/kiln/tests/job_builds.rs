@@ -19,47 +19,7 @@ fn jobs_build_with_buildctl_through_buildkit_host() {
         println!("SKIP jobs_build_with_buildctl_through_buildkit_host: buildctl not found (KILN_TEST_BUILDCTL, PATH, /opt/buildkit-*/bin)");
         return;
     };
-    let rt = common::rt();
-    let gitea = rt.block_on(FakeGitea::start());
-    let dir = env.work.path();
-    let config = dir.join("config.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "runner:\n  file: {d}/.runner\n  fetch_interval: 100ms\n  shutdown_timeout: 60s\nhost:\n  workdir_parent: {d}/host\ncache:\n  enabled: false\nkiln:\n  metrics_addr: \"\"\n  state_dir: {root}\n  builder:\n    gc_keep_storage: 5GB\n",
-            d = dir.display(),
-            root = env.root.path().display()
-        ),
-    )
-    .unwrap();
-    let kiln = env!("CARGO_BIN_EXE_kiln");
-    let out = Command::new(kiln)
-        .args([
-            "register",
-            "--no-interactive",
-            "--instance",
-            &gitea.url(),
-            "--token",
-            &gitea.registration_token(),
-            "--labels",
-            "linux:host",
-            "-c",
-        ])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let log = std::fs::File::create(dir.join("daemon.log")).unwrap();
-    let mut daemon = Command::new(kiln)
-        .args(["daemon", "-c"])
-        .arg(&config)
-        .stderr(Stdio::from(log))
-        .spawn()
-        .unwrap();
+    let runner = BuildRunner::start(&env);
 
     let image = env.image("from-job:1");
     let workflow = format!(
@@ -85,27 +45,13 @@ jobs:
         buildctl = buildctl.display(),
         base = env.base,
     );
-    let queue = || {
-        gitea.queue_job(QueuedJob {
-            workflow_yaml: workflow.clone(),
-            job_id: "image".into(),
-            runs_on: vec!["linux".into()],
-            context: serde_json::json!({}),
-            secrets: BTreeMap::new(),
-            vars: BTreeMap::new(),
-            needs: BTreeMap::new(),
-        })
-    };
-    let first = queue();
-    let task = rt.block_on(gitea.wait_final(first, Duration::from_secs(300)));
-    let daemon_log = || std::fs::read_to_string(dir.join("daemon.log")).unwrap_or_default();
-    let task = task.unwrap_or_else(|| panic!("job did not finish; daemon log:\n{}", daemon_log()));
+    let task = runner.run(&workflow, "image", &[]);
     let rows = task.rows.join("\n");
     assert_eq!(
         task.result,
         proto::Result::Success,
         "{rows}\n---\n{}",
-        daemon_log()
+        runner.log()
     );
     assert!(
         rows.contains("BUILDKIT_HOST=unix://")
@@ -122,10 +68,7 @@ jobs:
     );
 
     // The same build in a second job: the engine's cache is shared by the runner's jobs.
-    let second = queue();
-    let task = rt
-        .block_on(gitea.wait_final(second, Duration::from_secs(300)))
-        .expect("second job");
+    let task = runner.run(&workflow, "image", &[]);
     let rows = task.rows.join("\n");
     assert_eq!(task.result, proto::Result::Success, "{rows}");
     assert!(
@@ -134,9 +77,8 @@ jobs:
     );
 
     // SIGTERM: the daemon and its engine stop.
-    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
-    let status = daemon.wait().unwrap();
-    assert!(status.success(), "{}", daemon_log());
+    let (status, log) = runner.stop();
+    assert!(status.success(), "{log}");
 }
 
 const USER: &str = "ci-bot";
@@ -148,6 +90,7 @@ struct BuildRunner {
     gitea: FakeGitea,
     daemon: std::process::Child,
     log: std::path::PathBuf,
+    stopped: bool,
 }
 
 impl BuildRunner {
@@ -159,7 +102,7 @@ impl BuildRunner {
         std::fs::write(
             &config,
             format!(
-                "runner:\n  file: {d}/.runner\n  fetch_interval: 100ms\n  shutdown_timeout: 60s\nhost:\n  workdir_parent: {d}/host\ncache:\n  enabled: false\nkiln:\n  metrics_addr: \"\"\n  state_dir: {root}\n",
+                "runner:\n  file: {d}/.runner\n  fetch_interval: 100ms\n  shutdown_timeout: 60s\nhost:\n  workdir_parent: {d}/host\ncache:\n  enabled: false\nkiln:\n  metrics_addr: \"\"\n  state_dir: {root}\n  builder:\n    gc_keep_storage: 5GB\n",
                 d = dir.display(),
                 root = env.root.path().display()
             ),
@@ -199,6 +142,7 @@ impl BuildRunner {
             gitea,
             daemon,
             log,
+            stopped: false,
         }
     }
 
@@ -231,8 +175,25 @@ impl BuildRunner {
     }
 }
 
+impl BuildRunner {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM the daemon and wait for it: its exit status and its log.
+    fn stop(mut self) -> (std::process::ExitStatus, String) {
+        unsafe { libc::kill(self.daemon.id() as i32, libc::SIGTERM) };
+        let status = self.daemon.wait().unwrap();
+        self.stopped = true;
+        (status, self.log())
+    }
+}
+
 impl Drop for BuildRunner {
     fn drop(&mut self) {
+        if self.stopped {
+            return;
+        }
         unsafe { libc::kill(self.daemon.id() as i32, libc::SIGTERM) };
         let _ = self.daemon.wait();
     }
