@@ -110,6 +110,25 @@ fn buildctl(bin: &Path, daemon: &Daemon, args: &[&str], stdin: Option<&[u8]>) ->
     child.wait_with_output().unwrap()
 }
 
+/// `buildctl build` of the Dockerfile in `ctx` with a local output into `out`.
+fn build_into_dir(bin: &Path, daemon: &Daemon, ctx: &str, out: &Path) -> Output {
+    let output = format!("type=local,dest={}", out.display());
+    let args = [
+        "build",
+        "--progress",
+        "plain",
+        "--frontend",
+        "dockerfile.v0",
+        "--local",
+        &format!("context={ctx}"),
+        "--local",
+        &format!("dockerfile={ctx}"),
+        "--output",
+        &output,
+    ];
+    buildctl(bin, daemon, &args, None)
+}
+
 fn ok(out: &Output, what: &str) {
     assert!(
         out.status.success(),
@@ -393,23 +412,7 @@ fn concurrent_builds_of_the_same_step_run_it_once() {
             .zip(&contexts)
             .map(|(out, ctx_s)| {
                 let (bin, daemon) = (&bin, &daemon);
-                s.spawn(move || {
-                    let output = format!("type=local,dest={}", out.display());
-                    let args = [
-                        "build",
-                        "--progress",
-                        "plain",
-                        "--frontend",
-                        "dockerfile.v0",
-                        "--local",
-                        &format!("context={ctx_s}"),
-                        "--local",
-                        &format!("dockerfile={ctx_s}"),
-                        "--output",
-                        &output,
-                    ];
-                    buildctl(bin, daemon, &args, None)
-                })
+                s.spawn(move || build_into_dir(bin, daemon, ctx_s, out))
             })
             .collect();
         let mut executed = 0;
@@ -476,23 +479,7 @@ fn twenty_concurrent_builds_complete_with_their_own_results() {
             .zip(&outs)
             .map(|(ctx_s, out)| {
                 let (bin, daemon) = (&bin, &daemon);
-                s.spawn(move || {
-                    let output = format!("type=local,dest={}", out.display());
-                    let args = [
-                        "build",
-                        "--progress",
-                        "plain",
-                        "--frontend",
-                        "dockerfile.v0",
-                        "--local",
-                        &format!("context={ctx_s}"),
-                        "--local",
-                        &format!("dockerfile={ctx_s}"),
-                        "--output",
-                        &output,
-                    ];
-                    buildctl(bin, daemon, &args, None)
-                })
+                s.spawn(move || build_into_dir(bin, daemon, ctx_s, out))
             })
             .collect();
         for h in handles {
