@@ -78,26 +78,25 @@ impl task::JobCache for cache::CacheServer {
     }
 }
 
-/// `10GB`, `512MiB`, `1024` (bytes).
+/// `10GB`, `512MiB`, `1Gi`, `1024` (bytes): decimal and binary units.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
-    let digits = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
         .unwrap_or(s.len());
-    let value: f64 = s[..digits]
-        .parse()
-        .map_err(|_| format!("`{s}` is not a size"))?;
-    let factor: f64 = match s[digits..].trim().to_ascii_lowercase().as_str() {
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("invalid size {s:?}"))?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1.0,
         "k" | "kb" => 1e3,
-        "kib" => 1024.0,
         "m" | "mb" => 1e6,
-        "mib" => 1024.0 * 1024.0,
         "g" | "gb" => 1e9,
-        "gib" => 1024.0 * 1024.0 * 1024.0,
         "t" | "tb" => 1e12,
-        "tib" => 1024f64.powi(4),
-        unit => return Err(format!("`{s}`: unknown unit `{unit}`")),
+        "ki" | "kib" => 1024.0,
+        "mi" | "mib" => 1024.0 * 1024.0,
+        "gi" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "ti" | "tib" => 1024.0f64.powi(4),
+        u => return Err(format!("invalid size unit {u:?} in {s:?}")),
     };
-    Ok((value * factor) as u64)
+    Ok((n * mult) as u64)
 }

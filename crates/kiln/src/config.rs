@@ -92,28 +92,8 @@ pub fn default_root() -> PathBuf {
     home.join(".local/share/kiln")
 }
 
-/// Parse `10GB`, `512MiB`, `1024` (bytes).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("invalid size {s:?}"))?;
-    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "kb" => 1e3,
-        "m" | "mb" => 1e6,
-        "g" | "gb" => 1e9,
-        "t" | "tb" => 1e12,
-        "ki" | "kib" => 1024.0,
-        "mi" | "mib" => 1024.0 * 1024.0,
-        "gi" | "gib" => 1024.0 * 1024.0 * 1024.0,
-        "ti" | "tib" => 1024.0f64.powi(4),
-        u => return Err(format!("invalid size unit {u:?} in {s:?}")),
-    };
-    Ok((n * mult) as u64)
-}
+/// Sizes as users write them (`10GB`, `512MiB`, `1024`); shared with the runner's config.
+pub use kiln_runner::parse_size;
 
 pub fn human_size(n: u64) -> String {
     let units = ["B", "kB", "MB", "GB", "TB"];
