@@ -117,7 +117,8 @@ fn encodings(value: &str) -> Vec<String> {
     vec![json, url_encode(value), b64]
 }
 
-fn url_encode(s: &str) -> String {
+/// Percent-encode everything but RFC 3986's unreserved characters.
+pub fn url_encode(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 use kiln_actions::exec::native::{NativeActions, NativeOutcome, NativeStep};
+use kiln_actions::mask::url_encode;
 use serde_json::{json, Value};
 
 const BUILD_PUSH: &str = "docker/build-push-action";
@@ -519,7 +520,7 @@ impl DockerClient {
             uri.push_str(
                 &query
                     .iter()
-                    .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+                    .map(|(k, v)| format!("{}={}", url_encode(k), url_encode(v)))
                     .collect::<Vec<_>>()
                     .join("&"),
             );
@@ -645,18 +646,6 @@ fn handle_message(
         *error = Some(e.to_string());
     }
     messages.push(value);
-}
-
-fn encode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]
