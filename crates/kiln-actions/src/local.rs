@@ -31,6 +31,9 @@ pub struct LocalRun {
     pub workspace: PathBuf,
     /// `github.server_url`.
     pub server_url: String,
+    /// `runs-on` labels whose jobs run in a container of an image (`ubuntu-latest` →
+    /// `node:20-bookworm`), like the `docker://` labels of a runner.
+    pub platforms: Vec<(String, String)>,
 }
 
 /// A progress report of a workflow run.
@@ -108,6 +111,18 @@ pub async fn run_workflow(
                     .cloned()
                     .unwrap_or_else(|| json!({})),
                 workspace: run.workspace.clone(),
+                container_image: job
+                    .runs_on
+                    .as_ref()
+                    .map(|r| r.labels())
+                    .unwrap_or_default()
+                    .iter()
+                    .find_map(|label| {
+                        run.platforms
+                            .iter()
+                            .find(|(name, _)| name == label)
+                            .map(|(_, image)| image.clone())
+                    }),
                 masks: Vec::new(),
             };
             let ctx = job_contexts(&base, &job.needs, &summary);

@@ -167,6 +167,16 @@ async fn terminate(pid: i32, tracking_id: &str, grace: Duration) {
     kill_tracked(STEP_TRACKING_VAR, tracking_id);
 }
 
+/// Stop every process of a step by its tracking id alone (processes kiln did not start itself,
+/// such as a step in a job container): SIGINT now, SIGKILL after `grace`.
+pub async fn stop_tracked(tracking_id: &str, grace: Duration) {
+    for pid in tracked_pids(STEP_TRACKING_VAR, tracking_id) {
+        // SAFETY: plain syscall on a pid we just read.
+        unsafe { libc::kill(pid, libc::SIGINT) };
+    }
+    terminate(0, tracking_id, grace).await;
+}
+
 fn group_alive(pgid: i32) -> bool {
     // SAFETY: signal 0 only checks for existence.
     unsafe { libc::kill(-pgid, 0) == 0 }

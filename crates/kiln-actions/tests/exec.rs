@@ -1,134 +1,14 @@
 //! End-to-end workflow runs through the executor: real processes, real files, a real git server for
 //! remote actions.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 use std::time::Duration;
 
-use kiln_actions::exec::{Event, ExecConfig, Outcome};
-use kiln_actions::local::{run_workflow, LocalRun, RunEvent, RunSummary};
+mod common;
+
+use common::{have_node, Fixture};
+use kiln_actions::exec::Outcome;
 use kiln_actions::model::Workflow;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
-
-/// JavaScript actions need `node`; CI installs it (nodejs), elsewhere the test says it skips.
-fn have_node(test: &str) -> bool {
-    let ok = std::process::Command::new("node")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        eprintln!("SKIP {test}: `node` is not on PATH (install nodejs)");
-    }
-    ok
-}
-
-struct Run {
-    summary: Result<RunSummary, String>,
-    events: Vec<RunEvent>,
-}
-
-impl Run {
-    /// Every log line as `job|line`.
-    fn lines(&self) -> Vec<String> {
-        self.events
-            .iter()
-            .filter_map(|e| match e {
-                RunEvent::Job {
-                    key,
-                    event: Event::Log { line, .. },
-                } => Some(format!("{key}|{line}")),
-                _ => None,
-            })
-            .collect()
-    }
-    fn log(&self) -> String {
-        self.lines().join("\n")
-    }
-    fn has(&self, needle: &str) -> bool {
-        self.lines().iter().any(|l| l.contains(needle))
-    }
-    /// (step index, outcome, conclusion) of a job's steps.
-    fn steps(&self, job: &str) -> Vec<(usize, Outcome, Outcome)> {
-        self.events
-            .iter()
-            .filter_map(|e| match e {
-                RunEvent::Job {
-                    key,
-                    event:
-                        Event::StepFinished {
-                            step,
-                            outcome,
-                            conclusion,
-                            ..
-                        },
-                } if key == job => Some((*step, *outcome, *conclusion)),
-                _ => None,
-            })
-            .collect()
-    }
-    fn result(&self, job: &str) -> Outcome {
-        self.summary
-            .as_ref()
-            .unwrap()
-            .results
-            .get(job)
-            .unwrap_or_else(|| panic!("no job {job}: {}", self.log()))
-            .0
-    }
-    fn outputs(&self, job: &str) -> BTreeMap<String, String> {
-        self.summary.as_ref().unwrap().results[job].1.clone()
-    }
-}
-
-struct Fixture {
-    dir: tempfile::TempDir,
-    config: ExecConfig,
-    secrets: BTreeMap<String, String>,
-    vars: BTreeMap<String, String>,
-    cancel: CancellationToken,
-}
-
-impl Fixture {
-    fn new() -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("repo")).unwrap();
-        let mut config = ExecConfig::under(&dir.path().join("state"));
-        config.kill_grace = Duration::from_millis(500);
-        Fixture {
-            dir,
-            config,
-            secrets: BTreeMap::new(),
-            vars: BTreeMap::new(),
-            cancel: CancellationToken::new(),
-        }
-    }
-    fn repo(&self) -> PathBuf {
-        self.dir.path().join("repo")
-    }
-    async fn run(&self, yaml: &str) -> Run {
-        let workflow = Workflow::parse("ci.yml", yaml).unwrap_or_else(|e| panic!("{e}"));
-        let run = LocalRun {
-            workflow: Arc::new(workflow),
-            job: None,
-            event_name: "push".into(),
-            event: serde_json::json!({}),
-            secrets: self.secrets.clone(),
-            vars: self.vars.clone(),
-            matrix_filter: Vec::new(),
-            workspace: self.repo(),
-            server_url: "https://gitea.example".into(),
-        };
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let summary = run_workflow(run, self.config.clone(), tx, self.cancel.clone()).await;
-        let mut events = Vec::new();
-        while let Ok(e) = rx.try_recv() {
-            events.push(e);
-        }
-        Run { summary, events }
-    }
-}
 
 #[tokio::test]
 async fn env_outputs_and_needs() {

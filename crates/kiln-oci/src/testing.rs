@@ -154,3 +154,283 @@ impl Drop for TestRegistry {
         let _ = self.child.wait();
     }
 }
+
+/// A busybox rootfs: the static binary from Debian's busybox-static, its applets as symlinks, and
+/// users root and `user` (1000).
+pub fn busybox_rootfs(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    for d in ["bin", "etc", "tmp", "root", "home/user"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    std::fs::set_permissions(dir.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    std::fs::copy("/bin/busybox", dir.join("bin/busybox")).unwrap();
+    let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        if applet != "busybox" {
+            let _ = std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet));
+        }
+    }
+    std::fs::write(
+        dir.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("etc/group"), "root:x:0:\nuser:x:1000:\n").unwrap();
+    std::os::unix::fs::chown(dir.join("home/user"), Some(1000), Some(1000)).unwrap();
+}
+
+/// Push a one-layer busybox image (see [`busybox_rootfs`]) for the host's platform to `name`,
+/// anonymously or with basic auth.
+pub async fn push_busybox(name: &str, auth: Option<(&str, &str)>) {
+    push_busybox_with_cmd(name, auth, &["sh"]).await
+}
+
+/// [`push_busybox`] with another `Cmd` in the image config (a service that runs by itself).
+pub async fn push_busybox_with_cmd(name: &str, auth: Option<(&str, &str)>, cmd: &[&str]) {
+    use crate::{Compression, ContentStore, LayerWriter};
+    use std::sync::Arc;
+    let tmp = tempfile::tempdir().unwrap();
+    let rootfs = tmp.path().join("rootfs");
+    busybox_rootfs(&rootfs);
+    let store = ContentStore::open(tmp.path().join("store")).unwrap();
+    let mut w = LayerWriter::new(&store, Compression::Gzip).unwrap();
+    let mut entries: Vec<PathBuf> = walkdir::WalkDir::new(&rootfs)
+        .min_depth(1)
+        .into_iter()
+        .map(|e| e.unwrap().path().to_path_buf())
+        .collect();
+    entries.sort();
+    for p in entries {
+        let rel = p
+            .strip_prefix(&rootfs)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        w.add_path(&rel, &p).unwrap();
+    }
+    let layer = w.finish().unwrap();
+    let arch = crate::Platform::host().architecture;
+    let config = serde_json::json!({
+        "architecture": arch,
+        "os": "linux",
+        "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": cmd},
+        "rootfs": {"type": "layers", "diff_ids": [layer.diff_id.to_string()]},
+        "history": [{"created": "2024-01-01T00:00:00Z", "created_by": "busybox-static rootfs"}],
+    });
+    let config_bytes = serde_json::to_vec(&config).unwrap();
+    let config_digest = store.write_bytes(&config_bytes).unwrap();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest.to_string(), "size": config_bytes.len()},
+        "layers": [{"mediaType": layer.media_type, "digest": layer.digest.to_string(), "size": layer.size}],
+    });
+    let r = Reference::parse(name).unwrap();
+    let creds: Arc<dyn crate::CredentialSource> = match auth {
+        Some((u, p)) => Arc::new(crate::StaticCredentials::default().with(
+            &r.registry,
+            crate::Credentials {
+                username: u.into(),
+                password: p.into(),
+            },
+        )),
+        None => Arc::new(crate::NoCredentials),
+    };
+    let client = crate::RegistryClient::new(Default::default(), creds);
+    client
+        .push_blob(&r, &layer.digest, &store, None)
+        .await
+        .unwrap();
+    client
+        .push_blob(&r, &config_digest, &store, None)
+        .await
+        .unwrap();
+    client
+        .push_manifest(
+            &r,
+            &serde_json::to_vec(&manifest).unwrap(),
+            "application/vnd.oci.image.manifest.v1+json",
+        )
+        .await
+        .unwrap();
+}
+
+/// A throwaway `dockerd` (Debian's docker.io) for container-mode tests: its own data root, exec
+/// root and unix socket in a temporary directory, no bridge and no iptables rules, so containers
+/// can use host networking only. Stopped (SIGTERM, then SIGKILL) on drop.
+pub struct TestDockerd {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl TestDockerd {
+    /// Start one, or print a SKIP line naming `test` and return `None` when this machine cannot
+    /// (not root, no dockerd, or it does not come up).
+    pub fn start(test: &str) -> Option<TestDockerd> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            println!("SKIP {test}: dockerd needs root");
+            return None;
+        }
+        let bin = std::env::var_os("KILN_TEST_DOCKERD_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/usr/sbin/dockerd"));
+        let bin = if bin.exists() {
+            bin
+        } else if Path::new("/usr/bin/dockerd").exists() {
+            PathBuf::from("/usr/bin/dockerd")
+        } else {
+            println!("SKIP {test}: dockerd is not installed (Debian package docker.io)");
+            return None;
+        };
+        // The exec root ends up in socket paths of containerd shims, which must stay short.
+        let dir = tempfile::Builder::new()
+            .prefix("kd")
+            .tempdir_in("/tmp")
+            .ok()?;
+        let p = dir.path();
+        let log = std::fs::File::create(p.join("dockerd.log")).ok()?;
+        let child = Command::new(&bin)
+            .arg(format!("--data-root={}", p.join("data").display()))
+            .arg(format!("--exec-root={}", p.join("x").display()))
+            .arg(format!("--pidfile={}", p.join("dockerd.pid").display()))
+            .arg(format!("--host=unix://{}", p.join("d.sock").display()))
+            .args([
+                "--bridge=none",
+                "--iptables=false",
+                "--ip6tables=false",
+                "--ip-masq=false",
+                "--userland-proxy=false",
+            ])
+            .arg(format!("--containerd-namespace=kiln{}", std::process::id()))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().ok()?)
+            .stderr(log)
+            .spawn();
+        let child = match child {
+            Ok(c) => c,
+            Err(e) => {
+                println!("SKIP {test}: cannot start {}: {e}", bin.display());
+                return None;
+            }
+        };
+        let mut d = TestDockerd { child, dir };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = d.child.try_wait() {
+                println!(
+                    "SKIP {test}: dockerd exited with {status}: {}",
+                    d.log_tail()
+                );
+                return None;
+            }
+            if d.ping() {
+                return Some(d);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        println!(
+            "SKIP {test}: dockerd did not answer within 60s: {}",
+            d.log_tail()
+        );
+        None
+    }
+
+    /// `unix:///…/d.sock`, for `DOCKER_HOST`.
+    pub fn host(&self) -> String {
+        format!("unix://{}", self.socket().display())
+    }
+
+    /// The daemon's unix socket.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("d.sock")
+    }
+
+    /// The last lines of the daemon's log.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.path().join("dockerd.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+
+    /// A raw `GET path` on the daemon's socket; the response body.
+    pub fn get(&self, path: &str) -> Option<String> {
+        use std::os::unix::net::UnixStream;
+        let mut s = UnixStream::connect(self.socket()).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+        write!(
+            s,
+            "GET {path} HTTP/1.0\r\nHost: docker\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        let (head, body) = out.split_once("\r\n\r\n")?;
+        head.starts_with("HTTP/1.0 200")
+            .then(|| body.to_string())
+            .or_else(|| head.starts_with("HTTP/1.1 200").then(|| body.to_string()))
+    }
+
+    fn ping(&self) -> bool {
+        self.get("/_ping").is_some_and(|b| b.contains("OK"))
+    }
+}
+
+impl Drop for TestDockerd {
+    fn drop(&mut self) {
+        // Containers of a failed test would keep mounts under the data root: remove them first.
+        if let Some(list) = self.get("/containers/json?all=1") {
+            if let Ok(serde_json::Value::Array(items)) = serde_json::from_str(&list) {
+                for c in items {
+                    if let Some(id) = c.get("Id").and_then(|v| v.as_str()) {
+                        use std::os::unix::net::UnixStream;
+                        if let Ok(mut s) = UnixStream::connect(self.socket()) {
+                            let _ = s.set_read_timeout(Some(Duration::from_secs(20)));
+                            let _ = write!(s, "DELETE /containers/{id}?force=1&v=1 HTTP/1.0\r\nHost: docker\r\n\r\n");
+                            let mut sink = String::new();
+                            let _ = s.read_to_string(&mut sink);
+                        }
+                    }
+                }
+            }
+        }
+        // SAFETY: plain syscall on our child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut exited = false;
+        while !exited && Instant::now() < deadline {
+            exited = matches!(self.child.try_wait(), Ok(Some(_)));
+            if !exited {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        if !exited {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        self.unmount_all();
+    }
+}
+
+impl TestDockerd {
+    /// dockerd leaves mounts (its network namespace file) under its exec root; detach them so the
+    /// temporary directory can go.
+    fn unmount_all(&self) {
+        let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+            return;
+        };
+        let root = self.dir.path().to_string_lossy().into_owned();
+        let mut points: Vec<&str> = info
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|p| p.starts_with(&root))
+            .collect();
+        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for p in points {
+            if let Ok(c) = std::ffi::CString::new(p) {
+                // SAFETY: a valid C string; MNT_DETACH only detaches.
+                unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+            }
+        }
+    }
+}

@@ -91,6 +91,11 @@ impl BuildEngine {
         &self.socket
     }
 
+    /// The engine's own Docker API socket, when it serves one.
+    pub fn docker_socket(&self) -> Option<&Path> {
+        self.docker_socket.as_deref()
+    }
+
     /// A BuildKit socket for one job, forwarding to the engine. It is removed when the returned
     /// value drops.
     pub async fn job_socket(&self, name: &str) -> Result<JobSocket, String> {

@@ -90,6 +90,14 @@ pub async fn run(options: DaemonOptions, shutdown: CancellationToken) -> Result<
     if config.kiln.native_actions {
         exec.native = Some(Arc::new(crate::native::DockerActions));
     }
+    let docker =
+        crate::containers::docker_config(&config, &registration.uuid, options.build.clone());
+    let uses_docker = runner_labels
+        .iter()
+        .any(|l| matches!(l.schema, labels::Schema::Docker(_)));
+    crate::containers::remove_leftovers(&docker, uses_docker || config.container.require_docker)
+        .await;
+    exec.docker = Some(docker);
     let env = Arc::new(TaskEnv {
         client: client.clone(),
         config: config.clone(),

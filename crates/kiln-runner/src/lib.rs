@@ -4,6 +4,7 @@
 pub mod buildkit;
 pub mod cache;
 pub mod config;
+pub mod containers;
 pub mod daemon;
 pub mod labels;
 pub mod metrics;

@@ -179,10 +179,12 @@ async fn run_prepared(
     job_cancel: &CancellationToken,
     received: std::time::Instant,
 ) -> (Outcome, BTreeMap<String, String>) {
+    let mut prepared = prepared;
     match labels::pick(&env.labels, &prepared.runs_on) {
-        Some(Label { name, schema: Schema::Docker(image) }) => reporter.log(&format!(
-            "##[warning]runs-on `{name}` asks for the container image {image}; container mode is not available yet, so the job runs on the host"
-        )),
+        Some(Label {
+            schema: Schema::Docker(image),
+            ..
+        }) => prepared.spec.container_image = Some(image.clone()),
         Some(_) => {}
         None => reporter.log(&format!(
             "##[warning]none of this runner's labels matches runs-on {:?}; running on the host",
@@ -427,6 +429,7 @@ fn prepare(env: &TaskEnv, task: &proto::Task, context: &Value) -> Result<Prepare
         inputs,
         workspace,
         masks: vec![runtime_token.clone(), token],
+        container_image: None,
     };
     Ok(Prepared {
         spec,

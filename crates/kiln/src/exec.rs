@@ -62,6 +62,17 @@ pub struct ExecArgs {
     /// Run `actions/checkout` instead of using the local checkout as it is.
     #[arg(long)]
     no_local_checkout: bool,
+    /// Run jobs whose `runs-on` names LABEL in a container of IMAGE, `LABEL=IMAGE` (repeatable;
+    /// as act's `-P`). `container:`, `services:` and Docker actions need no flag.
+    #[arg(short = 'P', long = "platform", value_name = "LABEL=IMAGE")]
+    pub platforms: Vec<String>,
+    /// The Docker daemon for containers. Default: DOCKER_HOST, else /var/run/docker.sock.
+    #[arg(long, env = "KILN_DOCKER_HOST", default_value = "")]
+    pub docker_host: String,
+    /// Network of job and service containers: empty creates one per job, `host` shares the
+    /// host's, anything else names a network.
+    #[arg(long, default_value = "")]
+    pub container_network: String,
     /// Seconds a cancelled step gets after SIGINT before it is killed.
     #[arg(long, default_value_t = 7.5)]
     kill_grace: f64,
@@ -172,6 +183,25 @@ async fn run_async(args: ExecArgs) -> anyhow::Result<bool> {
     config.local_checkout = !args.no_local_checkout;
     config.kill_grace = std::time::Duration::from_secs_f64(args.kill_grace.max(0.0));
     config.runner_name = "kiln-exec".into();
+    config.docker = Some(kiln_actions::exec::docker::DockerConfig {
+        host: args.docker_host.clone(),
+        network: args.container_network.clone(),
+        owner: format!("kiln-exec-{}", std::process::id()),
+        ..Default::default()
+    });
+    let platforms: Vec<(String, String)> = args
+        .platforms
+        .iter()
+        .map(|p| {
+            let (label, image) = p
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("--platform `{p}`: expected LABEL=IMAGE"))?;
+            Ok((
+                label.trim().to_string(),
+                image.trim().trim_start_matches("docker://").to_string(),
+            ))
+        })
+        .collect::<anyhow::Result<_>>()?;
 
     let cancel = CancellationToken::new();
     {
@@ -201,6 +231,7 @@ async fn run_async(args: ExecArgs) -> anyhow::Result<bool> {
             matrix_filter: matrix_filter.clone(),
             workspace: repo.clone(),
             server_url: args.server_url.clone(),
+            platforms: platforms.clone(),
         };
         let (tx, rx) = mpsc::unbounded_channel();
         let printer = tokio::spawn(print_events(rx, wf_name.clone()));

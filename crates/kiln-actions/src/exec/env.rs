@@ -85,9 +85,24 @@ impl Runner {
         env: &BTreeMap<String, String>,
         action: &ActionIdentity,
     ) -> BTreeMap<String, String> {
-        let mut out: BTreeMap<String, String> = std::env::vars()
-            .filter(|(k, _)| !private_host_var(k))
-            .collect();
+        let base = match self.docker.as_ref().and_then(|d| d.job.as_ref()) {
+            // In a job container the image's environment takes the place of kiln's own.
+            Some(job) => job.env.clone(),
+            None => std::env::vars()
+                .filter(|(k, _)| !private_host_var(k))
+                .collect(),
+        };
+        self.process_env_over(base, env, action)
+    }
+
+    /// [`Runner::process_env`] over an explicit base environment.
+    pub(crate) fn process_env_over(
+        &self,
+        base: BTreeMap<String, String>,
+        env: &BTreeMap<String, String>,
+        action: &ActionIdentity,
+    ) -> BTreeMap<String, String> {
+        let mut out = base;
         out.extend(self.config.env.clone());
         let github = self
             .state
@@ -187,9 +202,44 @@ pub struct Shell {
 
 /// Resolve a step's `shell:` the way the runner does on Linux.
 pub fn resolve_shell(shell: Option<&str>, env: &BTreeMap<String, String>) -> Result<Shell, String> {
+    resolve_shell_with(shell, &|p| which(p, env), true).map_err(|e| match e {
+        ShellError::NotFound(program) => format!(
+            "shell `{program}` was not found on PATH ({})",
+            env.get("PATH").map(String::as_str).unwrap_or("")
+        ),
+        ShellError::Invalid(message) => message,
+    })
+}
+
+enum ShellError {
+    NotFound(String),
+    Invalid(String),
+}
+
+/// Resolve a step's `shell:` in a job container, knowing which programs it had at start. A shell
+/// it did not have is still tried by name (an earlier step may have installed it).
+pub fn resolve_container_shell(
+    shell: Option<&str>,
+    programs: &std::collections::HashMap<String, String>,
+) -> Result<Shell, String> {
+    resolve_shell_with(shell, &|p| programs.get(p).map(PathBuf::from), false).map_err(|e| match e {
+        ShellError::NotFound(program) => {
+            format!("shell `{program}` was not found in the job container")
+        }
+        ShellError::Invalid(message) => message,
+    })
+}
+
+/// `lookup` finds a program; with `must_exist` a shell it cannot find is an error, otherwise the
+/// bare name is used.
+fn resolve_shell_with(
+    shell: Option<&str>,
+    lookup: &dyn Fn(&str) -> Option<PathBuf>,
+    must_exist: bool,
+) -> Result<Shell, ShellError> {
     let template = match shell.map(str::trim) {
         None | Some("") => {
-            if which("bash", env).is_some() {
+            if lookup("bash").is_some() {
                 "bash -e {0}".to_string()
             } else {
                 "sh -e {0}".to_string()
@@ -200,22 +250,31 @@ pub fn resolve_shell(shell: Option<&str>, env: &BTreeMap<String, String>) -> Res
         Some("python") => "python {0}".to_string(),
         Some("pwsh") => "pwsh -command \". '{0}'\"".to_string(),
         Some("powershell") => "powershell -command \". '{0}'\"".to_string(),
-        Some("cmd") => return Err("shell `cmd` is only available on Windows runners".into()),
+        Some("cmd") => {
+            return Err(ShellError::Invalid(
+                "shell `cmd` is only available on Windows runners".into(),
+            ))
+        }
         Some(custom) if custom.contains("{0}") => custom.to_string(),
         Some(custom) => format!("{custom} {{0}}"),
     };
-    let words = split_words(&template)?;
-    let (program, args) = words.split_first().ok_or("empty shell")?;
-    let mut resolved = which(program, env);
+    let words = split_words(&template).map_err(ShellError::Invalid)?;
+    let (program, args) = words
+        .split_first()
+        .ok_or_else(|| ShellError::Invalid("empty shell".into()))?;
+    let mut resolved = if program.contains('/') && !must_exist {
+        Some(PathBuf::from(program))
+    } else {
+        lookup(program)
+    };
     if resolved.is_none() && program == "python" {
-        resolved = which("python3", env);
+        resolved = lookup("python3");
     }
-    let program_path = resolved.ok_or_else(|| {
-        format!(
-            "shell `{program}` was not found on PATH ({})",
-            env.get("PATH").map(String::as_str).unwrap_or("")
-        )
-    })?;
+    let program_path = match resolved {
+        Some(p) => p,
+        None if must_exist => return Err(ShellError::NotFound(program.clone())),
+        None => PathBuf::from(program),
+    };
     let name = Path::new(program)
         .file_name()
         .and_then(|n| n.to_str())

@@ -6,6 +6,7 @@
 //! through one [`Masker`] and leaves as [`Event`]s.
 
 mod actions;
+pub mod docker;
 mod env;
 pub mod native;
 mod step;
@@ -102,6 +103,9 @@ pub struct ExecConfig {
     pub local_checkout: bool,
     /// Actions the runner performs itself (`docker/build-push-action` …).
     pub native: Option<std::sync::Arc<dyn native::NativeActions>>,
+    /// The Docker daemon for job containers, services and Docker actions; `None` turns
+    /// container mode off.
+    pub docker: Option<docker::DockerConfig>,
 }
 
 impl ExecConfig {
@@ -119,6 +123,7 @@ impl ExecConfig {
             insecure_actions: false,
             local_checkout: false,
             native: None,
+            docker: None,
         }
     }
 }
@@ -146,6 +151,9 @@ pub struct JobSpec {
     pub workspace: PathBuf,
     /// More values to mask in the output besides the secrets (runtime tokens).
     pub masks: Vec<String>,
+    /// The image of the runner label the job was picked by (`ubuntu-latest:docker://…`): the
+    /// job runs in a container of it unless it names its own `container:`. `None`: on the host.
+    pub container_image: Option<String>,
 }
 
 /// How a job ended.
@@ -208,6 +216,22 @@ pub async fn run_job(
     let tracking_id = format!("kiln_{}", uuid::Uuid::new_v4().simple());
     let result = match Runner::set_up(&spec, &config, &out, &tracking_id).await {
         Ok(mut runner) => {
+            if runner.needs_containers(&spec) {
+                if let Err(message) = runner.start_containers(&spec, &cancel).await {
+                    out.log(None, &format!("##[error]{message}"));
+                    runner.complete(&spec).await;
+                    return finish(
+                        &out,
+                        &tracking_id,
+                        started,
+                        JobResult {
+                            result: Outcome::Failure,
+                            outputs: BTreeMap::new(),
+                            summary: String::new(),
+                        },
+                    );
+                }
+            }
             let timeout = runner.job_timeout(&spec);
             let job_cancel = cancel.child_token();
             let timer = {
@@ -233,7 +257,12 @@ pub async fn run_job(
             }
         }
     };
-    let killed = crate::process::kill_tracked(crate::process::JOB_TRACKING_VAR, &tracking_id);
+    finish(&out, &tracking_id, started, result)
+}
+
+/// Kill what the job left running and log its end.
+fn finish(out: &Emitter, tracking_id: &str, started: Instant, result: JobResult) -> JobResult {
+    let killed = crate::process::kill_tracked(crate::process::JOB_TRACKING_VAR, tracking_id);
     if killed > 0 {
         out.log(
             None,
@@ -262,6 +291,8 @@ pub(crate) struct Runner {
     pub workspace: PathBuf,
     /// `defaults.run` of the job, else of the workflow.
     pub defaults: RunDefaults,
+    /// The Docker daemon session, once the job uses containers.
+    pub docker: Option<docker::Session>,
 }
 
 impl Runner {
@@ -277,14 +308,13 @@ impl Runner {
             .ok_or_else(|| format!("{}: no job `{}`", spec.workflow.file_name, spec.job_id))?;
         out.log(None, &format!("Runner name: {}", config.runner_name));
         out.log(None, &format!("Job: {}", spec.job_id));
-        if job.container.is_some() || !job.services.is_empty() {
-            out.log(
-                None,
-                &format!(
-                    "##[warning]jobs.{}: `container` and `services` are ignored: this job runs on the host (container mode is not available yet)",
-                    spec.job_id
-                ),
-            );
+        if (job.container.is_some() || !job.services.is_empty() || spec.container_image.is_some())
+            && config.docker.is_none()
+        {
+            return Err(format!(
+                "{}: job `{}` needs containers (`container`, `services` or a docker:// runner label), but container mode is off on this runner",
+                spec.workflow.file_name, spec.job_id
+            ));
         }
         let temp = config.temp_dir.join(tracking_id);
         for dir in [
@@ -412,6 +442,7 @@ impl Runner {
             tracking_id: tracking_id.to_string(),
             actions,
             workspace: spec.workspace.clone(),
+            docker: None,
         };
         runner.prepare_actions(spec).await?;
         Ok(runner)
@@ -498,6 +529,16 @@ impl Runner {
     }
 
     async fn complete(&mut self, _spec: &JobSpec) {
+        if let Some(mut session) = self.docker.take() {
+            let names: Vec<String> = session.containers.iter().map(|(_, n)| n.clone()).collect();
+            if !names.is_empty() {
+                self.out
+                    .log(None, &format!("Removing containers: {}", names.join(", ")));
+            }
+            for warning in session.clean_up().await {
+                self.out.log(None, &format!("##[warning]{warning}"));
+            }
+        }
         if let Err(e) = std::fs::remove_dir_all(&self.temp) {
             tracing::debug!(dir = %self.temp.display(), error = %e, "cannot remove job temp dir");
         }

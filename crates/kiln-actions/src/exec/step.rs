@@ -11,7 +11,8 @@ use serde_json::{json, Map, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::actions::{ActionRef, LoadedAction};
-use super::env::{resolve_shell, which, ActionIdentity};
+use super::docker::action::{run_action_container, ActionContainer};
+use super::env::{resolve_container_shell, resolve_shell, which, ActionIdentity};
 use super::{Emitter, Event, JobSpec, Outcome, Runner};
 use crate::commands::CommandGate;
 use crate::envfile;
@@ -429,11 +430,48 @@ impl Runner {
             }
         };
         if let ActionRef::Docker(image) = &action_ref {
-            self.out.log(
-                log_step,
-                &format!("##[error]Step `{display}` uses the Docker image `{image}`: Docker actions need container mode, which this runner does not provide yet."),
-            );
-            return StepRun::failed();
+            // `with: args` and `entrypoint` shape the container; every other input is INPUT_*.
+            let mut env = env.clone();
+            let (mut args, mut entrypoint) = (Vec::new(), None);
+            for (k, v) in step.with.iter() {
+                let value = match expr::interpolate(v, &ctx) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        self.out.log(log_step, &format!("##[error]with.{k}: {e}"));
+                        return StepRun::failed();
+                    }
+                };
+                match k.to_ascii_lowercase().as_str() {
+                    "args" => match shlex::split(&value) {
+                        Some(words) => args = words,
+                        None => {
+                            self.out
+                                .log(log_step, "##[error]with.args: unbalanced quotes");
+                            return StepRun::failed();
+                        }
+                    },
+                    "entrypoint" => entrypoint = Some(value),
+                    _ => {
+                        env.insert(input_var(k), value);
+                    }
+                }
+            }
+            let identity = ActionIdentity {
+                action: step
+                    .id
+                    .clone()
+                    .unwrap_or_else(|| format!("__docker_{index}")),
+                ..Default::default()
+            };
+            let container = DockerStep {
+                display,
+                image: image.clone(),
+                entrypoint,
+                args,
+            };
+            return self
+                .run_docker_step(log_step, container, &env, &identity, timeout, cancel)
+                .await;
         }
         if let Some(native) = self.native_for(&action_ref, &env, step) {
             return self
@@ -583,11 +621,141 @@ impl Runner {
                 };
                 StepRun { outcome, outputs }
             }
-            Runs::Docker { .. } => {
-                self.out.log(
-                    log_step,
-                    &format!("##[error]Step `{display}` uses the Docker action `{uses}`: Docker actions need container mode, which this runner does not provide yet."),
-                );
+            Runs::Docker {
+                image,
+                entrypoint,
+                args,
+                env: action_env,
+                ..
+            } => {
+                let remote = matches!(action_ref, ActionRef::Remote { .. });
+                let image = match self
+                    .docker_action_image(log_step, &loaded.dir, image, remote, cancel)
+                    .await
+                {
+                    Ok(image) => image,
+                    Err(e) => {
+                        self.out.log(
+                            log_step,
+                            &format!("##[error]Step `{display}` ({uses}): {e}"),
+                        );
+                        return StepRun::failed();
+                    }
+                };
+                // `runs.args` and `runs.env` may use `inputs`; `with: args`/`entrypoint` win.
+                let mut action_ctx = ctx.clone();
+                action_ctx.set("inputs", Value::Object(inputs.clone()));
+                let mut env = env.clone();
+                env.extend(inputs_env);
+                let mut resolved_args = Vec::new();
+                for arg in args {
+                    match expr::interpolate(arg, &action_ctx) {
+                        Ok(a) => resolved_args.push(a),
+                        Err(e) => {
+                            self.out
+                                .log(log_step, &format!("##[error]runs.args of {uses}: {e}"));
+                            return StepRun::failed();
+                        }
+                    }
+                }
+                for (k, v) in action_env.iter() {
+                    match expr::interpolate(v, &action_ctx) {
+                        Ok(v) => {
+                            env.insert(k.to_string(), v);
+                        }
+                        Err(e) => {
+                            self.out
+                                .log(log_step, &format!("##[error]runs.env.{k} of {uses}: {e}"));
+                            return StepRun::failed();
+                        }
+                    }
+                }
+                let mut entrypoint = entrypoint.clone();
+                for (k, v) in step.with.iter() {
+                    let key = k.to_ascii_lowercase();
+                    if key != "args" && key != "entrypoint" {
+                        continue;
+                    }
+                    let value = expr::interpolate(v, &ctx).unwrap_or_default();
+                    if key == "entrypoint" {
+                        entrypoint = Some(value);
+                    } else if let Some(words) = shlex::split(&value) {
+                        resolved_args = words;
+                    }
+                }
+                let container = DockerStep {
+                    display,
+                    image,
+                    entrypoint,
+                    args: resolved_args,
+                };
+                self.run_docker_step(log_step, container, &env, &identity, timeout, cancel)
+                    .await
+            }
+        }
+    }
+
+    /// Run a Docker action's container: pulled if needed, with the job's mounts, the workspace at
+    /// `/github/workspace`, and no environment from the host.
+    async fn run_docker_step(
+        &mut self,
+        log_step: Option<usize>,
+        container: DockerStep<'_>,
+        env: &BTreeMap<String, String>,
+        identity: &ActionIdentity,
+        timeout: Option<Duration>,
+        cancel: &CancellationToken,
+    ) -> StepRun {
+        let DockerStep {
+            display,
+            image,
+            entrypoint,
+            args,
+        } = container;
+        let out = self.out.clone();
+        let ready = match self.docker_session().await {
+            Ok(session) => {
+                session
+                    .ensure_image(&image, None, &|line| out.log(log_step, line))
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = ready {
+            self.out.log(
+                log_step,
+                &format!("##[error]Step `{display}` uses the Docker image `{image}`: {e}"),
+            );
+            return StepRun::failed();
+        }
+        let (binds, overrides) = self.action_container_binds();
+        let mut process_env = self.process_env_over(BTreeMap::new(), env, identity);
+        // The image's PATH applies, not the host's or the job container's.
+        process_env.remove("PATH");
+        process_env.extend(overrides);
+        let spec = ProcessSpec {
+            program: PathBuf::new(),
+            args: Vec::new(),
+            env: process_env,
+            cwd: super::docker::action::ACTION_WORKSPACE.into(),
+        };
+        let action = ActionContainer {
+            image,
+            entrypoint,
+            args,
+            binds,
+        };
+        match self
+            .run_launch(log_step, spec, Some(action), timeout, cancel)
+            .await
+        {
+            Ok(r) => StepRun {
+                outcome: self.exit_outcome(log_step, r.exit),
+                outputs: r.outputs,
+            },
+            Err(e) => {
+                self.out
+                    .log(log_step, &format!("##[error]Step `{display}`: {e}"));
                 StepRun::failed()
             }
         }
@@ -854,7 +1022,12 @@ impl Runner {
             ..Default::default()
         };
         let process_env = self.process_env(env, &identity);
-        let shell = match resolve_shell(shell.as_deref(), &process_env) {
+        let in_container = self.docker.as_ref().and_then(|d| d.job.as_ref());
+        let resolved = match in_container {
+            Some(job) => resolve_container_shell(shell.as_deref(), &job.programs),
+            None => resolve_shell(shell.as_deref(), &process_env),
+        };
+        let shell = match resolved {
             Ok(s) => s,
             Err(e) => {
                 self.out.log(log_step, &format!("##[error]{e}"));
@@ -879,7 +1052,8 @@ impl Runner {
             },
             None => self.workspace.clone(),
         };
-        if !cwd.is_dir() {
+        // In a job container the directory may exist only there; the exec reports it if not.
+        if in_container.is_none() && !cwd.is_dir() {
             self.out.log(
                 log_step,
                 &format!(
@@ -959,9 +1133,18 @@ impl Runner {
         for (k, v) in state {
             process_env.insert(format!("STATE_{k}"), v.clone());
         }
-        let node = match &self.config.node {
-            Some(node) => node.clone(),
-            None => which("node", &process_env).ok_or_else(|| {
+        let in_container = self.docker.as_ref().and_then(|d| d.job.as_ref());
+        let node = match (in_container, &self.config.node) {
+            (Some(job), _) => job.programs.get("node").map(PathBuf::from).ok_or_else(|| {
+                format!(
+                    "the action {} runs on {}, but the job container's image {} has no `node`; use an image with Node.js",
+                    loaded.name,
+                    loaded.action.runs.using(),
+                    job.image
+                )
+            })?,
+            (None, Some(node)) => node.clone(),
+            (None, None) => which("node", &process_env).ok_or_else(|| {
                 format!(
                     "the action {} runs on {}, but no `node` was found on PATH; install Node.js on the runner or set its path in the runner config",
                     loaded.name,
@@ -983,10 +1166,24 @@ impl Runner {
     }
 
     /// Run a process with fresh env files, handle its output line by line, then apply the files.
+    /// It runs in the job container when the job has one, else on the host.
     pub(crate) async fn run_process(
         &mut self,
         log_step: Option<usize>,
+        spec: ProcessSpec,
+        timeout: Option<Duration>,
+        cancel: &CancellationToken,
+    ) -> Result<ProcessResult, String> {
+        self.run_launch(log_step, spec, None, timeout, cancel).await
+    }
+
+    /// [`Runner::run_process`], or with `action` a Docker action's container whose environment
+    /// is `spec.env`.
+    pub(crate) async fn run_launch(
+        &mut self,
+        log_step: Option<usize>,
         mut spec: ProcessSpec,
+        action: Option<ActionContainer>,
         timeout: Option<Duration>,
         cancel: &CancellationToken,
     ) -> Result<ProcessResult, String> {
@@ -1027,20 +1224,44 @@ impl Runner {
             env: Vec::new(),
             path: Vec::new(),
         };
-        let exit = process::run(
-            &spec,
-            &uuid::Uuid::new_v4().to_string(),
-            timeout,
-            cancel,
-            self.config.kill_grace,
-            |data| {
-                for line in handler.lines.push(data) {
-                    handler.line(&line);
-                }
-            },
-        )
-        .await
-        .map_err(|e| e.to_string())?;
+        let mut on_output = |data: &[u8]| {
+            for line in handler.lines.push(data) {
+                handler.line(&line);
+            }
+        };
+        let tracking_id = uuid::Uuid::new_v4().to_string();
+        let grace = self.config.kill_grace;
+        let exit = match (&action, self.docker.as_mut()) {
+            (Some(action), Some(session)) => {
+                run_action_container(
+                    session,
+                    action,
+                    &spec,
+                    timeout,
+                    cancel,
+                    grace,
+                    &mut on_output,
+                )
+                .await?
+            }
+            (Some(_), None) => return Err("no Docker daemon session for the action".into()),
+            (None, Some(session)) if session.job.is_some() => {
+                let job = session.job.as_ref().expect("checked");
+                job.exec(
+                    &session.client,
+                    &spec,
+                    &tracking_id,
+                    timeout,
+                    cancel,
+                    grace,
+                    &mut on_output,
+                )
+                .await?
+            }
+            (None, _) => process::run(&spec, &tracking_id, timeout, cancel, grace, &mut on_output)
+                .await
+                .map_err(|e| e.to_string())?,
+        };
         if let Some(rest) = handler.lines.finish() {
             handler.line(&rest);
         }
@@ -1101,6 +1322,14 @@ impl Runner {
         self.state.ctx.set("env", json!(self.state.env));
         Ok(result)
     }
+}
+
+/// The container of a Docker action step.
+struct DockerStep<'a> {
+    display: &'a str,
+    image: String,
+    entrypoint: Option<String>,
+    args: Vec<String>,
 }
 
 /// `INPUT_<NAME>`: upper case, spaces become underscores (hyphens stay, as in the runner).

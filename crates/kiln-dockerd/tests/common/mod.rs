@@ -7,10 +7,9 @@
 
 use kiln_dockerd::{DockerApi, DockerApiConfig, ServeHandle};
 use kiln_oci::testing::TestRegistry;
-use kiln_oci::{Compression, ContentStore, LayerWriter, NoCredentials, Reference, RegistryClient};
+use kiln_oci::{NoCredentials, Reference, RegistryClient};
 use std::fs;
 use std::io::{Read, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
@@ -309,89 +308,7 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A busybox rootfs: the static binary, its applets as symlinks, and users root and 1000.
-pub fn busybox_rootfs(dir: &Path) {
-    for d in ["bin", "etc", "tmp", "root"] {
-        fs::create_dir_all(dir.join(d)).unwrap();
-    }
-    fs::set_permissions(dir.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
-    fs::copy("/bin/busybox", dir.join("bin/busybox")).unwrap();
-    let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
-    for applet in String::from_utf8_lossy(&list.stdout).lines() {
-        if applet != "busybox" {
-            let _ = std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet));
-        }
-    }
-    fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
-    fs::write(dir.join("etc/group"), "root:x:0:\n").unwrap();
-}
-
-async fn push_busybox(name: &str, auth: Option<(&str, &str)>) {
-    let tmp = tempfile::tempdir().unwrap();
-    let rootfs = tmp.path().join("rootfs");
-    busybox_rootfs(&rootfs);
-    let store = ContentStore::open(tmp.path().join("store")).unwrap();
-    let mut w = LayerWriter::new(&store, Compression::Gzip).unwrap();
-    let mut entries: Vec<PathBuf> = walkdir::WalkDir::new(&rootfs)
-        .min_depth(1)
-        .into_iter()
-        .map(|e| e.unwrap().path().to_path_buf())
-        .collect();
-    entries.sort();
-    for p in entries {
-        let rel = p
-            .strip_prefix(&rootfs)
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
-        w.add_path(&rel, &p).unwrap();
-    }
-    let layer = w.finish().unwrap();
-    let arch = kiln_oci::Platform::host().architecture;
-    let config = serde_json::json!({
-        "architecture": arch,
-        "os": "linux",
-        "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["sh"]},
-        "rootfs": {"type": "layers", "diff_ids": [layer.diff_id.to_string()]},
-        "history": [{"created": "2024-01-01T00:00:00Z", "created_by": "busybox-static rootfs"}],
-    });
-    let config_bytes = serde_json::to_vec(&config).unwrap();
-    let config_digest = store.write_bytes(&config_bytes).unwrap();
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest.to_string(), "size": config_bytes.len()},
-        "layers": [{"mediaType": layer.media_type, "digest": layer.digest.to_string(), "size": layer.size}],
-    });
-    let r = Reference::parse(name).unwrap();
-    let creds: Arc<dyn kiln_oci::CredentialSource> = match auth {
-        Some((u, p)) => Arc::new(kiln_oci::StaticCredentials::default().with(
-            &r.registry,
-            kiln_oci::Credentials {
-                username: u.into(),
-                password: p.into(),
-            },
-        )),
-        None => Arc::new(NoCredentials),
-    };
-    let client = RegistryClient::new(Default::default(), creds);
-    client
-        .push_blob(&r, &layer.digest, &store, None)
-        .await
-        .unwrap();
-    client
-        .push_blob(&r, &config_digest, &store, None)
-        .await
-        .unwrap();
-    client
-        .push_manifest(
-            &r,
-            &serde_json::to_vec(&manifest).unwrap(),
-            "application/vnd.oci.image.manifest.v1+json",
-        )
-        .await
-        .unwrap();
-}
+use kiln_oci::testing::push_busybox;
 
 /// A tar of these (path, content) files, built by hand so that hostile paths stay as given.
 pub fn raw_tar(entries: &[(&str, &str)]) -> Vec<u8> {

@@ -5,9 +5,8 @@
 #![allow(dead_code)]
 
 use kiln_oci::testing::TestRegistry;
-use kiln_oci::{Compression, ContentStore, LayerWriter, NoCredentials, Reference, RegistryClient};
+use kiln_oci::{ContentStore, NoCredentials, Reference, RegistryClient};
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
@@ -51,83 +50,8 @@ pub fn rt() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
-/// A busybox rootfs: the static binary, its applets as symlinks, and users root and 1000.
-pub fn busybox_rootfs(dir: &Path) {
-    for d in ["bin", "etc", "tmp", "root", "home/user"] {
-        fs::create_dir_all(dir.join(d)).unwrap();
-    }
-    fs::set_permissions(dir.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
-    fs::copy("/bin/busybox", dir.join("bin/busybox")).unwrap();
-    let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
-    for applet in String::from_utf8_lossy(&list.stdout).lines() {
-        if applet != "busybox" {
-            let _ = std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet));
-        }
-    }
-    fs::write(
-        dir.join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\n",
-    )
-    .unwrap();
-    fs::write(dir.join("etc/group"), "root:x:0:\nuser:x:1000:\n").unwrap();
-    std::os::unix::fs::chown(dir.join("home/user"), Some(1000), Some(1000)).unwrap();
-}
-
 async fn push_busybox(name: &str) {
-    let tmp = tempfile::tempdir().unwrap();
-    let rootfs = tmp.path().join("rootfs");
-    busybox_rootfs(&rootfs);
-    let store = ContentStore::open(tmp.path().join("store")).unwrap();
-    let mut w = LayerWriter::new(&store, Compression::Gzip).unwrap();
-    let mut entries: Vec<PathBuf> = walkdir::WalkDir::new(&rootfs)
-        .min_depth(1)
-        .into_iter()
-        .map(|e| e.unwrap().path().to_path_buf())
-        .collect();
-    entries.sort();
-    for p in entries {
-        let rel = p
-            .strip_prefix(&rootfs)
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
-        w.add_path(&rel, &p).unwrap();
-    }
-    let layer = w.finish().unwrap();
-    let arch = kiln_oci::Platform::host().architecture;
-    let config = serde_json::json!({
-        "architecture": arch,
-        "os": "linux",
-        "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["sh"]},
-        "rootfs": {"type": "layers", "diff_ids": [layer.diff_id.to_string()]},
-        "history": [{"created": "2024-01-01T00:00:00Z", "created_by": "busybox-static rootfs"}],
-    });
-    let config_bytes = serde_json::to_vec(&config).unwrap();
-    let config_digest = store.write_bytes(&config_bytes).unwrap();
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest.to_string(), "size": config_bytes.len()},
-        "layers": [{"mediaType": layer.media_type, "digest": layer.digest.to_string(), "size": layer.size}],
-    });
-    let r = Reference::parse(name).unwrap();
-    let client = RegistryClient::new(Default::default(), Arc::new(NoCredentials));
-    client
-        .push_blob(&r, &layer.digest, &store, None)
-        .await
-        .unwrap();
-    client
-        .push_blob(&r, &config_digest, &store, None)
-        .await
-        .unwrap();
-    client
-        .push_manifest(
-            &r,
-            &serde_json::to_vec(&manifest).unwrap(),
-            "application/vnd.oci.image.manifest.v1+json",
-        )
-        .await
-        .unwrap();
+    kiln_oci::testing::push_busybox(name, None).await
 }
 
 impl Env {

@@ -1,0 +1,368 @@
+//! Container mode end to end: a real dockerd (Debian's docker.io, started per test with its own
+//! data root and socket, no bridge, host networking only) pulling a busybox image from a real
+//! registry on 127.0.0.1.
+
+mod common;
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use common::Fixture;
+use kiln_actions::exec::docker::{remove_leftovers, DockerConfig, OWNER_LABEL};
+use kiln_actions::exec::Outcome;
+use kiln_oci::testing::{push_busybox, push_busybox_with_cmd, TestDockerd, TestRegistry};
+
+struct Env {
+    dockerd: TestDockerd,
+    _registry: TestRegistry,
+    /// `127.0.0.1:PORT/busybox:latest`
+    busybox: String,
+    registry_host: String,
+    fixture: Fixture,
+}
+
+async fn setup(test: &str) -> Option<Env> {
+    let dockerd = TestDockerd::start(test)?;
+    if !std::path::Path::new("/bin/busybox").exists() {
+        println!("SKIP {test}: /bin/busybox not installed (busybox-static)");
+        return None;
+    }
+    let registry = TestRegistry::start()?;
+    let busybox = format!("{}/busybox:latest", registry.host());
+    push_busybox(&busybox, None).await;
+    let mut fixture = Fixture::new();
+    fixture.config.docker = Some(DockerConfig {
+        host: dockerd.host(),
+        network: "host".into(),
+        owner: format!("kiln-test-{test}"),
+        ..Default::default()
+    });
+    fixture.platforms = vec![("ubuntu-latest".into(), busybox.clone())];
+    Some(Env {
+        registry_host: registry.host(),
+        dockerd,
+        _registry: registry,
+        busybox,
+        fixture,
+    })
+}
+
+impl Env {
+    /// Names of the daemon's containers, running or not.
+    fn containers(&self) -> Vec<String> {
+        let list = self.dockerd.get("/containers/json?all=1").expect("list");
+        let items: serde_json::Value = serde_json::from_str(&list).unwrap();
+        items
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["Names"][0].as_str().unwrap_or("").to_string())
+            .collect()
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn a_job_runs_in_its_container_beside_a_healthy_service() {
+    let Some(env) = setup("a_job_runs_in_its_container_beside_a_healthy_service").await else {
+        return;
+    };
+    // The service: busybox httpd serving /etc on a loopback port (host network).
+    let port = free_port();
+    let web = format!("{}/web:1", env.registry_host);
+    let listen = format!("127.0.0.1:{port}");
+    push_busybox_with_cmd(&web, None, &["httpd", "-f", "-p", &listen, "-h", "/etc"]).await;
+    std::fs::write(
+        env.fixture.repo().join("from-host.txt"),
+        "hello from the host\n",
+    )
+    .unwrap();
+    let yaml = format!(
+        r#"
+on: push
+jobs:
+  test:
+    runs-on: ubuntu-latest
+    container:
+      image: {busybox}
+      env: {{ IN_CONTAINER: "yes" }}
+    services:
+      web:
+        image: {web}
+        options: >-
+          --health-cmd "wget -q -O /dev/null http://{listen}/passwd"
+          --health-interval 1s --health-retries 30
+    steps:
+      - id: probe
+        run: |
+          test ! -e /etc/debian_version && echo "no debian here: a busybox container"
+          echo "env says $IN_CONTAINER, shell $0"
+          cat from-host.txt
+          wget -q -O - http://{listen}/passwd | head -1
+          echo "made in the container" > from-container.txt
+          echo "where=$PWD" >> "$GITHUB_OUTPUT"
+          echo "LATER=from-env-file" >> "$GITHUB_ENV"
+      - run: echo "next step sees $LATER and ${{{{ steps.probe.outputs.where }}}}"
+"#,
+        busybox = env.busybox
+    );
+    let run = env.fixture.run(&yaml).await;
+    assert_eq!(run.result("test"), Outcome::Success, "{}", run.log());
+    for needle in [
+        "no debian here: a busybox container",
+        "env says yes, shell",
+        "hello from the host",
+        "root:x:0:0:root",
+        "Service `web` is healthy",
+        "next step sees from-env-file and ",
+        "Removing containers:",
+    ] {
+        assert!(run.has(needle), "missing `{needle}`:\n{}", run.log());
+    }
+    assert_eq!(
+        std::fs::read_to_string(env.fixture.repo().join("from-container.txt")).unwrap(),
+        "made in the container\n"
+    );
+    assert!(
+        env.containers().is_empty(),
+        "left behind: {:?}",
+        env.containers()
+    );
+}
+
+#[tokio::test]
+async fn docker_actions_and_a_failing_container_step() {
+    let Some(env) = setup("docker_actions_and_a_failing_container_step").await else {
+        return;
+    };
+    let action_dir = env.fixture.repo().join(".github/actions/greet");
+    std::fs::create_dir_all(&action_dir).unwrap();
+    std::fs::write(
+        action_dir.join("action.yml"),
+        format!(
+            r#"
+name: greet
+inputs:
+  who: {{ default: nobody }}
+outputs:
+  greeting: {{ description: the greeting }}
+runs:
+  using: docker
+  image: docker://{busybox}
+  entrypoint: sh
+  args: ["-c", "echo \"hello ${{{{ inputs.who }}}} in $PWD, home $HOME\"; echo greeting=hi-$INPUT_WHO >> $GITHUB_OUTPUT; ls /github/workspace"]
+"#,
+            busybox = env.busybox
+        ),
+    )
+    .unwrap();
+    std::fs::write(env.fixture.repo().join("marker.txt"), "x").unwrap();
+    let yaml = format!(
+        r#"
+on: push
+jobs:
+  host:
+    runs-on: self-hosted
+    steps:
+      - uses: docker://{busybox}
+        with:
+          args: sh -c "echo image action says $INPUT_WORD"
+          word: moin
+      - id: greet
+        uses: ./.github/actions/greet
+        with: {{ who: kiln }}
+      - run: echo "output ${{{{ steps.greet.outputs.greeting }}}}"
+  boxed:
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo before; exit 3
+      - run: echo never
+"#,
+        busybox = env.busybox
+    );
+    let run = env.fixture.run(&yaml).await;
+    assert_eq!(run.result("host"), Outcome::Success, "{}", run.log());
+    for needle in [
+        "host|image action says moin",
+        "host|hello kiln in /github/workspace, home /github/home",
+        "host|marker.txt",
+        "host|output hi-kiln",
+    ] {
+        assert!(run.has(needle), "missing `{needle}`:\n{}", run.log());
+    }
+    assert_eq!(run.result("boxed"), Outcome::Failure, "{}", run.log());
+    assert!(run.has("boxed|before"), "{}", run.log());
+    assert!(
+        run.has("boxed|##[error]Process completed with exit code 3."),
+        "{}",
+        run.log()
+    );
+    assert!(!run.has("boxed|never"), "{}", run.log());
+    assert!(env.containers().is_empty(), "{:?}", env.containers());
+}
+
+#[tokio::test]
+async fn a_missing_image_names_the_step() {
+    let Some(env) = setup("a_missing_image_names_the_step").await else {
+        return;
+    };
+    let missing = format!("{}/does-not-exist:1", env.registry_host);
+    let yaml = format!(
+        r#"
+on: push
+jobs:
+  action:
+    runs-on: self-hosted
+    steps:
+      - name: Use a missing image
+        uses: docker://{missing}
+  container:
+    runs-on: self-hosted
+    container: {missing}
+    steps:
+      - run: echo never
+"#
+    );
+    let run = env.fixture.run(&yaml).await;
+    assert_eq!(run.result("action"), Outcome::Failure);
+    assert!(
+        run.has(&format!(
+            "action|##[error]Step `Use a missing image` uses the Docker image `{missing}`: cannot pull image `{missing}`"
+        )),
+        "{}",
+        run.log()
+    );
+    assert_eq!(run.result("container"), Outcome::Failure);
+    assert!(
+        run.has(&format!(
+            "container|##[error]job container: cannot pull image `{missing}`"
+        )),
+        "{}",
+        run.log()
+    );
+    assert!(!run.has("never"));
+}
+
+#[tokio::test]
+async fn cancellation_and_timeouts_stop_container_steps() {
+    let Some(env) = setup("cancellation_and_timeouts_stop_container_steps").await else {
+        return;
+    };
+    // A step timeout kills the step in the container; the job goes on.
+    let yaml = r#"
+on: push
+jobs:
+  slow:
+    runs-on: ubuntu-latest
+    steps:
+      - timeout-minutes: 0.05
+        continue-on-error: true
+        run: sleep 300
+      - run: echo "after the timeout"
+"#;
+    let run = env.fixture.run(yaml).await;
+    assert_eq!(run.result("slow"), Outcome::Success, "{}", run.log());
+    assert!(run.has("The action has timed out."), "{}", run.log());
+    assert!(run.has("slow|after the timeout"), "{}", run.log());
+
+    // Cancelling the job stops the step and removes its container.
+    let cancel = env.fixture.cancel.clone();
+    let watcher = {
+        let host = env.dockerd.socket();
+        tokio::spawn(async move {
+            // Wait until the step runs in the job container, then cancel.
+            for _ in 0..600 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let out = std::process::Command::new("pgrep")
+                    .args(["-f", "sleep 301"])
+                    .output()
+                    .unwrap();
+                if out.status.success() {
+                    break;
+                }
+            }
+            let _ = host;
+            cancel.cancel();
+        })
+    };
+    let started = std::time::Instant::now();
+    let run = env
+        .fixture
+        .run(
+            r#"
+on: push
+jobs:
+  cancelled:
+    runs-on: ubuntu-latest
+    steps:
+      - run: sleep 301
+"#,
+        )
+        .await;
+    watcher.await.unwrap();
+    assert_eq!(run.result("cancelled"), Outcome::Cancelled, "{}", run.log());
+    assert!(started.elapsed() < Duration::from_secs(120));
+    assert!(env.containers().is_empty(), "{:?}", env.containers());
+    let survivors = std::process::Command::new("pgrep")
+        .args(["-f", "sleep 301"])
+        .output()
+        .unwrap();
+    assert!(!survivors.status.success(), "the step's process survived");
+}
+
+#[tokio::test]
+async fn leftovers_of_a_crashed_runner_are_removed() {
+    let Some(env) = setup("leftovers_of_a_crashed_runner_are_removed").await else {
+        return;
+    };
+    let config = env.fixture.config.docker.clone().unwrap();
+    // What a crash leaves: a labelled container (made with the real CLI-equivalent API).
+    let docker = config.connect().await.unwrap();
+    use bollard::models::{ContainerCreateBody, HostConfig};
+    use bollard::query_parameters::{CreateContainerOptionsBuilder, CreateImageOptionsBuilder};
+    use futures::StreamExt;
+    let mut pull = docker.create_image(
+        Some(
+            CreateImageOptionsBuilder::default()
+                .from_image(&env.busybox)
+                .build(),
+        ),
+        None,
+        None,
+    );
+    while let Some(item) = pull.next().await {
+        item.unwrap();
+    }
+    let labelled = |owner: &str| ContainerCreateBody {
+        image: Some(env.busybox.clone()),
+        cmd: Some(vec!["sleep".into(), "302".into()]),
+        labels: Some([(OWNER_LABEL.to_string(), owner.to_string())].into()),
+        host_config: Some(HostConfig {
+            network_mode: Some("host".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    for (name, owner) in [
+        ("mine", config.owner.as_str()),
+        ("theirs", "another-runner"),
+    ] {
+        let created = docker
+            .create_container(
+                Some(CreateContainerOptionsBuilder::default().name(name).build()),
+                labelled(owner),
+            )
+            .await
+            .unwrap();
+        docker.start_container(&created.id, None).await.unwrap();
+    }
+    assert_eq!(remove_leftovers(&config).await.unwrap(), 1);
+    assert_eq!(env.containers(), vec!["/theirs".to_string()]);
+}

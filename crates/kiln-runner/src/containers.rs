@@ -1,0 +1,141 @@
+//! Container mode for the daemon: the executor's Docker settings from `container:` in
+//! config.yaml, removal of what a crashed run left behind, and Dockerfile actions built by kiln's
+//! own engine and loaded into the job's daemon.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bollard::query_parameters::{BuildImageOptionsBuilder, ImportImageOptionsBuilder};
+use bollard::Docker;
+use futures::StreamExt;
+use kiln_actions::exec::docker::{DockerConfig, ImageBuilder};
+use tokio::sync::mpsc;
+
+use crate::buildkit::BuildEngine;
+use crate::config::Config;
+
+/// The executor's Docker settings. `owner` labels everything the runner creates (its UUID).
+pub fn docker_config(
+    config: &Config,
+    owner: &str,
+    engine: Option<Arc<BuildEngine>>,
+) -> DockerConfig {
+    let c = &config.container;
+    DockerConfig {
+        host: c.docker_host.clone(),
+        network: c.network.clone(),
+        privileged: c.privileged,
+        options: c.options.clone().unwrap_or_default(),
+        valid_volumes: c.valid_volumes.clone(),
+        force_pull: c.force_pull,
+        force_rebuild: c.force_rebuild,
+        timeout: if c.docker_timeout.is_zero() {
+            Duration::from_secs(120)
+        } else {
+            c.docker_timeout
+        },
+        owner: owner.to_string(),
+        builder: engine
+            .filter(|e| e.docker_socket().is_some())
+            .map(|engine| Arc::new(EngineBuilder { engine }) as Arc<dyn ImageBuilder>),
+    }
+}
+
+/// Builds with kiln's engine (through its Docker API) and loads the result into the job's daemon.
+struct EngineBuilder {
+    engine: Arc<BuildEngine>,
+}
+
+#[async_trait::async_trait]
+impl ImageBuilder for EngineBuilder {
+    async fn build(
+        &self,
+        target: &Docker,
+        context: &Path,
+        dockerfile: &Path,
+        tag: &str,
+        log: &mpsc::UnboundedSender<String>,
+    ) -> Result<(), String> {
+        let socket = self
+            .engine
+            .docker_socket()
+            .ok_or("the build engine does not serve the Docker API")?;
+        let engine = Docker::connect_with_unix(
+            &format!("unix://{}", socket.display()),
+            600,
+            bollard::API_DEFAULT_VERSION,
+        )
+        .map_err(|e| format!("cannot reach kiln's build engine: {e}"))?
+        .negotiate_version()
+        .await
+        .map_err(|e| format!("cannot reach kiln's build engine: {e}"))?;
+
+        let tar = {
+            let dir = context.to_path_buf();
+            tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+                let mut builder = tar::Builder::new(Vec::new());
+                builder.follow_symlinks(false);
+                builder.append_dir_all(".", &dir)?;
+                builder.into_inner()
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("cannot pack {}: {e}", context.display()))?
+        };
+        let name = dockerfile
+            .strip_prefix(context)
+            .unwrap_or(dockerfile)
+            .to_string_lossy()
+            .into_owned();
+        let options = BuildImageOptionsBuilder::default()
+            .dockerfile(&name)
+            .t(tag)
+            .build();
+        let mut stream = engine.build_image(options, None, Some(bollard::body_full(tar.into())));
+        while let Some(item) = stream.next().await {
+            let info = item.map_err(|e| format!("kiln's build engine: {e}"))?;
+            if let Some(message) = info.error_detail.and_then(|d| d.message) {
+                return Err(message);
+            }
+            if let Some(text) = info.stream {
+                for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                    let _ = log.send(line.to_string());
+                }
+            }
+        }
+        // Hand the image over: `docker save` from the engine into `docker load` of the daemon.
+        let _ = log.send(format!("Loading {tag} into the Docker daemon"));
+        let export = engine
+            .export_image(tag)
+            .map(|chunk| chunk.map_err(|e| std::io::Error::other(e.to_string())));
+        let options = ImportImageOptionsBuilder::default().quiet(true).build();
+        let mut loaded = target.import_image_stream(options, export, None);
+        while let Some(item) = loaded.next().await {
+            let info =
+                item.map_err(|e| format!("cannot load {tag} into the Docker daemon: {e}"))?;
+            if let Some(message) = info.error_detail.and_then(|d| d.message) {
+                return Err(format!(
+                    "cannot load {tag} into the Docker daemon: {message}"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Remove containers and networks a previous run of this runner left (after a crash). Errors are
+/// logged: a runner without Docker labels does not need a daemon.
+pub async fn remove_leftovers(config: &DockerConfig, uses_docker: bool) {
+    match kiln_actions::exec::docker::remove_leftovers(config).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            removed = n,
+            "removed containers and networks left by an earlier run"
+        ),
+        Err(e) if uses_docker => {
+            tracing::warn!(error = %e, "cannot check the Docker daemon for leftovers")
+        }
+        Err(e) => tracing::debug!(error = %e, "no Docker daemon"),
+    }
+}
