@@ -95,6 +95,11 @@ struct BuildRunner {
 
 impl BuildRunner {
     fn start(env: &common::Env) -> BuildRunner {
+        Self::start_with(env, "linux:host", "")
+    }
+
+    /// With these runner labels and more config.yaml (e.g. a `container:` section).
+    fn start_with(env: &common::Env, labels: &str, extra_config: &str) -> BuildRunner {
         let rt = common::rt();
         let gitea = rt.block_on(FakeGitea::start());
         let dir = env.work.path();
@@ -102,7 +107,7 @@ impl BuildRunner {
         std::fs::write(
             &config,
             format!(
-                "runner:\n  file: {d}/.runner\n  fetch_interval: 100ms\n  shutdown_timeout: 60s\nhost:\n  workdir_parent: {d}/host\ncache:\n  enabled: false\nkiln:\n  metrics_addr: \"\"\n  state_dir: {root}\n  builder:\n    gc_keep_storage: 5GB\n",
+                "runner:\n  file: {d}/.runner\n  fetch_interval: 100ms\n  shutdown_timeout: 60s\nhost:\n  workdir_parent: {d}/host\ncache:\n  enabled: false\nkiln:\n  metrics_addr: \"\"\n  state_dir: {root}\n  builder:\n    gc_keep_storage: 5GB\n{extra_config}",
                 d = dir.display(),
                 root = env.root.path().display()
             ),
@@ -118,7 +123,7 @@ impl BuildRunner {
                 "--token",
                 &gitea.registration_token(),
                 "--labels",
-                "linux:host",
+                labels,
                 "-c",
             ])
             .arg(&config)
@@ -152,18 +157,11 @@ impl BuildRunner {
         job: &str,
         secrets: &[(&str, &str)],
     ) -> kiln_gitea::fake::TaskRecord {
-        let id = self.gitea.queue_job(QueuedJob {
-            workflow_yaml: workflow.to_string(),
-            job_id: job.into(),
-            runs_on: vec!["linux".into()],
-            context: serde_json::json!({}),
-            secrets: secrets
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            vars: BTreeMap::new(),
-            needs: BTreeMap::new(),
-        });
+        let id = self.queue(workflow, job, "linux", secrets);
+        self.wait(id)
+    }
+
+    fn wait(&self, id: i64) -> kiln_gitea::fake::TaskRecord {
         self.rt
             .block_on(self.gitea.wait_final(id, Duration::from_secs(300)))
             .unwrap_or_else(|| {
@@ -172,6 +170,21 @@ impl BuildRunner {
                     std::fs::read_to_string(&self.log).unwrap_or_default()
                 )
             })
+    }
+
+    fn queue(&self, workflow: &str, job: &str, runs_on: &str, secrets: &[(&str, &str)]) -> i64 {
+        self.gitea.queue_job(QueuedJob {
+            workflow_yaml: workflow.to_string(),
+            job_id: job.into(),
+            runs_on: vec![runs_on.into()],
+            context: serde_json::json!({}),
+            secrets: secrets
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            vars: BTreeMap::new(),
+            needs: BTreeMap::new(),
+        })
     }
 }
 
@@ -341,4 +354,97 @@ jobs:
     assert!(rows.contains("digest: sha256:"), "{rows}");
     assert!(rows.contains("not supported"), "{rows}");
     assert!(!rows.contains(PASSWORD), "{rows}");
+}
+
+#[test]
+fn container_jobs_with_a_dockerfile_action_built_by_kiln() {
+    let test = "container_jobs_with_a_dockerfile_action_built_by_kiln";
+    let Some(env) = common::setup(test) else {
+        return;
+    };
+    let Some(dockerd) = kiln_oci::testing::TestDockerd::start(test) else {
+        return;
+    };
+    let runner = BuildRunner::start_with(
+        &env,
+        &format!("linux:host,ubuntu-latest:docker://{}", env.base),
+        &format!(
+            "container:\n  docker_host: {}\n  network: host\n",
+            dockerd.host()
+        ),
+    );
+    let workflow = format!(
+        r#"
+on: push
+jobs:
+  boxed:
+    runs-on: ubuntu-latest
+    steps:
+      - name: In the job container
+        run: |
+          test ! -e /etc/debian_version && echo "running in the busybox job container"
+          mkdir -p .kiln/hello
+          printf 'name: hello\ninputs:\n  who: {{ required: true }}\noutputs:\n  said: {{ description: what }}\nruns:\n  using: docker\n  image: Dockerfile\n  args: ["via-args"]\n' > .kiln/hello/action.yml
+          printf 'FROM {base}\nRUN echo baked-by-kiln > /baked\nCOPY entrypoint.sh /entrypoint.sh\nENTRYPOINT ["sh", "/entrypoint.sh"]\n' > .kiln/hello/Dockerfile
+          printf 'echo "hello $INPUT_WHO $1 from $(cat /baked)"\necho "said=hello $INPUT_WHO" >> "$GITHUB_OUTPUT"\n' > .kiln/hello/entrypoint.sh
+      - id: hello
+        uses: ./.kiln/hello
+        with:
+          who: gitea
+      - run: echo "the action said ${{{{ steps.hello.outputs.said }}}}"
+"#,
+        base = env.base,
+    );
+    let id = runner.queue(&workflow, "boxed", "ubuntu-latest", &[]);
+    let task = runner.wait(id);
+    let rows = task.rows.join("\n");
+    assert_eq!(
+        task.result,
+        proto::Result::Success,
+        "{rows}\n---\n{}",
+        runner.log()
+    );
+    for needle in [
+        "running in the busybox job container",
+        "Building the action image from",
+        "into the Docker daemon",
+        "hello gitea via-args from baked-by-kiln",
+        "the action said hello gitea",
+    ] {
+        assert!(rows.contains(needle), "missing `{needle}`:\n{rows}");
+    }
+
+    // Cancelled from Gitea while a step runs in the job container: the job ends cancelled and its
+    // containers are gone.
+    let sleeping = r#"
+on: push
+jobs:
+  sleepy:
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo started; sleep 303
+"#;
+    let id = runner.queue(sleeping, "sleepy", "ubuntu-latest", &[]);
+    for _ in 0..600 {
+        std::thread::sleep(Duration::from_millis(100));
+        let started = runner
+            .gitea
+            .task(id)
+            .is_some_and(|t| t.rows.iter().any(|r| r.contains("started")));
+        if started {
+            break;
+        }
+    }
+    runner.gitea.cancel(id);
+    let task = runner.wait(id);
+    assert_eq!(
+        task.result,
+        proto::Result::Cancelled,
+        "{}",
+        task.rows.join("\n")
+    );
+    let containers = dockerd.get("/containers/json?all=1").unwrap();
+    assert_eq!(containers.trim(), "[]", "containers left: {containers}");
+    let (status, log) = runner.stop();
+    assert!(status.success(), "{log}");
 }
