@@ -157,6 +157,7 @@ runs:
   using: docker
   image: docker://{busybox}
   entrypoint: sh
+  post-entrypoint: echo
   args: ["-c", "echo \"hello ${{{{ inputs.who }}}} in $PWD, home $HOME\"; echo greeting=hi-$INPUT_WHO >> $GITHUB_OUTPUT; ls /github/workspace"]
 "#,
             busybox = env.busybox
@@ -194,6 +195,9 @@ jobs:
         "host|hello kiln in /github/workspace, home /github/home",
         "host|marker.txt",
         "host|output hi-kiln",
+        // post-entrypoint: the same image and args, `echo` as the entrypoint.
+        "host|##[group]Post Run ./.github/actions/greet",
+        "host|-c echo \"hello kiln in",
     ] {
         assert!(run.has(needle), "missing `{needle}`:\n{}", run.log());
     }
@@ -365,4 +369,115 @@ async fn leftovers_of_a_crashed_runner_are_removed() {
     }
     assert_eq!(remove_leftovers(&config).await.unwrap(), 1);
     assert_eq!(env.containers(), vec!["/theirs".to_string()]);
+}
+
+/// An image with busybox and the host's `node` (with the libraries `ldd` names), imported into the
+/// daemon as `kiln-test-node:1`: JavaScript actions run on the container's own node.
+async fn import_node_image(env: &Env) -> Option<String> {
+    let node = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|d| d.join("node"))
+        .find(|p| p.is_file())?;
+    let node = std::fs::canonicalize(node).ok()?;
+    let ldd = std::process::Command::new("ldd").arg(&node).output().ok()?;
+    let mut files = vec![node.clone()];
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        // `libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x…)` or `/lib64/ld-linux-x86-64.so.2 (0x…)`
+        let path = line
+            .split("=>")
+            .last()
+            .and_then(|rest| rest.split_whitespace().next())
+            .filter(|p| p.starts_with('/'));
+        if let Some(path) = path {
+            files.push(path.into());
+        }
+    }
+    let root = tempfile::tempdir().unwrap();
+    kiln_oci::testing::busybox_rootfs(root.path());
+    let mut tar = tar::Builder::new(Vec::new());
+    tar.follow_symlinks(false);
+    tar.append_dir_all(".", root.path()).unwrap();
+    for f in &files {
+        let real = std::fs::canonicalize(f).ok()?;
+        let rel = f.strip_prefix("/").unwrap();
+        tar.append_path_with_name(&real, rel).ok()?;
+    }
+    tar.append_path_with_name(&node, "usr/local/bin/node")
+        .ok()?;
+    let tar = tar.into_inner().unwrap();
+    let config = env.fixture.config.docker.clone().unwrap();
+    let docker = config.connect().await.unwrap();
+    use bollard::query_parameters::CreateImageOptionsBuilder;
+    use futures::StreamExt;
+    let mut import = docker.create_image(
+        Some(
+            CreateImageOptionsBuilder::default()
+                .from_src("-")
+                .repo("kiln-test-node")
+                .tag("1")
+                .changes(vec!["ENV PATH=/usr/local/bin:/usr/bin:/bin".to_string()])
+                .build(),
+        ),
+        Some(bollard::body_full(tar.into())),
+        None,
+    );
+    while let Some(item) = import.next().await {
+        item.unwrap();
+    }
+    Some("kiln-test-node:1".into())
+}
+
+#[tokio::test]
+async fn javascript_actions_run_on_the_job_containers_node() {
+    let test = "javascript_actions_run_on_the_job_containers_node";
+    let Some(env) = setup(test).await else {
+        return;
+    };
+    let Some(image) = import_node_image(&env).await else {
+        println!("SKIP {test}: no `node` on PATH to put in an image (install nodejs)");
+        return;
+    };
+    let action = env.fixture.repo().join("js");
+    std::fs::create_dir_all(&action).unwrap();
+    std::fs::write(
+        action.join("action.yml"),
+        "name: js\ninputs:\n  who: { default: x }\nruns:\n  using: node20\n  main: main.js\n  post: post.js\n",
+    )
+    .unwrap();
+    std::fs::write(
+        action.join("main.js"),
+        r#"const fs = require('fs');
+console.log(`node ${process.version} greets ${process.env.INPUT_WHO}; debian=${fs.existsSync('/etc/debian_version')}`);
+fs.appendFileSync(process.env.GITHUB_OUTPUT, `seen=${process.env.INPUT_WHO}\n`);
+fs.appendFileSync(process.env.GITHUB_STATE, `from_main=kept\n`);
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        action.join("post.js"),
+        "console.log(`post sees ${process.env.STATE_from_main}`);\n",
+    )
+    .unwrap();
+    let yaml = format!(
+        r#"
+on: push
+jobs:
+  js:
+    runs-on: self-hosted
+    container: {image}
+    steps:
+      - id: js
+        uses: ./js
+        with: {{ who: containers }}
+      - run: echo "output ${{{{ steps.js.outputs.seen }}}}"
+"#
+    );
+    let run = env.fixture.run(&yaml).await;
+    assert_eq!(run.result("js"), Outcome::Success, "{}", run.log());
+    for needle in [
+        "greets containers; debian=false",
+        "js|output containers",
+        "js|post sees kept",
+    ] {
+        assert!(run.has(needle), "missing `{needle}`:\n{}", run.log());
+    }
 }

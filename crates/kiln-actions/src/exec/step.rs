@@ -61,6 +61,8 @@ pub(crate) struct PostStep {
     pub env: BTreeMap<String, String>,
     pub identity: ActionIdentity,
     pub state: BTreeMap<String, String>,
+    /// A Docker action's `post-entrypoint` run.
+    pub docker: Option<DockerStep>,
 }
 
 /// What running a process left behind.
@@ -165,17 +167,22 @@ impl Runner {
         let Ok(loaded) = self.actions.load(&action_ref, &self.workspace).await else {
             return;
         };
-        let Runs::Node {
-            pre: Some(pre),
-            pre_if,
-            ..
-        } = &loaded.action.runs
-        else {
-            return;
+        let (pre_if, node_pre, docker_pre) = match &loaded.action.runs {
+            Runs::Node {
+                pre: Some(pre),
+                pre_if,
+                ..
+            } => (pre_if.clone(), Some(pre.clone()), None),
+            Runs::Docker {
+                pre_entrypoint: Some(entry),
+                pre_if,
+                ..
+            } => (pre_if.clone(), None, Some(entry.clone())),
+            _ => return,
         };
         let env = self.scope_env(scope);
         let ctx = self.contexts(scope, &env);
-        let condition = pre_if.clone().unwrap_or_else(|| "always()".into());
+        let condition = pre_if.unwrap_or_else(|| "always()".into());
         match expr::evaluate_condition(&condition, &ctx) {
             Ok(true) => {}
             Ok(false) => return,
@@ -187,17 +194,48 @@ impl Runner {
         }
         let display = format!("Pre {}", self.step_display(step, index, &ctx));
         self.out.log(None, &format!("##[group]{display}"));
-        let Ok((inputs_env, _)) = self.action_inputs(&loaded.action, step, &ctx) else {
+        let Ok((inputs_env, inputs)) = self.action_inputs(&loaded.action, step, &ctx) else {
             return;
         };
-        let mut env = self.step_env(step, &env, &ctx).unwrap_or(env);
-        env.extend(inputs_env);
+        let env = self.step_env(step, &env, &ctx).unwrap_or(env);
         let identity = self.identity(step, index, &action_ref, &loaded);
+        if let Some(entrypoint) = docker_pre {
+            let prepared = self
+                .prepare_docker_action(
+                    None,
+                    &loaded,
+                    &action_ref,
+                    step,
+                    &ctx,
+                    &inputs,
+                    inputs_env,
+                    &env,
+                    &display,
+                    cancel,
+                )
+                .await;
+            match prepared {
+                Ok((container, env)) => {
+                    let container = DockerStep {
+                        entrypoint: Some(entrypoint),
+                        ..container
+                    };
+                    self.run_docker_step(None, container, &env, &identity, None, cancel)
+                        .await;
+                }
+                Err(e) => self.out.log(None, &format!("##[error]{e}")),
+            }
+            self.out.log(None, "##[endgroup]");
+            return;
+        }
+        let Some(pre) = node_pre else { return };
+        let mut env = env;
+        env.extend(inputs_env);
         let result = self
             .run_node(
                 None,
                 &loaded,
-                pre,
+                &pre,
                 &env,
                 &identity,
                 &BTreeMap::new(),
@@ -248,17 +286,18 @@ impl Runner {
         scope: &Scope,
         cancel: &CancellationToken,
     ) {
-        let Runs::Node {
-            post: Some(main),
-            post_if,
-            ..
-        } = &post.action.action.runs
-        else {
-            return;
+        let (post_if, node_post) = match &post.action.action.runs {
+            Runs::Node {
+                post: Some(main),
+                post_if,
+                ..
+            } => (post_if.clone(), Some(main.clone())),
+            Runs::Docker { post_if, .. } if post.docker.is_some() => (post_if.clone(), None),
+            _ => return,
         };
         let env = self.scope_env(scope);
         let ctx = self.contexts(scope, &env);
-        let condition = post_if.clone().unwrap_or_else(|| "always()".into());
+        let condition = post_if.unwrap_or_else(|| "always()".into());
         match expr::evaluate_condition(&condition, &ctx) {
             Ok(true) => {}
             Ok(false) => return,
@@ -270,11 +309,19 @@ impl Runner {
         }
         self.out
             .log(None, &format!("##[group]Post {}", post.display));
+        if let Some(container) = post.docker.clone() {
+            // Errors and the exit code are logged by the run itself.
+            self.run_docker_step(None, container, &post.env, &post.identity, None, cancel)
+                .await;
+            self.out.log(None, "##[endgroup]");
+            return;
+        }
+        let Some(main) = node_post else { return };
         let result = self
             .run_node(
                 None,
                 &post.action,
-                main,
+                &main,
                 &post.env,
                 &post.identity,
                 &post.state,
@@ -464,7 +511,7 @@ impl Runner {
                 ..Default::default()
             };
             let container = DockerStep {
-                display,
+                display: display.to_string(),
                 image: image.clone(),
                 entrypoint,
                 args,
@@ -540,6 +587,7 @@ impl Runner {
                                 env,
                                 identity,
                                 state,
+                                docker: None,
                             });
                         }
                         StepRun {
@@ -622,77 +670,120 @@ impl Runner {
                 StepRun { outcome, outputs }
             }
             Runs::Docker {
-                image,
-                entrypoint,
-                args,
-                env: action_env,
-                ..
+                post_entrypoint, ..
             } => {
-                let remote = matches!(action_ref, ActionRef::Remote { .. });
-                let image = match self
-                    .docker_action_image(log_step, &loaded.dir, image, remote, cancel)
+                let (container, env) = match self
+                    .prepare_docker_action(
+                        log_step,
+                        &loaded,
+                        &action_ref,
+                        step,
+                        &ctx,
+                        &inputs,
+                        inputs_env,
+                        &env,
+                        display,
+                        cancel,
+                    )
                     .await
                 {
-                    Ok(image) => image,
+                    Ok(prepared) => prepared,
                     Err(e) => {
-                        self.out.log(
-                            log_step,
-                            &format!("##[error]Step `{display}` ({uses}): {e}"),
-                        );
+                        self.out.log(log_step, &format!("##[error]{e}"));
                         return StepRun::failed();
                     }
                 };
-                // `runs.args` and `runs.env` may use `inputs`; `with: args`/`entrypoint` win.
-                let mut action_ctx = ctx.clone();
-                action_ctx.set("inputs", Value::Object(inputs.clone()));
-                let mut env = env.clone();
-                env.extend(inputs_env);
-                let mut resolved_args = Vec::new();
-                for arg in args {
-                    match expr::interpolate(arg, &action_ctx) {
-                        Ok(a) => resolved_args.push(a),
-                        Err(e) => {
-                            self.out
-                                .log(log_step, &format!("##[error]runs.args of {uses}: {e}"));
-                            return StepRun::failed();
-                        }
-                    }
+                if let (Some(post), 0) = (post_entrypoint, scope.depth) {
+                    self.state.posts.push(PostStep {
+                        display: display.to_string(),
+                        action: loaded.clone(),
+                        env: env.clone(),
+                        identity: identity.clone(),
+                        state: BTreeMap::new(),
+                        docker: Some(DockerStep {
+                            entrypoint: Some(post.clone()),
+                            ..container.clone()
+                        }),
+                    });
                 }
-                for (k, v) in action_env.iter() {
-                    match expr::interpolate(v, &action_ctx) {
-                        Ok(v) => {
-                            env.insert(k.to_string(), v);
-                        }
-                        Err(e) => {
-                            self.out
-                                .log(log_step, &format!("##[error]runs.env.{k} of {uses}: {e}"));
-                            return StepRun::failed();
-                        }
-                    }
-                }
-                let mut entrypoint = entrypoint.clone();
-                for (k, v) in step.with.iter() {
-                    let key = k.to_ascii_lowercase();
-                    if key != "args" && key != "entrypoint" {
-                        continue;
-                    }
-                    let value = expr::interpolate(v, &ctx).unwrap_or_default();
-                    if key == "entrypoint" {
-                        entrypoint = Some(value);
-                    } else if let Some(words) = shlex::split(&value) {
-                        resolved_args = words;
-                    }
-                }
-                let container = DockerStep {
-                    display,
-                    image,
-                    entrypoint,
-                    args: resolved_args,
-                };
                 self.run_docker_step(log_step, container, &env, &identity, timeout, cancel)
                     .await
             }
         }
+    }
+
+    /// The container and environment of a `runs.using: docker` action step: its image (built
+    /// when it is a Dockerfile), `runs.args` and `runs.env` with the `inputs` context, and the
+    /// step's `with: args`/`entrypoint`, which win.
+    #[allow(clippy::too_many_arguments)]
+    async fn prepare_docker_action(
+        &mut self,
+        log_step: Option<usize>,
+        loaded: &LoadedAction,
+        action_ref: &ActionRef,
+        step: &Step,
+        ctx: &Contexts,
+        inputs: &ActionInputs,
+        inputs_env: BTreeMap<String, String>,
+        env: &BTreeMap<String, String>,
+        display: &str,
+        cancel: &CancellationToken,
+    ) -> Result<(DockerStep, BTreeMap<String, String>), String> {
+        let Runs::Docker {
+            image,
+            entrypoint,
+            args,
+            env: action_env,
+            ..
+        } = &loaded.action.runs
+        else {
+            return Err(format!("{} is not a Docker action", loaded.name));
+        };
+        let uses = step.uses.as_deref().unwrap_or_default();
+        let remote = matches!(action_ref, ActionRef::Remote { .. });
+        let image = self
+            .docker_action_image(log_step, &loaded.dir, image, remote, cancel)
+            .await
+            .map_err(|e| format!("Step `{display}` ({uses}): {e}"))?;
+        let mut action_ctx = ctx.clone();
+        action_ctx.set("inputs", Value::Object(inputs.clone()));
+        let mut env = env.clone();
+        env.extend(inputs_env);
+        let mut resolved_args = Vec::new();
+        for arg in args {
+            resolved_args.push(
+                expr::interpolate(arg, &action_ctx)
+                    .map_err(|e| format!("runs.args of {uses}: {e}"))?,
+            );
+        }
+        for (k, v) in action_env.iter() {
+            let value = expr::interpolate(v, &action_ctx)
+                .map_err(|e| format!("runs.env.{k} of {uses}: {e}"))?;
+            env.insert(k.to_string(), value);
+        }
+        let mut entrypoint = entrypoint.clone();
+        for (k, v) in step.with.iter() {
+            let key = k.to_ascii_lowercase();
+            if key != "args" && key != "entrypoint" {
+                continue;
+            }
+            let value = expr::interpolate(v, ctx).map_err(|e| format!("with.{k}: {e}"))?;
+            if key == "entrypoint" {
+                entrypoint = Some(value);
+            } else {
+                resolved_args =
+                    shlex::split(&value).ok_or("with.args: unbalanced quotes".to_string())?;
+            }
+        }
+        Ok((
+            DockerStep {
+                display: display.to_string(),
+                image,
+                entrypoint,
+                args: resolved_args,
+            },
+            env,
+        ))
     }
 
     /// Run a Docker action's container: pulled if needed, with the job's mounts, the workspace at
@@ -700,7 +791,7 @@ impl Runner {
     async fn run_docker_step(
         &mut self,
         log_step: Option<usize>,
-        container: DockerStep<'_>,
+        container: DockerStep,
         env: &BTreeMap<String, String>,
         identity: &ActionIdentity,
         timeout: Option<Duration>,
@@ -1325,8 +1416,9 @@ impl Runner {
 }
 
 /// The container of a Docker action step.
-struct DockerStep<'a> {
-    display: &'a str,
+#[derive(Clone)]
+pub(crate) struct DockerStep {
+    display: String,
     image: String,
     entrypoint: Option<String>,
     args: Vec<String>,
