@@ -124,6 +124,20 @@ impl ImageBuilder for EngineBuilder {
     }
 }
 
+/// With `container.require_docker`: wait until the daemon answers, up to `docker_timeout`.
+pub async fn wait_for_docker(config: &DockerConfig) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + config.timeout;
+    loop {
+        match config.connect().await {
+            Ok(_) => return Ok(()),
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                return Err(format!("container.require_docker: {e}"))
+            }
+            Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+        }
+    }
+}
+
 /// Remove containers and networks a previous run of this runner left (after a crash). Errors are
 /// logged: a runner without Docker labels does not need a daemon.
 pub async fn remove_leftovers(config: &DockerConfig, uses_docker: bool) {

@@ -95,6 +95,9 @@ pub async fn run(options: DaemonOptions, shutdown: CancellationToken) -> Result<
     let uses_docker = runner_labels
         .iter()
         .any(|l| matches!(l.schema, labels::Schema::Docker(_)));
+    if config.container.require_docker {
+        crate::containers::wait_for_docker(&docker).await?;
+    }
     crate::containers::remove_leftovers(&docker, uses_docker || config.container.require_docker)
         .await;
     exec.docker = Some(docker);

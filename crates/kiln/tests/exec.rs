@@ -139,3 +139,39 @@ fn bad_workflows_are_named() {
     assert_eq!(code, 1);
     assert!(err.contains("no workflow has a job `nope`"), "{err}");
 }
+
+#[test]
+fn platform_images_run_jobs_in_containers() {
+    let test = "platform_images_run_jobs_in_containers";
+    let Some(dockerd) = kiln_oci::testing::TestDockerd::start(test) else {
+        return;
+    };
+    let Some(registry) = kiln_oci::testing::TestRegistry::start() else {
+        return;
+    };
+    let image = format!("{}/busybox:latest", registry.host());
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(kiln_oci::testing::push_busybox(&image, None));
+    let dir = repo(&[(
+        "ci.yml",
+        "on: push\njobs:\n  boxed:\n    runs-on: ubuntu-latest\n    steps:\n      - run: test ! -e /etc/debian_version && echo inside the busybox container\n",
+    )]);
+    let (code, out, err) = kiln(
+        dir.path(),
+        &[
+            "-P",
+            &format!("ubuntu-latest=docker://{image}"),
+            "--docker-host",
+            &dockerd.host(),
+            "--container-network",
+            "host",
+        ],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("inside the busybox container"), "{out}");
+
+    let (code, _, err) = kiln(dir.path(), &["-P", "no-equals-sign"]);
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("expected LABEL=IMAGE"), "{err}");
+}
