@@ -481,3 +481,55 @@ jobs:
         assert!(run.has(needle), "missing `{needle}`:\n{}", run.log());
     }
 }
+
+#[tokio::test]
+async fn private_job_images_are_pulled_with_their_credentials() {
+    let test = "private_job_images_are_pulled_with_their_credentials";
+    let Some(mut env) = setup(test).await else {
+        return;
+    };
+    let Some(private) = TestRegistry::start_with_basic_auth("puller", "pull-s3cret") else {
+        return;
+    };
+    let image = format!("{}/private/busybox:1", private.host());
+    push_busybox(&image, Some(("puller", "pull-s3cret"))).await;
+    env.fixture
+        .secrets
+        .insert("REG_PASSWORD".into(), "pull-s3cret".into());
+    let workflow = |password: &str| {
+        format!(
+            r#"
+on: push
+jobs:
+  private:
+    runs-on: self-hosted
+    container:
+      image: {image}
+      credentials:
+        username: puller
+        password: {password}
+    steps:
+      - run: echo "pulled with credentials"
+"#
+        )
+    };
+    let run = env
+        .fixture
+        .run(&workflow("${{ secrets.REG_PASSWORD }}"))
+        .await;
+    assert_eq!(run.result("private"), Outcome::Success, "{}", run.log());
+    assert!(run.has("private|pulled with credentials"), "{}", run.log());
+    assert!(!run.log().contains("pull-s3cret"), "{}", run.log());
+
+    // The daemon has the image now; force_pull makes it ask the registry again.
+    env.fixture.config.docker.as_mut().unwrap().force_pull = true;
+    let run = env.fixture.run(&workflow("wrong")).await;
+    assert_eq!(run.result("private"), Outcome::Failure, "{}", run.log());
+    assert!(
+        run.has(&format!(
+            "##[error]job container: cannot pull image `{image}`"
+        )),
+        "{}",
+        run.log()
+    );
+}
