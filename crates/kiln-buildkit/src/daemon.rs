@@ -26,6 +26,19 @@ pub struct Daemon {
     pub worker_id: String,
     /// Where client locals are synced to (kept between builds for incremental transfers).
     pub sync_root: PathBuf,
+    /// The image store behind kiln's Docker API, for the `moby` exporter (`docker buildx` with
+    /// the docker driver loads images there).
+    pub local_images: Option<Arc<dyn LocalImages>>,
+}
+
+/// A local image store (`docker images`) that built images can be added to.
+pub trait LocalImages: Send + Sync {
+    /// Record `image` under `names` (none: untagged).
+    fn store(
+        &self,
+        image: &kiln_engine::exporter::BuiltImage,
+        names: &[String],
+    ) -> Result<(), String>;
 }
 
 /// What to solve: a frontend with its attributes, or raw LLB.
@@ -75,6 +88,7 @@ impl Daemon {
             builds: Arc::new(Builds::default()),
             worker_id,
             sync_root: root.join("sessions"),
+            local_images: None,
         }
     }
 

@@ -110,6 +110,30 @@ pub async fn run(
                 }
                 describe(&mut response, &image, &names);
             }
+            // dockerd's image exporter: the image lands in the local image store (and is pushed
+            // with push=true), as `docker buildx build` with the docker driver expects.
+            "moby" => {
+                let Some(local) = daemon.local_images.clone() else {
+                    return Err(Status::invalid_argument(
+                        "exporter \"moby\" needs kiln's Docker API (kiln buildkitd --docker-addr); use type=image here",
+                    ));
+                };
+                let image = engine
+                    .build_image(&result.solved, &image_opts(), progress)
+                    .await
+                    .map_err(solve_status)?;
+                let names = names(&exp.attrs);
+                if truthy(&exp.attrs, "push") && !names.is_empty() {
+                    engine
+                        .push_image(&result.solved, &image, &names, progress)
+                        .await
+                        .map_err(solve_status)?;
+                }
+                local
+                    .store(&image, &names)
+                    .map_err(|e| Status::internal(format!("storing the image: {e}")))?;
+                describe(&mut response, &image, &names);
+            }
             "oci" | "docker" | "tar" => {
                 let channel = file_send_channel(session)?;
                 let image = if exp.kind == "tar" {
@@ -158,8 +182,8 @@ pub async fn run(
             }
             other => {
                 return Err(Status::invalid_argument(format!(
-                    "exporter {other:?} is not supported (use image, oci, docker, local or tar)"
-                )))
+                "exporter {other:?} is not supported (use image, oci, docker, local, tar or moby)"
+            )))
             }
         }
     }

@@ -11,6 +11,7 @@ pub mod certs;
 mod control;
 pub mod daemon;
 mod export;
+pub mod hijack;
 pub mod server;
 pub mod session;
 pub mod status;

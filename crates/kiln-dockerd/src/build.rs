@@ -7,7 +7,6 @@ use crate::context::{inside_root, receive, unpack};
 use crate::error::ApiError;
 use crate::query::Query;
 use crate::registry_auth::parse_config_header;
-use crate::store::{now, ImageRecord};
 use crate::stream::Messages;
 use crate::Shared;
 use async_trait::async_trait;
@@ -25,9 +24,9 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::sync::CancellationToken;
 
 pub const BUILDKIT_UNSUPPORTED: &str =
-    "kiln: the BuildKit mode of docker build (/session, version=2) \
-     is not supported by this Docker API yet; set DOCKER_BUILDKIT=0 to use the legacy builder, or \
-     point buildx/buildctl at BUILDKIT_HOST";
+    "kiln: the BuildKit mode of the classic docker build (version=2) is not supported by this \
+     Docker API; use `docker buildx build` (the docker driver works here), set DOCKER_BUILDKIT=0 \
+     for the legacy builder, or point buildctl at BUILDKIT_HOST";
 
 /// The build parameters of a `POST /build` query.
 #[derive(Debug, Clone, PartialEq)]
@@ -263,22 +262,7 @@ impl BuildJob {
             }
         };
 
-        let id = image.config_digest.to_string();
-        let record = ImageRecord {
-            id: id.clone(),
-            manifest: image.manifest_digest.to_string(),
-            media_type: image.manifest_media_type.clone(),
-            layer_sources: image
-                .layers
-                .iter()
-                .filter_map(|l| Some((l.blob.digest.clone(), l.blob.source.clone()?)))
-                .collect(),
-            repo_digests: Default::default(),
-            stored_at: now(),
-        };
-        api.store
-            .add(record, &self.params.tags)
-            .map_err(|e| e.to_string())?;
+        let id = api.add_built_image(&image, &self.params.tags)?;
         messages.aux(json!({ "ID": id }));
         if self.params.quiet {
             messages.stream(format!("{id}\n"));

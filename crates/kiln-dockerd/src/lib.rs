@@ -59,6 +59,45 @@ pub(crate) struct Shared {
     pub store: ImageStore,
     /// Build contexts and archives are unpacked here (same filesystem as the store).
     pub tmp_dir: PathBuf,
+    /// Where `POST /grpc` and `POST /session` connections go, once set.
+    pub buildkit: std::sync::OnceLock<Arc<dyn BuildkitDoor>>,
+}
+
+/// A connection taken over from HTTP (`Upgrade: h2c`).
+pub type Hijacked = hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>;
+
+/// The BuildKit API behind the hijacking endpoints dockerd offers: `POST /grpc` (the Control
+/// API) and `POST /session` (a client session). `docker buildx` with the docker driver uses them.
+#[async_trait::async_trait]
+pub trait BuildkitDoor: Send + Sync {
+    /// Serve the BuildKit API on `io` until it closes.
+    async fn grpc(&self, io: Hijacked);
+    /// Take `io` as a client session described by the `X-Docker-Expose-Session-*` headers.
+    async fn session(&self, io: Hijacked, headers: &axum::http::HeaderMap);
+}
+
+impl Shared {
+    pub(crate) fn add_built_image(
+        &self,
+        image: &kiln_engine::exporter::BuiltImage,
+        tags: &[kiln_oci::Reference],
+    ) -> Result<String, String> {
+        let id = image.config_digest.to_string();
+        let record = store::ImageRecord {
+            id: id.clone(),
+            manifest: image.manifest_digest.to_string(),
+            media_type: image.manifest_media_type.clone(),
+            layer_sources: image
+                .layers
+                .iter()
+                .filter_map(|l| Some((l.blob.digest.clone(), l.blob.source.clone()?)))
+                .collect(),
+            repo_digests: Default::default(),
+            stored_at: store::now(),
+        };
+        self.store.add(record, tags).map_err(|e| e.to_string())?;
+        Ok(id)
+    }
 }
 
 /// A Docker Engine API server. Several sockets (one per job) may share one.
@@ -80,6 +119,7 @@ impl DockerApi {
             engine: config.engine,
             store,
             tmp_dir,
+            buildkit: Default::default(),
         });
         // The engine's cache pruning must not take the blobs of stored images.
         let weak = Arc::downgrade(&shared);
@@ -109,6 +149,26 @@ impl DockerApi {
     /// The local image store.
     pub fn store(&self) -> &ImageStore {
         &self.shared.store
+    }
+
+    /// Send `/grpc` and `/session` connections to `door` (once; later calls are ignored).
+    pub fn set_buildkit(&self, door: Arc<dyn BuildkitDoor>) {
+        let _ = self.shared.buildkit.set(door);
+    }
+
+    /// Record a built image under `names` (`docker images` lists it). Returns its id.
+    pub fn add_built_image(
+        &self,
+        image: &kiln_engine::exporter::BuiltImage,
+        names: &[String],
+    ) -> Result<String, String> {
+        let tags = names
+            .iter()
+            .map(|n| {
+                kiln_oci::Reference::parse(n).map_err(|e| format!("invalid image name {n:?}: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.shared.add_built_image(image, &tags)
     }
 
     /// Serve on a unix socket until the returned handle is dropped. A stale socket file at

@@ -94,9 +94,7 @@ async fn route(
                     .into(),
             ))
         }
-        "/session" | "/grpc" => {
-            return Err(ApiError::NotImplemented(build::BUILDKIT_UNSUPPORTED.into()))
-        }
+        "/session" | "/grpc" if post => return hijack(api, path, req),
         _ => {}
     }
     if let Some(rest) = path.strip_prefix("/images/") {
@@ -151,6 +149,50 @@ async fn image_route(
     Err(ApiError::NotFound(format!(
         "page not found: kiln does not serve {method} /images/{rest}"
     )))
+}
+
+/// `POST /grpc` and `POST /session`: answer `101 Switching Protocols` and hand the connection to
+/// the BuildKit API once hyper lets go of it.
+fn hijack(api: &Arc<Shared>, path: &str, mut req: Request) -> Result<Response, ApiError> {
+    use axum::http::header::{CONNECTION, UPGRADE};
+    let Some(door) = api.buildkit.get().cloned() else {
+        return Err(ApiError::NotImplemented(
+            "kiln: this Docker API has no BuildKit API behind it".into(),
+        ));
+    };
+    let protocol = req
+        .headers()
+        .get(UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    if protocol.is_empty() {
+        return Err(ApiError::BadRequest(format!(
+            "{path} needs a connection upgrade (Upgrade: h2c)"
+        )));
+    }
+    let headers = req.headers().clone();
+    let upgrade = hyper::upgrade::on(&mut req);
+    let grpc = path == "/grpc";
+    tokio::spawn(async move {
+        match upgrade.await {
+            Ok(upgraded) => {
+                let io = hyper_util::rt::TokioIo::new(upgraded);
+                if grpc {
+                    door.grpc(io).await;
+                } else {
+                    door.session(io, &headers).await;
+                }
+            }
+            Err(e) => tracing::warn!("upgrading the connection failed: {e}"),
+        }
+    });
+    axum::http::Response::builder()
+        .status(axum::http::StatusCode::SWITCHING_PROTOCOLS)
+        .header(CONNECTION, "Upgrade")
+        .header(UPGRADE, protocol)
+        .body(axum::body::Body::empty())
+        .map_err(|e| ApiError::Internal(e.to_string()))
 }
 
 #[cfg(test)]

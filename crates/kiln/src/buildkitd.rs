@@ -69,14 +69,23 @@ pub async fn run(args: BuildkitdArgs, config: &KilnConfig, root: PathBuf) -> any
         })
         .collect::<anyhow::Result<_>>()?;
     let engine = config.open_engine(root.clone()).await?;
+    let mut daemon = kiln_buildkit::Daemon::new(engine.clone());
     let mut docker_handles = Vec::new();
-    if !docker_sockets.is_empty() {
+    let api = if docker_sockets.is_empty() {
+        None
+    } else {
         let api = kiln_dockerd::DockerApi::new(kiln_dockerd::DockerApiConfig {
             engine: engine.clone(),
             store_dir: root.join("docker"),
         })
         .await
         .context("Docker API image store")?;
+        daemon.local_images = Some(Arc::new(DockerImages(api.clone())));
+        Some(api)
+    };
+    let daemon = Arc::new(daemon);
+    if let Some(api) = &api {
+        api.set_buildkit(Arc::new(BuildkitDoor(daemon.clone())));
         for path in &docker_sockets {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
@@ -88,7 +97,6 @@ pub async fn run(args: BuildkitdArgs, config: &KilnConfig, root: PathBuf) -> any
             docker_handles.push(handle);
         }
     }
-    let daemon = Arc::new(kiln_buildkit::Daemon::new(engine));
     let stop = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
     for addr in addrs {
@@ -185,5 +193,53 @@ fn tls_source(args: &BuildkitdArgs) -> anyhow::Result<Option<kiln_buildkit::tls:
         _ => {
             anyhow::bail!("TLS needs both --tlscert and --tlskey (and --tlscacert for mutual TLS)")
         }
+    }
+}
+
+/// The Docker API's `/grpc` and `/session` lead to this daemon's BuildKit API.
+struct BuildkitDoor(Arc<kiln_buildkit::Daemon>);
+
+#[async_trait::async_trait]
+impl kiln_dockerd::BuildkitDoor for BuildkitDoor {
+    async fn grpc(&self, io: kiln_dockerd::Hijacked) {
+        if let Err(e) = kiln_buildkit::hijack::serve_grpc(self.0.clone(), io).await {
+            tracing::warn!("BuildKit API over /grpc: {e}");
+        }
+    }
+
+    async fn session(&self, io: kiln_dockerd::Hijacked, headers: &axum::http::HeaderMap) {
+        let all = |name: &str| -> Vec<String> {
+            headers
+                .get_all(name)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+                .collect()
+        };
+        let first = |name: &str| all(name).into_iter().next().unwrap_or_default();
+        let session = kiln_buildkit::hijack::SessionHeaders {
+            id: first("x-docker-expose-session-uuid"),
+            name: first("x-docker-expose-session-name"),
+            shared_key: first("x-docker-expose-session-sharedkey"),
+            methods: all("x-docker-expose-session-grpc-method"),
+        };
+        if let Err(e) = kiln_buildkit::hijack::attach_session(&self.0, io, session).await {
+            tracing::warn!("BuildKit session over /session: {e}");
+        }
+    }
+}
+
+/// The `moby` exporter stores images where the Docker API lists them.
+struct DockerImages(kiln_dockerd::DockerApi);
+
+impl kiln_buildkit::daemon::LocalImages for DockerImages {
+    fn store(
+        &self,
+        image: &kiln_engine::exporter::BuiltImage,
+        names: &[String],
+    ) -> Result<(), String> {
+        self.0.add_built_image(image, names).map(|_| ())
     }
 }

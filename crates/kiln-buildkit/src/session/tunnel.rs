@@ -54,7 +54,10 @@ pub fn pipe(
 }
 
 /// Dial a gRPC channel over `io` (once: a reconnect attempt fails instead of hanging).
-pub async fn channel(io: DuplexStream) -> Result<Channel, tonic::transport::Error> {
+pub async fn channel<IO>(io: IO) -> Result<Channel, tonic::transport::Error>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
     let slot = Arc::new(Mutex::new(Some(io)));
     let connector = tower::service_fn(move |_: Uri| {
         let io = slot.lock().expect("slot").take();

@@ -1,0 +1,203 @@
+//! `docker buildx` with its default docker driver against kiln's Docker API (`kiln buildkitd
+//! --docker-addr`): the driver reaches BuildKit through `POST /grpc` and `POST /session`, and its
+//! images land in kiln's image store (`docker images`) or in a registry. Needs the docker CLI and
+//! the buildx plugin (KILN_TEST_BUILDX, `docker-buildx` on PATH, or /opt/buildx/docker-buildx);
+//! without them the test prints a SKIP line.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn buildx_plugin() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("KILN_TEST_BUILDX") {
+        return Some(p.into());
+    }
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|d| d.join("docker-buildx"))
+        .chain([PathBuf::from("/opt/buildx/docker-buildx")])
+        .find(|p| p.is_file())
+}
+
+fn docker_cli() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("KILN_TEST_DOCKER") {
+        return Some(p.into());
+    }
+    ["/usr/local/bin/docker", "/usr/bin/docker"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+}
+
+/// `kiln buildkitd` serving the Docker API on a unix socket, killed on drop.
+struct Engine {
+    child: Child,
+    docker_socket: PathBuf,
+    log: PathBuf,
+}
+
+impl Engine {
+    fn start(root: &Path, dir: &Path) -> Engine {
+        let docker_socket = dir.join("docker.sock");
+        let log = dir.join("buildkitd.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(["--root", root.to_str().unwrap()])
+            .args(["--log", "kiln_buildkit=debug,kiln_dockerd=debug,info"])
+            .args(["buildkitd", "--addr"])
+            .arg(format!("unix://{}", dir.join("buildkit.sock").display()))
+            .arg("--docker-addr")
+            .arg(format!("unix://{}", docker_socket.display()))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !docker_socket.exists() {
+            assert!(Instant::now() < deadline, "buildkitd did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Engine {
+            child,
+            docker_socket,
+            log,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Docker {
+    cli: PathBuf,
+    config: tempfile::TempDir,
+    host: String,
+}
+
+impl Docker {
+    fn run(&self, dir: &Path, args: &[&str]) -> Output {
+        Command::new(&self.cli)
+            .args(args)
+            .current_dir(dir)
+            .env("DOCKER_CONFIG", self.config.path())
+            .env("DOCKER_HOST", &self.host)
+            .env_remove("DOCKER_BUILDKIT")
+            .output()
+            .unwrap()
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn docker_buildx_with_the_docker_driver_builds_loads_and_pushes() {
+    let test = "docker_buildx_with_the_docker_driver_builds_loads_and_pushes";
+    let (Some(plugin), Some(cli)) = (buildx_plugin(), docker_cli()) else {
+        println!("SKIP {test}: needs the docker CLI and the buildx plugin (KILN_TEST_BUILDX, docker-buildx on PATH or /opt/buildx/docker-buildx)");
+        return;
+    };
+    let Some(env) = common::setup(test) else {
+        return;
+    };
+    let engine = Engine::start(env.root.path(), env.work.path());
+    let config = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(config.path().join("cli-plugins")).unwrap();
+    std::os::unix::fs::symlink(&plugin, config.path().join("cli-plugins/docker-buildx")).unwrap();
+    let docker = Docker {
+        cli,
+        config,
+        host: format!("unix://{}", engine.docker_socket.display()),
+    };
+    let context = env.context(
+        "buildx",
+        &[
+            (
+                "Dockerfile",
+                "FROM $BASE\nRUN echo from-buildx > /proof\nCOPY app.txt /app.txt\n",
+            ),
+            ("app.txt", "app\n"),
+        ],
+    );
+
+    let out = docker.run(&context, &["buildx", "inspect"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("docker"), "{}", text(&out));
+
+    // Load (the docker driver's default): the image is in kiln's store.
+    let out = docker.run(
+        &context,
+        &[
+            "buildx",
+            "build",
+            "--progress",
+            "plain",
+            "-t",
+            "kiln-test/buildx:1",
+            ".",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}\n---\n{}",
+        text(&out),
+        engine.log()
+    );
+    assert!(
+        text(&out).contains("RUN echo from-buildx"),
+        "{}",
+        text(&out)
+    );
+    let out = docker.run(&context, &["images", "kiln-test/buildx"]);
+    assert!(text(&out).contains("kiln-test/buildx"), "{}", text(&out));
+
+    // The same build again is cached; --push sends it to a registry.
+    let image = env.image("buildx:2");
+    let out = docker.run(
+        &context,
+        &[
+            "buildx",
+            "build",
+            "--progress",
+            "plain",
+            "--push",
+            "-t",
+            &image,
+            ".",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}\n---\n{}",
+        text(&out),
+        engine.log()
+    );
+    assert!(text(&out).contains("CACHED"), "{}", text(&out));
+    let config = env.config_of(&image);
+    assert_eq!(
+        config["rootfs"]["diff_ids"].as_array().map(|a| a.len()),
+        Some(3),
+        "{config}"
+    );
+
+    // A broken Dockerfile: buildx reports the error with the line, the engine keeps serving.
+    let bad = env.context("bad", &[("Dockerfile", "FROM $BASE\nRUN exit 7\n")]);
+    let out = docker.run(&bad, &["buildx", "build", "--progress", "plain", "."]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("exit 7"), "{}", text(&out));
+    let out = docker.run(&context, &["buildx", "build", "-q", "."]);
+    assert!(out.status.success(), "{}", text(&out));
+}
