@@ -135,3 +135,72 @@ where
     });
     Ok(())
 }
+
+/// A classic `docker build` in BuildKit mode (`POST /build?version=2`): the CLI serves the
+/// context over the session `session`, and reads progress as encoded `StatusResponse`s.
+#[derive(Debug, Clone, Default)]
+pub struct ClassicBuild {
+    pub session: String,
+    /// The CLI's build id (`buildid`), which `POST /build/cancel` names.
+    pub build_id: String,
+    /// `name` of the moby exporter: the tags.
+    pub tags: Vec<String>,
+    /// Dockerfile frontend attributes (`filename`, `build-arg:…`, `target` …).
+    pub frontend_attrs: std::collections::HashMap<String, String>,
+}
+
+/// Run a [`ClassicBuild`]; every status update goes to `status` protobuf-encoded. Returns the
+/// image id. Dropping the future cancels the build.
+pub async fn classic_build(
+    daemon: &Arc<Daemon>,
+    build: ClassicBuild,
+    status: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
+) -> Result<String, String> {
+    use bollard_buildkit_proto::moby::buildkit::v1 as api;
+    use prost::Message;
+    let id = if build.build_id.is_empty() {
+        uuid::Uuid::new_v4().simple().to_string()
+    } else {
+        build.build_id.clone()
+    };
+    let (history, live) = daemon.builds.get_or_create(&id).subscribe();
+    let forward = tokio::spawn(async move {
+        for resp in history {
+            let _ = status.send(resp.encode_to_vec());
+        }
+        let Some(mut live) = live else { return };
+        loop {
+            match live.recv().await {
+                Ok(resp) => {
+                    let _ = status.send(resp.encode_to_vec());
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(_) => return,
+            }
+        }
+    });
+    let mut attrs = std::collections::HashMap::new();
+    if !build.tags.is_empty() {
+        attrs.insert("name".to_string(), build.tags.join(","));
+    }
+    let request = api::SolveRequest {
+        r#ref: id,
+        frontend: "dockerfile.v0".into(),
+        frontend_attrs: build.frontend_attrs,
+        session: build.session,
+        exporters: vec![api::Exporter {
+            r#type: "moby".into(),
+            attrs,
+        }],
+        ..Default::default()
+    };
+    let result = daemon.solve(request).await;
+    // The build is finished: its status stream ends, after the last updates.
+    let _ = tokio::time::timeout(Duration::from_secs(5), forward).await;
+    let response = result.map_err(|s| s.message().to_string())?;
+    Ok(response
+        .exporter_response
+        .get("containerimage.config.digest")
+        .cloned()
+        .unwrap_or_default())
+}

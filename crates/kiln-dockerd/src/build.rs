@@ -84,7 +84,7 @@ impl BuildParams {
 
 pub async fn build(api: &Arc<Shared>, query: &Query, req: Request) -> Result<Response, ApiError> {
     if query.get("version") == Some("2") {
-        return Err(ApiError::NotImplemented(BUILDKIT_UNSUPPORTED.into()));
+        return session_build(api, query);
     }
     if let Some(remote) = query.get("remote").filter(|r| !r.is_empty()) {
         return Err(ApiError::BadRequest(format!(
@@ -161,6 +161,73 @@ pub async fn build(api: &Arc<Shared>, query: &Query, req: Request) -> Result<Res
         }
         drop(messages);
         let _ = tokio::task::spawn_blocking(move || drop(dir)).await;
+    });
+    Ok(response)
+}
+
+/// `POST /build?version=2&session=…`: BuildKit mode of the classic CLI. The context comes over the
+/// session the CLI opened with `POST /session`; progress goes back as `moby.buildkit.trace`
+/// messages and the image id as `moby.image.id`, which the CLI renders like buildx.
+fn session_build(api: &Arc<Shared>, query: &Query) -> Result<Response, ApiError> {
+    let Some(door) = api.buildkit.get().cloned() else {
+        return Err(ApiError::NotImplemented(BUILDKIT_UNSUPPORTED.into()));
+    };
+    let session = query
+        .get("session")
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| ApiError::BadRequest("version=2 builds need a session".into()))?
+        .to_string();
+    let params = BuildParams::from_query(query)?;
+    let mut attrs = std::collections::HashMap::new();
+    attrs.insert("filename".to_string(), params.dockerfile.clone());
+    for (k, v) in &params.build_args {
+        attrs.insert(format!("build-arg:{k}"), v.clone());
+    }
+    for (k, v) in &params.labels {
+        attrs.insert(format!("label:{k}"), v.clone());
+    }
+    if let Some(t) = &params.target {
+        attrs.insert("target".into(), t.clone());
+    }
+    if params.no_cache {
+        attrs.insert("no-cache".into(), String::new());
+    }
+    if let Some(p) = &params.platform {
+        attrs.insert("platform".into(), p.clone());
+    }
+    let build = crate::SessionBuild {
+        session,
+        build_id: query.get("buildid").unwrap_or_default().to_string(),
+        tags: params.tags.iter().map(|t| t.to_string()).collect(),
+        frontend_attrs: attrs,
+    };
+    let (messages, response) = Messages::response();
+    tokio::spawn(async move {
+        use base64::Engine as _;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+        let trace = |messages: &Messages, bytes: Vec<u8>| {
+            messages.send(json!({
+                "id": "moby.buildkit.trace",
+                "aux": base64::engine::general_purpose::STANDARD.encode(bytes),
+            }))
+        };
+        let run = door.build(build, tx);
+        tokio::pin!(run);
+        let result = loop {
+            tokio::select! {
+                Some(bytes) = rx.recv() => trace(&messages, bytes),
+                result = &mut run => break Some(result),
+                _ = messages.closed() => break None,
+            }
+        };
+        while let Ok(bytes) = rx.try_recv() {
+            trace(&messages, bytes);
+        }
+        match result {
+            Some(Ok(id)) => messages.send(json!({ "id": "moby.image.id", "aux": { "ID": id } })),
+            Some(Err(e)) => messages.error(&e),
+            None => tracing::info!("docker build client went away; the build is cancelled"),
+        }
     });
     Ok(response)
 }

@@ -74,6 +74,23 @@ pub trait BuildkitDoor: Send + Sync {
     async fn grpc(&self, io: Hijacked);
     /// Take `io` as a client session described by the `X-Docker-Expose-Session-*` headers.
     async fn session(&self, io: Hijacked, headers: &axum::http::HeaderMap);
+    /// A `docker build` in BuildKit mode over the session the CLI opened; each status update goes
+    /// to `status` as an encoded `moby.buildkit.v1.StatusResponse`. Returns the image id.
+    /// Dropping the future cancels the build.
+    async fn build(
+        &self,
+        build: SessionBuild,
+        status: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
+    ) -> Result<String, String>;
+}
+
+/// A `POST /build?version=2` request, as Dockerfile frontend attributes.
+#[derive(Debug, Clone, Default)]
+pub struct SessionBuild {
+    pub session: String,
+    pub build_id: String,
+    pub tags: Vec<String>,
+    pub frontend_attrs: std::collections::HashMap<String, String>,
 }
 
 impl Shared {

@@ -128,12 +128,6 @@ pub async fn run_task(
                             .exec
                             .env
                             .insert("DOCKER_HOST".into(), socket.address());
-                        // kiln's Docker API has the classic builder only; current CLIs default
-                        // to BuildKit mode, which needs buildx.
-                        prepared
-                            .exec
-                            .env
-                            .insert("DOCKER_BUILDKIT".into(), "0".into());
                         _job_docker_socket = Some(socket);
                     }
                     Some(Err(e)) => {

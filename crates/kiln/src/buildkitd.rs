@@ -229,6 +229,20 @@ impl kiln_dockerd::BuildkitDoor for BuildkitDoor {
             tracing::warn!("BuildKit session over /session: {e}");
         }
     }
+
+    async fn build(
+        &self,
+        build: kiln_dockerd::SessionBuild,
+        status: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
+    ) -> Result<String, String> {
+        let build = kiln_buildkit::hijack::ClassicBuild {
+            session: build.session,
+            build_id: build.build_id,
+            tags: build.tags,
+            frontend_attrs: build.frontend_attrs,
+        };
+        kiln_buildkit::hijack::classic_build(&self.0, build, status).await
+    }
 }
 
 /// The `moby` exporter stores images where the Docker API lists them.

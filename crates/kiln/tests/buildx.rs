@@ -201,3 +201,93 @@ fn docker_buildx_with_the_docker_driver_builds_loads_and_pushes() {
     let out = docker.run(&context, &["buildx", "build", "-q", "."]);
     assert!(out.status.success(), "{}", text(&out));
 }
+
+/// The classic docker CLI in BuildKit mode (`DOCKER_BUILDKIT=1` without buildx): `POST /session`
+/// carries the context, `POST /build?version=2` builds, and progress comes back as BuildKit
+/// status. Debian's docker.io (20.10) does this; newer CLIs insist on buildx and are skipped.
+#[test]
+fn classic_docker_build_in_buildkit_mode() {
+    let test = "classic_docker_build_in_buildkit_mode";
+    let Some(cli) = ["/usr/bin/docker", "/usr/local/bin/docker"]
+        .into_iter()
+        .map(PathBuf::from)
+        .filter(|p| p.is_file())
+        .find(|p| {
+            let v = Command::new(p)
+                .args(["version", "--format", "{{.Client.Version}}"])
+                .output();
+            v.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).starts_with("20."))
+        })
+    else {
+        println!("SKIP {test}: needs a docker CLI 20.10 (Debian's docker.io), which builds without buildx");
+        return;
+    };
+    let Some(env) = common::setup(test) else {
+        return;
+    };
+    let engine = Engine::start(env.root.path(), env.work.path());
+    let docker = Docker {
+        cli,
+        config: tempfile::tempdir().unwrap(),
+        host: format!("unix://{}", engine.docker_socket.display()),
+    };
+    let context = env.context(
+        "classic",
+        &[
+            (
+                "sub/Build.dockerfile",
+                "FROM $BASE\nARG WHO\nRUN echo \"hello $WHO\" > /proof\nCOPY app.txt /app.txt\n",
+            ),
+            ("app.txt", "app\n"),
+        ],
+    );
+    let image = env.image("classic:1");
+    let run = |args: &[&str]| {
+        let out = Command::new(&docker.cli)
+            .args(args)
+            .current_dir(&context)
+            .env("DOCKER_CONFIG", docker.config.path())
+            .env("DOCKER_HOST", &docker.host)
+            .env("DOCKER_BUILDKIT", "1")
+            .output()
+            .unwrap();
+        (out.status.success(), text(&out))
+    };
+    let (ok, out) = run(&[
+        "build",
+        "--progress",
+        "plain",
+        "-f",
+        "sub/Build.dockerfile",
+        "--build-arg",
+        "WHO=classic",
+        "-t",
+        &image,
+        ".",
+    ]);
+    assert!(ok, "{out}\n---\n{}", engine.log());
+    assert!(out.contains("[2/3] RUN echo"), "{out}");
+    let (ok, out) = run(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert!(ok && out.contains("/classic:1"), "{out}");
+    let (ok, out) = run(&["push", &image]);
+    assert!(ok, "{out}");
+    let config = env.config_of(&image);
+    assert_eq!(
+        config["rootfs"]["diff_ids"].as_array().map(|a| a.len()),
+        Some(3),
+        "{config}"
+    );
+    // A failing step fails the command with the step's error.
+    let (ok, out) = run(&[
+        "build",
+        "--progress",
+        "plain",
+        "-f",
+        "sub/Build.dockerfile",
+        "--target",
+        "nope",
+        ".",
+    ]);
+    assert!(!ok);
+    assert!(out.contains("nope"), "{out}");
+}
