@@ -291,3 +291,100 @@ fn classic_docker_build_in_buildkit_mode() {
     assert!(!ok);
     assert!(out.contains("nope"), "{out}");
 }
+
+/// `docker buildx create --driver remote` pointed at kiln's BuildKit socket (what a job does with
+/// `BUILDKIT_HOST`): builds push to a registry, and `--load` lands in kiln's image store through
+/// `docker load` on `DOCKER_HOST`.
+#[test]
+fn docker_buildx_with_the_remote_driver() {
+    let test = "docker_buildx_with_the_remote_driver";
+    let (Some(plugin), Some(cli)) = (buildx_plugin(), docker_cli()) else {
+        println!("SKIP {test}: needs the docker CLI and the buildx plugin");
+        return;
+    };
+    let Some(env) = common::setup(test) else {
+        return;
+    };
+    let engine = Engine::start(env.root.path(), env.work.path());
+    let config = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(config.path().join("cli-plugins")).unwrap();
+    std::os::unix::fs::symlink(&plugin, config.path().join("cli-plugins/docker-buildx")).unwrap();
+    let docker = Docker {
+        cli,
+        config,
+        host: format!("unix://{}", engine.docker_socket.display()),
+    };
+    let context = env.context(
+        "remote",
+        &[(
+            "Dockerfile",
+            "FROM $BASE\nRUN echo via-remote-driver > /proof\n",
+        )],
+    );
+    let buildkit = format!("unix://{}", env.work.path().join("buildkit.sock").display());
+    let out = docker.run(
+        &context,
+        &[
+            "buildx", "create", "--name", "kiln", "--driver", "remote", &buildkit,
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let out = docker.run(&context, &["buildx", "inspect", "--bootstrap", "kiln"]);
+    assert!(
+        out.status.success(),
+        "{}\n---\n{}",
+        text(&out),
+        engine.log()
+    );
+    assert!(text(&out).contains("remote"), "{}", text(&out));
+
+    let image = env.image("remote:1");
+    let out = docker.run(
+        &context,
+        &[
+            "buildx",
+            "build",
+            "--builder",
+            "kiln",
+            "--progress",
+            "plain",
+            "--push",
+            "-t",
+            &image,
+            ".",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}\n---\n{}",
+        text(&out),
+        engine.log()
+    );
+    assert_eq!(
+        env.config_of(&image)["rootfs"]["diff_ids"]
+            .as_array()
+            .map(|a| a.len()),
+        Some(2)
+    );
+    let out = docker.run(
+        &context,
+        &[
+            "buildx",
+            "build",
+            "--builder",
+            "kiln",
+            "--load",
+            "-t",
+            "kiln-test/remote:1",
+            ".",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}\n---\n{}",
+        text(&out),
+        engine.log()
+    );
+    let out = docker.run(&context, &["images", "kiln-test/remote"]);
+    assert!(text(&out).contains("kiln-test/remote"), "{}", text(&out));
+}
