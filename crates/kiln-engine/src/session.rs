@@ -12,9 +12,15 @@ pub enum SessionError {
     NoSuchLocal(String),
     #[error("secret {0:?} not found")]
     NoSuchSecret(String),
+    #[error("no SSH agent {0:?} was forwarded (build with --ssh {0})")]
+    NoSuchSshAgent(String),
     #[error("session: {0}")]
     Other(String),
 }
+
+/// A connection to an SSH agent (`RUN --mount=type=ssh`): the agent protocol's bytes.
+pub trait SshConnection: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> SshConnection for T {}
 
 #[async_trait]
 pub trait Session: Send + Sync {
@@ -32,6 +38,16 @@ pub trait Session: Send + Sync {
 
     /// Registry credentials for a host, if the client has any.
     async fn credentials(&self, host: &str) -> Option<kiln_oci::auth::Credentials>;
+
+    /// Whether the client forwards the SSH agent `id`.
+    async fn has_ssh_agent(&self, _id: &str) -> bool {
+        false
+    }
+
+    /// A new connection to the client's SSH agent `id`.
+    async fn ssh_agent(&self, id: &str) -> Result<Box<dyn SshConnection>, SessionError> {
+        Err(SessionError::NoSuchSshAgent(id.to_string()))
+    }
 }
 
 /// A session backed by this machine: named local directories, secrets from files or env vars,
@@ -40,6 +56,8 @@ pub struct LocalSession {
     pub locals: BTreeMap<String, PathBuf>,
     pub secrets: BTreeMap<String, SecretSource>,
     pub docker_config: kiln_oci::auth::DockerConfigCredentials,
+    /// SSH agents by id: the agent's unix socket (`--ssh default` uses `SSH_AUTH_SOCK`).
+    pub ssh: BTreeMap<String, PathBuf>,
 }
 
 /// Where a `--secret` comes from.
@@ -78,5 +96,20 @@ impl Session for LocalSession {
     async fn credentials(&self, host: &str) -> Option<kiln_oci::auth::Credentials> {
         use kiln_oci::auth::CredentialSource;
         self.docker_config.credentials(host).await
+    }
+
+    async fn has_ssh_agent(&self, id: &str) -> bool {
+        self.ssh.contains_key(id)
+    }
+
+    async fn ssh_agent(&self, id: &str) -> Result<Box<dyn SshConnection>, SessionError> {
+        let path = self
+            .ssh
+            .get(id)
+            .ok_or_else(|| SessionError::NoSuchSshAgent(id.to_string()))?;
+        let stream = tokio::net::UnixStream::connect(path).await.map_err(|e| {
+            SessionError::Other(format!("SSH agent {id:?} at {}: {e}", path.display()))
+        })?;
+        Ok(Box::new(stream))
     }
 }

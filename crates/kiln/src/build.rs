@@ -39,6 +39,10 @@ pub struct BuildArgs {
     /// Secret for `RUN --mount=type=secret`: `id=ID,src=PATH` or `id=ID,env=VAR`.
     #[arg(long = "secret")]
     pub secrets: Vec<String>,
+    /// SSH agent for `RUN --mount=type=ssh`: `default` (the agent of SSH_AUTH_SOCK), `ID` or
+    /// `ID=SOCKET`, as buildctl's `--ssh`.
+    #[arg(long = "ssh")]
+    pub ssh: Vec<String>,
     /// Output: `type=image|oci|docker|local|tar[,name=…][,push=true][,dest=…]`, a directory
     /// (local), or `-` (tar to stdout).
     #[arg(short = 'o', long = "output")]
@@ -217,6 +221,25 @@ pub async fn run(args: BuildArgs, config: &KilnConfig, root: PathBuf) -> anyhow:
         secrets.insert(id, src);
     }
 
+    let mut ssh = BTreeMap::new();
+    for spec in &args.ssh {
+        let (id, socket) = match spec.split_once('=') {
+            Some((id, path)) => (id.to_string(), PathBuf::from(path)),
+            None => (
+                spec.clone(),
+                std::env::var_os("SSH_AUTH_SOCK")
+                    .map(PathBuf::from)
+                    .with_context(|| {
+                        format!("--ssh {spec}: SSH_AUTH_SOCK is not set; give the agent socket as {spec}=PATH")
+                    })?,
+            ),
+        };
+        if id.is_empty() {
+            anyhow::bail!("--ssh {spec:?}: missing id");
+        }
+        ssh.insert(id, socket);
+    }
+
     let engine = config.open_engine(root).await?;
     let session = Arc::new(LocalSession {
         locals: BTreeMap::from([
@@ -225,6 +248,7 @@ pub async fn run(args: BuildArgs, config: &KilnConfig, root: PathBuf) -> anyhow:
         ]),
         secrets,
         docker_config: docker_config(),
+        ssh,
     });
 
     let (progress, rx) = ProgressSender::channel();

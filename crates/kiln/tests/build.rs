@@ -711,3 +711,33 @@ fn add_unpacks_bzip2_and_xz_archives() {
         "plain text"
     );
 }
+
+#[test]
+fn ssh_mounts_reach_the_forwarded_agent() {
+    let test = "ssh_mounts_reach_the_forwarded_agent";
+    let Some(env) = setup(test) else {
+        return;
+    };
+    let Some(agent) = common::SshAgent::start(test) else {
+        return;
+    };
+    let ctx = env.context(
+        "ssh",
+        &[(
+            "Dockerfile",
+            "FROM $BASE\nCOPY ssh /ssh\nRUN --mount=type=ssh,required echo \"sock=$SSH_AUTH_SOCK\" && /ssh/ld.so --library-path /ssh /ssh/ssh-add -l\n",
+        )],
+    );
+    common::SshAgent::bundle_ssh_add(&ctx.join("ssh"));
+    let socket = format!("default={}", agent.socket.display());
+    let (run, _) = env.build(&ctx, &["--ssh", &socket, "--no-cache"]);
+    run.assert_ok();
+    let log = run.stderr();
+    assert!(log.contains("sock=/run/buildkit/ssh_agent.0"), "{log}");
+    assert!(log.contains(&agent.fingerprint), "{log}");
+    assert!(log.contains("kiln-test (ED25519)"), "{log}");
+
+    // Without --ssh a required agent fails the step before it runs, naming the agent.
+    let (run, _) = env.build(&ctx, &["--no-cache"]);
+    run.assert_err_contains("no SSH agent \"default\" was forwarded (build with --ssh default)");
+}

@@ -495,6 +495,76 @@ fn twenty_concurrent_builds_complete_with_their_own_results() {
 }
 
 #[test]
+fn buildctl_forwards_its_ssh_agent_to_run_steps() {
+    let test = "buildctl_forwards_its_ssh_agent_to_run_steps";
+    let bins = common::buildctls();
+    if bins.is_empty() {
+        println!("SKIP {test}: no buildctl (set KILN_TEST_BUILDCTL or put buildctl on PATH)");
+        return;
+    }
+    let Some(env) = common::setup(test) else {
+        return;
+    };
+    let Some(agent) = common::SshAgent::start(test) else {
+        return;
+    };
+    let daemon = Daemon::start(env.root.path(), env.work.path());
+    let ctx = env.context(
+        "ssh",
+        &[(
+            "Dockerfile",
+            "FROM $BASE\nCOPY ssh /ssh\nRUN --mount=type=ssh,required /ssh/ld.so --library-path /ssh /ssh/ssh-add -l\n",
+        )],
+    );
+    common::SshAgent::bundle_ssh_add(&ctx.join("ssh"));
+    let ctx_s = ctx.to_str().unwrap();
+    for bin in &bins {
+        let args = |ssh: bool| {
+            let mut a = vec![
+                "build".to_string(),
+                "--progress".into(),
+                "plain".into(),
+                "--no-cache".into(),
+                "--frontend".into(),
+                "dockerfile.v0".into(),
+                "--local".into(),
+                format!("context={ctx_s}"),
+                "--local".into(),
+                format!("dockerfile={ctx_s}"),
+            ];
+            if ssh {
+                a.push("--ssh".into());
+                a.push(format!("default={}", agent.socket.display()));
+            }
+            a
+        };
+        let with: Vec<String> = args(true);
+        let out = buildctl(
+            bin,
+            &daemon,
+            &with.iter().map(String::as_str).collect::<Vec<_>>(),
+            None,
+        );
+        ok(&out, &format!("{} build --ssh", bin.display()));
+        let log = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(log.contains(&agent.fingerprint), "{log}");
+        let without: Vec<String> = args(false);
+        let out = buildctl(
+            bin,
+            &daemon,
+            &without.iter().map(String::as_str).collect::<Vec<_>>(),
+            None,
+        );
+        assert!(!out.status.success());
+        let log = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            log.contains("no SSH agent \"default\" was forwarded"),
+            "{log}"
+        );
+    }
+}
+
+#[test]
 #[ignore = "known issue: the canceled RUN is not always killed yet; see the issue note"]
 fn a_client_that_disconnects_mid_build_stops_its_step() {
     let test = "a_client_that_disconnects_mid_build_stops_its_step";

@@ -39,6 +39,10 @@ struct Engine {
 
 impl Engine {
     fn start(root: &Path, dir: &Path) -> Engine {
+        Self::start_with(root, dir, &[])
+    }
+
+    fn start_with(root: &Path, dir: &Path, extra: &[String]) -> Engine {
         let docker_socket = dir.join("docker.sock");
         let log = dir.join("buildkitd.log");
         let child = Command::new(env!("CARGO_BIN_EXE_kiln"))
@@ -48,6 +52,7 @@ impl Engine {
             .arg(format!("unix://{}", dir.join("buildkit.sock").display()))
             .arg("--docker-addr")
             .arg(format!("unix://{}", docker_socket.display()))
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -387,4 +392,156 @@ fn docker_buildx_with_the_remote_driver() {
     );
     let out = docker.run(&context, &["images", "kiln-test/remote"]);
     assert!(text(&out).contains("kiln-test/remote"), "{}", text(&out));
+}
+
+/// The shared builder as the issue shows it: `docker buildx create --driver remote` with client
+/// certificates, over mutual TLS on TCP; then `buildx du`, `buildx prune` and a build that pushes.
+#[test]
+fn docker_buildx_remote_driver_over_mutual_tls() {
+    let test = "docker_buildx_remote_driver_over_mutual_tls";
+    let (Some(plugin), Some(cli)) = (buildx_plugin(), docker_cli()) else {
+        println!("SKIP {test}: needs the docker CLI and the buildx plugin");
+        return;
+    };
+    let Some(env) = common::setup(test) else {
+        return;
+    };
+    let certs = env.work.path().join("certs");
+    let made = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["certs", "--dir", certs.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", text(&made));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("tcp://127.0.0.1:{port}");
+    let c = |f: &str| certs.join(f).to_string_lossy().into_owned();
+    let engine = Engine::start_with(
+        env.root.path(),
+        env.work.path(),
+        &[
+            "--addr".into(),
+            addr.clone(),
+            "--tlscacert".into(),
+            c("ca.pem"),
+            "--tlscert".into(),
+            c("cert.pem"),
+            "--tlskey".into(),
+            c("key.pem"),
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let config = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(config.path().join("cli-plugins")).unwrap();
+    std::os::unix::fs::symlink(&plugin, config.path().join("cli-plugins/docker-buildx")).unwrap();
+    let docker = Docker {
+        cli,
+        config,
+        host: format!("unix://{}", engine.docker_socket.display()),
+    };
+    let context = env.context(
+        "tls",
+        &[("Dockerfile", "FROM $BASE\nRUN echo over-mtls > /proof\n")],
+    );
+    let opts = format!(
+        "cacert={},cert={},key={}",
+        c("ca.pem"),
+        c("client.pem"),
+        c("client-key.pem")
+    );
+    let out = docker.run(
+        &context,
+        &[
+            "buildx",
+            "create",
+            "--name",
+            "remote-builder",
+            "--driver",
+            "remote",
+            "--driver-opt",
+            &opts,
+            &addr,
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let out = docker.run(
+        &context,
+        &["buildx", "inspect", "--bootstrap", "remote-builder"],
+    );
+    assert!(
+        out.status.success(),
+        "{}\n---\n{}",
+        text(&out),
+        engine.log()
+    );
+    assert!(text(&out).contains("running"), "{}", text(&out));
+
+    let image = env.image("mtls:1");
+    let out = docker.run(
+        &context,
+        &[
+            "buildx",
+            "build",
+            "--builder",
+            "remote-builder",
+            "--progress",
+            "plain",
+            "-t",
+            &image,
+            "--push",
+            ".",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}\n---\n{}",
+        text(&out),
+        engine.log()
+    );
+    assert!(text(&out).contains("RUN echo over-mtls"), "{}", text(&out));
+    assert_eq!(
+        env.config_of(&image)["rootfs"]["diff_ids"]
+            .as_array()
+            .map(|a| a.len()),
+        Some(2)
+    );
+
+    let out = docker.run(&context, &["buildx", "du", "--builder", "remote-builder"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("Total"), "{}", text(&out));
+    let out = docker.run(
+        &context,
+        &[
+            "buildx",
+            "prune",
+            "--builder",
+            "remote-builder",
+            "--all",
+            "--force",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("Total"), "{}", text(&out));
+
+    // Without client certificates the builder is refused.
+    let out = docker.run(
+        &context,
+        &[
+            "buildx",
+            "create",
+            "--name",
+            "no-certs",
+            "--driver",
+            "remote",
+            "--driver-opt",
+            &format!("cacert={}", c("ca.pem")),
+            &addr,
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let out = docker.run(&context, &["buildx", "inspect", "--bootstrap", "no-certs"]);
+    assert!(!text(&out).contains("Status:    running"), "{}", text(&out));
 }

@@ -230,6 +230,78 @@ impl Session for ClientSession {
         }
     }
 
+    async fn has_ssh_agent(&self, id: &str) -> bool {
+        use bollard_buildkit_proto::moby::sshforward::v1::{
+            ssh_client::SshClient, CheckAgentRequest,
+        };
+        if !self
+            .session
+            .supports("/moby.sshforward.v1.SSH/ForwardAgent")
+        {
+            return false;
+        }
+        let mut client = SshClient::new(self.session.channel.clone());
+        client
+            .check_agent(CheckAgentRequest { id: id.to_string() })
+            .await
+            .is_ok()
+    }
+
+    async fn ssh_agent(
+        &self,
+        id: &str,
+    ) -> Result<Box<dyn kiln_engine::session::SshConnection>, SessionError> {
+        use bollard_buildkit_proto::moby::sshforward::v1::{ssh_client::SshClient, BytesMessage};
+        use futures::StreamExt;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (ours, theirs) = tokio::io::duplex(64 * 1024);
+        let (mut read_half, mut write_half) = tokio::io::split(theirs);
+        let (tx, rx) = tokio::sync::mpsc::channel::<BytesMessage>(16);
+        let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+        request.metadata_mut().insert(
+            "buildkit.ssh.id",
+            id.parse()
+                .map_err(|_| SessionError::Other(format!("invalid SSH id {id:?}")))?,
+        );
+        // Step → agent: bytes written to our end go out as messages.
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 32 * 1024];
+            loop {
+                match read_half.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        let msg = BytesMessage {
+                            data: buf[..n].to_vec(),
+                        };
+                        if tx.send(msg).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        // Agent → step. The call is answered only once the agent has a request, which the step
+        // sends after this returns: so the call itself runs in the task.
+        let mut client = SshClient::new(self.session.channel.clone());
+        let id = id.to_string();
+        tokio::spawn(async move {
+            let mut incoming = match client.forward_agent(request).await {
+                Ok(r) => r.into_inner(),
+                Err(s) => {
+                    tracing::warn!("SSH agent {id:?}: {}", s.message());
+                    return;
+                }
+            };
+            while let Some(Ok(msg)) = incoming.next().await {
+                if write_half.write_all(&msg.data).await.is_err() {
+                    break;
+                }
+            }
+            let _ = write_half.shutdown().await;
+        });
+        Ok(Box::new(ours))
+    }
+
     async fn credentials(&self, host: &str) -> Option<kiln_oci::Credentials> {
         if !self.session.supports("/moby.filesync.v1.Auth/Credentials") {
             return None;

@@ -30,6 +30,59 @@ enum Held {
     Pending(PendingLayer),
     Tmpfs(TmpfsDir),
     CacheLock(tokio::sync::OwnedMutexGuard<()>),
+    /// Serves an SSH agent socket; stopped on drop.
+    Task(AbortOnDrop),
+}
+
+/// A background task that ends with the step.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Serve `socket` for a step: every connection the step makes is forwarded to the client's SSH
+/// agent `id` through the session. The socket gets the mount's owner and mode.
+fn ssh_forward(
+    session: std::sync::Arc<dyn crate::session::Session>,
+    id: String,
+    socket: &Path,
+    opt: &pb::SshOpt,
+) -> Result<AbortOnDrop, SolveError> {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::remove_file(socket);
+    let listener = std::os::unix::net::UnixListener::bind(socket)
+        .map_err(SolveError::io("creating the SSH agent socket"))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(SolveError::io("creating the SSH agent socket"))?;
+    let mode = if opt.mode == 0 {
+        0o600
+    } else {
+        opt.mode & 0o777
+    };
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(mode))
+        .map_err(SolveError::io("setting the SSH agent socket's mode"))?;
+    std::os::unix::fs::chown(socket, Some(opt.uid), Some(opt.gid))
+        .map_err(SolveError::io("setting the SSH agent socket's owner"))?;
+    let listener = tokio::net::UnixListener::from_std(listener)
+        .map_err(SolveError::io("creating the SSH agent socket"))?;
+    Ok(AbortOnDrop(tokio::spawn(async move {
+        let mut connections = tokio::task::JoinSet::new();
+        while let Ok((mut local, _)) = listener.accept().await {
+            let (session, id) = (session.clone(), id.clone());
+            connections.spawn(async move {
+                match session.ssh_agent(&id).await {
+                    Ok(mut agent) => {
+                        let _ = tokio::io::copy_bidirectional(&mut local, &mut agent).await;
+                    }
+                    Err(e) => tracing::warn!("RUN --mount=type=ssh: {e}"),
+                }
+            });
+        }
+    })))
 }
 
 /// A tmpfs directory holding secrets; unmounted and removed on drop.
@@ -262,12 +315,27 @@ pub async fn solve(
             }
             pb::MountType::Ssh => {
                 let opt = m.ssh_opt.clone().unwrap_or_default();
-                if opt.optional {
-                    continue;
+                let id = if opt.id.is_empty() {
+                    "default".to_string()
+                } else {
+                    opt.id.clone()
+                };
+                if !ctx.session.has_ssh_agent(&id).await {
+                    if opt.optional {
+                        continue;
+                    }
+                    return Err(SolveError::msg(
+                        crate::session::SessionError::NoSuchSshAgent(id).to_string(),
+                    ));
                 }
-                return Err(SolveError::msg(
-                    "RUN --mount=type=ssh is not supported by this version of kiln",
-                ));
+                let socket = bundle.join(format!("ssh-{}.sock", mounts.len()));
+                let forward = ssh_forward(ctx.session.clone(), id, &socket, &opt)?;
+                held.push(Held::Task(forward));
+                mounts.push(ExecMount {
+                    dest,
+                    kind: ExecMountKind::Bind(socket),
+                    readonly: false,
+                });
             }
         }
     }

@@ -234,3 +234,110 @@ pub fn buildctls() -> Vec<PathBuf> {
     .filter(|p| p.is_file())
     .collect()
 }
+
+/// A real `ssh-agent` on a socket in a temporary directory, holding one fresh ed25519 key, and a
+/// copy of the host's `ssh-add` with the libraries it needs, to run inside a build step:
+/// `/ssh/ld.so --library-path /ssh /ssh/ssh-add -l` lists the key through the forwarded agent.
+pub struct SshAgent {
+    child: std::process::Child,
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    /// The key's fingerprint (`SHA256:…`), as `ssh-add -l` prints it.
+    pub fingerprint: String,
+}
+
+impl SshAgent {
+    pub fn start(test: &str) -> Option<SshAgent> {
+        for tool in ["ssh-agent", "ssh-add", "ssh-keygen", "ldd"] {
+            if which(tool).is_none() {
+                println!("SKIP {test}: {tool} not installed (openssh-client)");
+                return None;
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("agent.sock");
+        let child = Command::new("ssh-agent")
+            .args(["-D", "-a"])
+            .arg(&socket)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !socket.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "ssh-agent did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let key = dir.path().join("id_ed25519");
+        let made = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "kiln-test", "-f"])
+            .arg(&key)
+            .output()
+            .unwrap();
+        assert!(made.status.success(), "{made:?}");
+        let added = Command::new("ssh-add")
+            .arg(&key)
+            .env("SSH_AUTH_SOCK", &socket)
+            .output()
+            .unwrap();
+        assert!(added.status.success(), "{added:?}");
+        let listed = Command::new("ssh-add")
+            .arg("-l")
+            .env("SSH_AUTH_SOCK", &socket)
+            .output()
+            .unwrap();
+        let fingerprint = String::from_utf8_lossy(&listed.stdout)
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_default()
+            .to_string();
+        assert!(fingerprint.starts_with("SHA256:"), "{listed:?}");
+        Some(SshAgent {
+            child,
+            dir,
+            socket,
+            fingerprint,
+        })
+    }
+
+    /// Put `ssh-add`, the dynamic loader and the libraries `ldd` names into `dir` (flat).
+    pub fn bundle_ssh_add(dir: &Path) {
+        fs::create_dir_all(dir).unwrap();
+        let ssh_add = which("ssh-add").unwrap();
+        fs::copy(&ssh_add, dir.join("ssh-add")).unwrap();
+        let ldd = Command::new("ldd").arg(&ssh_add).output().unwrap();
+        for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+            let Some(path) = line
+                .split("=>")
+                .last()
+                .and_then(|rest| rest.split_whitespace().next())
+                .filter(|p| p.starts_with('/'))
+            else {
+                continue;
+            };
+            let name = Path::new(path).file_name().unwrap();
+            let target = if name.to_string_lossy().starts_with("ld-linux") {
+                dir.join("ld.so")
+            } else {
+                dir.join(name)
+            };
+            fs::copy(fs::canonicalize(path).unwrap(), target).unwrap();
+        }
+    }
+}
+
+impl Drop for SshAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn which(tool: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file())
+}
