@@ -138,20 +138,33 @@ impl LlbBridge for BridgeService {
         // Options of the Control request, overridden by the gateway request's own.
         let mut attrs = build.attrs.lock().expect("attrs").clone();
         attrs.extend(req.frontend_opt.clone());
-        let result = self
-            .0
-            .frontend_solve(
-                &build,
-                crate::daemon::FrontendRequest {
-                    frontend: &req.frontend,
-                    attrs: &attrs,
-                    definition: req.definition.clone(),
-                },
-                session,
-                &progress,
-                cancel,
-            )
-            .await;
+        // The solve runs in its own task: if this call is dropped (the client went away), the
+        // cancellation above stops the build through its normal path (steps killed, mounts
+        // released) instead of the build being dropped halfway.
+        let (daemon, build2, frontend, definition) = (
+            self.0.clone(),
+            build.clone(),
+            req.frontend.clone(),
+            req.definition.clone(),
+        );
+        let task = tokio::spawn(async move {
+            daemon
+                .frontend_solve(
+                    &build2,
+                    crate::daemon::FrontendRequest {
+                        frontend: &frontend,
+                        attrs: &attrs,
+                        definition,
+                    },
+                    session,
+                    &progress,
+                    cancel,
+                )
+                .await
+        });
+        let result = task
+            .await
+            .unwrap_or_else(|e| Err(Status::internal(format!("the solve task failed: {e}"))));
         let (id, config) = result?;
         let mut metadata = std::collections::HashMap::new();
         if let Some(c) = config {

@@ -155,6 +155,14 @@ impl Runc {
             .spawn()
             .map_err(|e| ExecError::Runtime(format!("starting {}: {e}", self.binary.display())))?;
 
+        // If this future is dropped before the container is cleaned up (the solve was
+        // abandoned), the guard kills the container's processes and deletes it.
+        let mut guard = ContainerGuard {
+            runc: self.clone(),
+            id: id.to_string(),
+            pid: child.id().map(|p| p as i32),
+            armed: true,
+        };
         let stdout = child.stdout.take().expect("piped");
         let stderr = child.stderr.take().expect("piped");
         let out_task = tokio::spawn(pump(
@@ -192,6 +200,7 @@ impl Runc {
                     let _ = child.kill().await;
                 }
                 let _ = tokio::time::timeout(limit, self.delete(id)).await;
+                guard.armed = false;
                 tracing::debug!(container = id, "container of a canceled build removed");
                 return Err(ExecError::Canceled);
             }
@@ -199,6 +208,7 @@ impl Runc {
         let _ = out_task.await;
         let stderr_tail = err_task.await.unwrap_or_default();
         self.delete(id).await;
+        guard.armed = false;
 
         use std::os::unix::process::ExitStatusExt;
         match (status.code(), status.signal()) {
@@ -526,6 +536,38 @@ fn read_in_root(rootfs: &Path, path: &str) -> String {
         .ok()
         .and_then(|p| std::fs::read_to_string(p).ok())
         .unwrap_or_default()
+}
+
+/// Cleans up a container whose `run` future was dropped halfway.
+struct ContainerGuard {
+    runc: Runc,
+    id: String,
+    pid: Option<i32>,
+    armed: bool,
+}
+
+impl Drop for ContainerGuard {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if let Some(pid) = self.pid {
+            kill_descendants(pid);
+        }
+        tracing::debug!(container = %self.id, "build abandoned: deleting the container");
+        let mut cmd = std::process::Command::new(&self.runc.binary);
+        cmd.arg("--root").arg(&self.runc.state_root);
+        if self.runc.rootless {
+            cmd.arg("--rootless").arg("true");
+        }
+        cmd.args(["delete", "--force", &self.id])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // Off the async runtime: runc may take a moment.
+        std::thread::spawn(move || {
+            let _ = cmd.status();
+        });
+    }
 }
 
 /// SIGKILL every descendant of `root` (found through /proc's parent links), deepest first.

@@ -305,7 +305,11 @@ impl Engine {
             graph,
             opts,
         );
+        // Unfinished vertex futures hold the context that memoizes them: unless the solve
+        // succeeds, drop them explicitly (they release their mounts and containers as they go).
+        let mut abandon = solver::AbandonOnDrop(Some(ctx.clone()));
         let chain = ctx.solve_root().await?;
+        abandon.0 = None;
         Ok(Solved { chain, ctx })
     }
 }

@@ -73,6 +73,17 @@ impl VertexResult {
 
 type SharedResult = Shared<BoxFuture<'static, Result<Arc<VertexResult>, SolveError>>>;
 
+/// Abandons a solve's unfinished work when dropped (see [`SolveCtx::abandon`]).
+pub(crate) struct AbandonOnDrop(pub Option<Arc<SolveCtx>>);
+
+impl Drop for AbandonOnDrop {
+    fn drop(&mut self) {
+        if let Some(ctx) = self.0.take() {
+            ctx.abandon();
+        }
+    }
+}
+
 /// State of one solve.
 pub struct SolveCtx {
     pub engine: Arc<EngineInner>,
@@ -116,6 +127,13 @@ impl SolveCtx {
         };
         let res = self.solve(root.digest.clone()).await?;
         Ok(Some(res.output(root.index)?.clone()))
+    }
+
+    /// Forget every memoized vertex. Unfinished ones are dropped, which breaks the cycle between
+    /// them and this context.
+    pub fn abandon(&self) {
+        let memo = std::mem::take(&mut *self.memo.lock().expect("memo lock"));
+        drop(memo);
     }
 
     /// Solve one vertex (memoized: concurrent callers share the same work).

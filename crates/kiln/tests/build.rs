@@ -741,3 +741,38 @@ fn ssh_mounts_reach_the_forwarded_agent() {
     let (run, _) = env.build(&ctx, &["--no-cache"]);
     run.assert_err_contains("no SSH agent \"default\" was forwarded (build with --ssh default)");
 }
+
+#[test]
+fn a_failing_stage_stops_the_steps_running_beside_it() {
+    let test = "a_failing_stage_stops_the_steps_running_beside_it";
+    let Some(env) = setup(test) else {
+        return;
+    };
+    let ctx = env.context(
+        "parallel",
+        &[(
+            "Dockerfile",
+            "FROM $BASE AS slow\nRUN sleep 307\n\nFROM $BASE AS broken\nRUN sleep 1 && exit 3\n\nFROM $BASE\nCOPY --from=slow /etc/passwd /a\nCOPY --from=broken /etc/passwd /b\n",
+        )],
+    );
+    let started = std::time::Instant::now();
+    let (run, _) = env.build(&ctx, &["--no-cache"]);
+    run.assert_err_contains("exit code: 3");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(120),
+        "the build waited for the slow stage"
+    );
+    let sleeping = || {
+        fs::read_dir("/proc").unwrap().flatten().any(|e| {
+            fs::read(e.path().join("cmdline")).is_ok_and(|c| c == b"sleep\x00307\x00")
+        })
+    };
+    let t0 = std::time::Instant::now();
+    while sleeping() {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(20),
+            "the slow stage's step kept running after the build failed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

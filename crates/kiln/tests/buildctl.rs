@@ -565,7 +565,6 @@ fn buildctl_forwards_its_ssh_agent_to_run_steps() {
 }
 
 #[test]
-#[ignore = "known issue: the canceled RUN is not always killed yet; see the issue note"]
 fn a_client_that_disconnects_mid_build_stops_its_step() {
     let test = "a_client_that_disconnects_mid_build_stops_its_step";
     let Some(bin) = common::buildctls().into_iter().last() else {
