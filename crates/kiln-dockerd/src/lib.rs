@@ -24,6 +24,7 @@ mod archive;
 mod build;
 mod context;
 mod error;
+mod forward;
 mod images;
 mod login;
 mod push;
@@ -61,6 +62,8 @@ pub(crate) struct Shared {
     pub tmp_dir: PathBuf,
     /// Where `POST /grpc` and `POST /session` connections go, once set.
     pub buildkit: std::sync::OnceLock<Arc<dyn BuildkitDoor>>,
+    /// A real Docker daemon's socket for the endpoints kiln does not serve, once set.
+    pub forward: std::sync::OnceLock<PathBuf>,
 }
 
 /// A connection taken over from HTTP (`Upgrade: h2c`).
@@ -137,6 +140,7 @@ impl DockerApi {
             store,
             tmp_dir,
             buildkit: Default::default(),
+            forward: Default::default(),
         });
         // The engine's cache pruning must not take the blobs of stored images.
         let weak = Arc::downgrade(&shared);
@@ -166,6 +170,13 @@ impl DockerApi {
     /// The local image store.
     pub fn store(&self) -> &ImageStore {
         &self.shared.store
+    }
+
+    /// Forward container, exec, network, volume and pull calls to the Docker daemon listening on
+    /// `socket` instead of refusing them (once; later calls are ignored). Jobs that can reach it
+    /// can do anything that daemon can: give it only to trusted jobs.
+    pub fn set_forward(&self, socket: PathBuf) {
+        let _ = self.shared.forward.set(socket);
     }
 
     /// Send `/grpc` and `/session` connections to `door` (once; later calls are ignored).

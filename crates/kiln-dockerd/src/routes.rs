@@ -32,7 +32,8 @@ const CONTAINER_PREFIXES: &[&str] = &[
 ];
 
 pub const CONTAINERS_UNSUPPORTED: &str =
-    "kiln: containers are not supported by this Docker API; only build, image and login calls are";
+    "kiln: containers are not supported by this Docker API; only build, image and login calls \
+     are (a runner can forward container calls to a real daemon: kiln.buildkit.docker_forward)";
 
 async fn dispatch(State(api): State<Arc<Shared>>, req: Request) -> Response {
     let method = req.method().clone();
@@ -87,6 +88,10 @@ async fn route(
         "/images/json" if get => return images::list(api, &query),
         "/images/load" if post => return archive::load(api, &query, req).await,
         "/images/get" if get => return archive::save(api, &query.all("names")).await,
+        "/images/create" if post && api.forward.get().is_some() => {
+            let socket = api.forward.get().expect("checked").clone();
+            return crate::forward::forward(&socket, path, req).await;
+        }
         "/images/create" if post => {
             return Err(ApiError::NotImplemented(
                 "kiln: docker pull is not supported by this Docker API; `docker build` pulls \
@@ -99,6 +104,11 @@ async fn route(
     }
     if let Some(rest) = path.strip_prefix("/images/") {
         return image_route(api, method, rest, query, req).await;
+    }
+    // Everything else (containers, exec, networks, volumes, events …) belongs to a real daemon,
+    // when one is configured.
+    if let Some(socket) = api.forward.get() {
+        return crate::forward::forward(socket, path, req).await;
     }
     // Read (and drop) a small body before refusing, so that clients still writing it see the
     // answer rather than a reset connection.

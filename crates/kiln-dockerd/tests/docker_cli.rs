@@ -198,3 +198,77 @@ fn docker_login_checks_credentials_against_the_registry() {
     env.docker(&docker, &["push", &name], None)
         .assert_err_contains("denied");
 }
+
+/// With a real daemon to forward to, `docker run` through kiln's socket runs a container there
+/// (the attach stream is relayed), while `docker build` and `docker images` stay kiln's.
+#[test]
+fn container_calls_are_forwarded_to_a_configured_daemon() {
+    let test = "container_calls_are_forwarded_to_a_configured_daemon";
+    let Some(docker) = docker_cli(test) else {
+        return;
+    };
+    let Some(env) = setup(test) else {
+        return;
+    };
+    let Some(dockerd) = kiln_oci::testing::TestDockerd::start(test) else {
+        return;
+    };
+    env.push_busybox(&env.base, None);
+    let d = |args: &[&str]| env.docker(&docker, args, None);
+
+    // Without forwarding, containers are refused clearly.
+    let refused = d(&["run", "--rm", "--network", "host", &env.base, "true"]);
+    assert!(!refused.ok());
+    assert!(
+        refused.stderr().contains("not supported") || refused.stderr().contains("docker pull"),
+        "{}",
+        refused.stderr()
+    );
+
+    env.api.set_forward(dockerd.socket());
+    let run = d(&[
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        &env.base,
+        "sh",
+        "-c",
+        "echo hello from a forwarded container; test ! -e /etc/debian_version",
+    ]);
+    run.assert_ok();
+    assert!(
+        run.stdout().contains("hello from a forwarded container"),
+        "{}\n{}",
+        run.stdout(),
+        run.stderr()
+    );
+    let exit = d(&[
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        &env.base,
+        "sh",
+        "-c",
+        "exit 4",
+    ]);
+    assert_eq!(exit.0.status.code(), Some(4), "{}", exit.stderr());
+    let ps = d(&["ps", "-a", "--format", "{{.Image}}"]);
+    ps.assert_ok();
+
+    // Builds still go to kiln's engine and store.
+    let ctx = env.context(
+        "fwd",
+        &[("Dockerfile", "FROM $BASE\nRUN echo built > /b\n")],
+    );
+    d(&["build", "-t", "kiln-built:1", ctx.to_str().unwrap()]).assert_ok();
+    let images = d(&["images", "--format", "{{.Repository}}"]);
+    assert!(
+        images.stdout().contains("kiln-built"),
+        "{}",
+        images.stdout()
+    );
+    let theirs = dockerd.get("/images/json").unwrap();
+    assert!(!theirs.contains("kiln-built"), "{theirs}");
+}

@@ -24,6 +24,8 @@ pub struct EngineCommand {
     pub tls_args: Vec<String>,
     /// Also serve kiln's Docker API (the jobs' `DOCKER_HOST`).
     pub docker: bool,
+    /// Forward container calls on that API to this daemon (`unix:///path`).
+    pub docker_forward: Option<String>,
 }
 
 /// A running engine process, restarted if it dies.
@@ -161,6 +163,9 @@ fn spawn(
         let _ = std::fs::remove_file(d);
         cmd.arg("--docker-addr")
             .arg(format!("unix://{}", d.display()));
+        if let Some(forward) = &command.docker_forward {
+            cmd.arg("--docker-forward").arg(forward);
+        }
     }
     // KILN_CONFIG may point at the runner's config.yaml, which is not a kiln.toml.
     cmd.args(&command.tls_args)

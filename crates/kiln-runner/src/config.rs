@@ -192,6 +192,9 @@ pub struct BuildkitSection {
     pub tlskey: Option<PathBuf>,
     /// Certificates from BUILDKIT_CA_PEM_B64, BUILDKIT_CERT_PEM_B64, BUILDKIT_KEY_PEM_B64.
     pub tls_from_env: bool,
+    /// Forward container calls on the jobs' `DOCKER_HOST` to the daemon of `container.docker_host`
+    /// (`docker run` in a job works; the job can then do anything that daemon can).
+    pub docker_forward: bool,
 }
 
 impl Default for BuildkitSection {
@@ -204,6 +207,7 @@ impl Default for BuildkitSection {
             tlscert: None,
             tlskey: None,
             tls_from_env: false,
+            docker_forward: false,
         }
     }
 }

@@ -30,6 +30,11 @@ pub struct BuildkitdArgs {
     /// e.g. unix:///run/kiln/docker.sock, for `DOCKER_HOST`.
     #[arg(long = "docker-addr")]
     pub docker_addrs: Vec<String>,
+    /// Forward what the Docker API does not serve itself (containers, exec, networks, volumes,
+    /// pulls) to this Docker daemon, unix:///path, instead of refusing it. Whoever can reach
+    /// the Docker API can then do anything that daemon can.
+    #[arg(long = "docker-forward")]
+    pub docker_forward: Option<String>,
     /// Serve `/healthz` and `/readyz` over plain HTTP here (e.g. 0.0.0.0:8081) for Kubernetes
     /// probes; the BuildKit port itself needs a client certificate.
     #[arg(long = "health-addr")]
@@ -81,6 +86,14 @@ pub async fn run(args: BuildkitdArgs, config: &KilnConfig, root: PathBuf) -> any
         .await
         .context("Docker API image store")?;
         daemon.local_images = Some(Arc::new(DockerImages(api.clone())));
+        if let Some(forward) = &args.docker_forward {
+            let path = forward.strip_prefix("unix://").ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--docker-forward {forward}: only unix:///path sockets are supported"
+                )
+            })?;
+            api.set_forward(PathBuf::from(path));
+        }
         Some(api)
     };
     let daemon = Arc::new(daemon);

@@ -286,6 +286,14 @@ async fn start_engine(
         extra_addrs: section.listen.clone(),
         tls_args,
         docker: section.docker,
+        docker_forward: section.docker_forward.then(|| {
+            let c = &config.container;
+            kiln_actions::exec::docker::DockerConfig {
+                host: c.docker_host.clone(),
+                ..Default::default()
+            }
+            .address()
+        }),
     };
     match kiln_runner::buildkit::BuildEngine::start(command).await {
         Ok(engine) => {

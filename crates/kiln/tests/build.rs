@@ -763,9 +763,10 @@ fn a_failing_stage_stops_the_steps_running_beside_it() {
         "the build waited for the slow stage"
     );
     let sleeping = || {
-        fs::read_dir("/proc").unwrap().flatten().any(|e| {
-            fs::read(e.path().join("cmdline")).is_ok_and(|c| c == b"sleep\x00307\x00")
-        })
+        fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .any(|e| fs::read(e.path().join("cmdline")).is_ok_and(|c| c == b"sleep\x00307\x00"))
     };
     let t0 = std::time::Instant::now();
     while sleeping() {
