@@ -31,10 +31,7 @@ fn system_calls_and_errors_have_docker_shapes() {
 
     let run = env.http("POST", "/v1.43/containers/create", &[], b"{}");
     assert_eq!(run.status, 501);
-    assert_eq!(
-        run.json()["message"],
-        "kiln: containers are not supported by this Docker API; only build, image and login calls are"
-    );
+    assert_eq!(run.json()["message"], CONTAINERS_REFUSED);
     assert_eq!(env.http("GET", "/volumes", &[], b"").status, 501);
 
     let unknown = env.http("GET", "/v1.43/swirl", &[], b"");
@@ -209,3 +206,7 @@ fn api_builds_tags_pushes_and_removes_an_image() {
         serde_json::json!([])
     );
 }
+
+const CONTAINERS_REFUSED: &str =
+    "kiln: containers are not supported by this Docker API; only build, image and login calls are \
+     (a runner can forward container calls to a real daemon: kiln.buildkit.docker_forward)";

@@ -296,6 +296,20 @@ fn docker_cli() -> Option<std::path::PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// A docker CLI 20.10 (Debian's docker.io), which builds in BuildKit mode without buildx.
+fn classic_docker_cli() -> Option<std::path::PathBuf> {
+    ["/usr/bin/docker", "/usr/local/bin/docker"]
+        .into_iter()
+        .map(std::path::PathBuf::from)
+        .filter(|p| p.is_file())
+        .find(|p| {
+            Command::new(p)
+                .args(["version", "--format", "{{.Client.Version}}"])
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).starts_with("20."))
+        })
+}
+
 #[test]
 fn docker_cli_in_a_job_builds_logs_in_and_pushes_through_docker_host() {
     let test = "docker_cli_in_a_job_builds_logs_in_and_pushes_through_docker_host";
@@ -318,6 +332,7 @@ fn docker_cli_in_a_job_builds_logs_in_and_pushes_through_docker_host() {
 on: push
 env:
   DOCKER: {docker}
+  DOCKER_CLASSIC: {classic}
 jobs:
   docker:
     runs-on: linux
@@ -336,8 +351,19 @@ jobs:
           "$DOCKER" rmi {image}-copy
       - name: containers are refused clearly
         run: "! \"$DOCKER\" run --rm {image} true 2> err.txt && cat err.txt"
+      - name: the BuildKit mode of the classic CLI
+        run: |
+          if [ -n "$DOCKER_CLASSIC" ]; then
+            DOCKER_BUILDKIT=1 "$DOCKER_CLASSIC" build --progress plain -t {image}-bk . 2>&1 | tee bk.txt
+            grep -q 'via-docker-cli' bk.txt && echo "buildkit-mode-ok"
+          else
+            echo "buildkit-mode-ok (skipped: no docker CLI 20.10 here; newer CLIs use buildx for it)"
+          fi
 "#,
         docker = docker.display(),
+        classic = classic_docker_cli()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "\"\"".into()),
         base = env.base,
         registry = private.host(),
         user = USER,
@@ -353,6 +379,7 @@ jobs:
     assert!(rows.contains("Successfully tagged"), "{rows}");
     assert!(rows.contains("digest: sha256:"), "{rows}");
     assert!(rows.contains("not supported"), "{rows}");
+    assert!(rows.contains("buildkit-mode-ok"), "{rows}");
     assert!(!rows.contains(PASSWORD), "{rows}");
 }
 
