@@ -562,63 +562,9 @@ jobs:
     assert!(post > last_main, "{log}");
 }
 
-/// A `git daemon` on 127.0.0.1 serving bare repositories from a directory.
-struct GitDaemon {
-    child: std::process::Child,
-    port: u16,
-}
+use kiln_oci::testing::TestGitDaemon as GitDaemon;
 
-impl GitDaemon {
-    fn start(base: &Path) -> GitDaemon {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        // Run git-daemon itself: `git daemon` would leave it behind as an orphan when killed.
-        let exec_path = std::process::Command::new("git")
-            .arg("--exec-path")
-            .output()
-            .unwrap();
-        let exec_path = String::from_utf8(exec_path.stdout).unwrap();
-        let child = std::process::Command::new(Path::new(exec_path.trim()).join("git-daemon"))
-            .args(["--export-all", "--reuseaddr", "--listen=127.0.0.1"])
-            .arg(format!("--port={port}"))
-            .arg(format!("--base-path={}", base.display()))
-            .arg(base)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("git daemon");
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        GitDaemon { child, port }
-    }
-}
-
-impl Drop for GitDaemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let status = std::process::Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
-        .status()
-        .unwrap();
-    assert!(status.success(), "git {args:?}");
-}
+use kiln_oci::testing::git;
 
 #[tokio::test]
 async fn remote_actions_from_a_git_server() {
@@ -667,7 +613,7 @@ async fn remote_actions_from_a_git_server() {
         ],
     );
     let daemon = GitDaemon::start(&served);
-    f.config.default_actions_url = format!("git://127.0.0.1:{}", daemon.port);
+    f.config.default_actions_url = format!("git://127.0.0.1:{}", daemon.port());
     let yaml = r#"
 on: push
 jobs:
@@ -703,7 +649,7 @@ jobs:
 
     // A repository that does not exist fails the job in set-up, naming the step.
     let daemon = GitDaemon::start(&served);
-    f.config.default_actions_url = format!("git://127.0.0.1:{}", daemon.port);
+    f.config.default_actions_url = format!("git://127.0.0.1:{}", daemon.port());
     let run = f
         .run("on: push\njobs:\n  j:\n    runs-on: x\n    steps:\n      - name: get it\n        uses: org/missing@v1\n")
         .await;

@@ -777,3 +777,61 @@ fn a_failing_stage_stops_the_steps_running_beside_it() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+#[test]
+fn add_from_a_git_repository() {
+    let test = "add_from_a_git_repository";
+    let Some(env) = setup(test) else {
+        return;
+    };
+    use kiln_oci::testing::{git, TestGitDaemon};
+    // A repository with a tag, a branch and a subdirectory, served by git daemon on loopback.
+    let served = env.work.path().join("served");
+    let src = env.work.path().join("src");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    git(&src, &["init", "-q", "-b", "main"]);
+    fs::write(src.join("README"), "version one\n").unwrap();
+    fs::write(src.join("sub/inner.txt"), "inner\n").unwrap();
+    git(&src, &["add", "."]);
+    git(&src, &["commit", "-q", "-m", "one"]);
+    git(&src, &["tag", "v1"]);
+    fs::write(src.join("README"), "version two\n").unwrap();
+    git(&src, &["commit", "-q", "-am", "two"]);
+    fs::create_dir_all(&served).unwrap();
+    git(
+        &served,
+        &["clone", "-q", "--bare", src.to_str().unwrap(), "app.git"],
+    );
+    let daemon = TestGitDaemon::start(&served);
+    let url = format!("git://127.0.0.1:{}/app.git", daemon.port());
+    let dockerfile = format!(
+        "FROM $BASE\nADD {url}#v1 /tagged\nADD {url} /head\nADD {url}#main:sub /only-sub\nADD --keep-git-dir=true {url}#main /with-git\nRUN cat /tagged/README /head/README /only-sub/inner.txt && test ! -e /tagged/.git && test -d /with-git/.git\n"
+    );
+    let ctx = env.context("git", &[("Dockerfile", dockerfile.as_str())]);
+    let (run, _) = env.build(&ctx, &[]);
+    run.assert_ok();
+    let log = run.stderr();
+    assert!(
+        log.contains("version one") && log.contains("version two") && log.contains("inner"),
+        "{log}"
+    );
+    // Nothing changed: the git sources resolve to the same commits and everything is cached.
+    let (run, _) = env.build(&ctx, &[]);
+    run.assert_ok();
+    assert!(run.cached("RUN cat"), "{}", run.stderr());
+    // A new commit on main re-runs what depends on it.
+    fs::write(src.join("README"), "version three\n").unwrap();
+    git(&src, &["commit", "-q", "-am", "three"]);
+    git(
+        &served.join("app.git"),
+        &["fetch", "-q", src.to_str().unwrap(), "main:main"],
+    );
+    let (run, _) = env.build(&ctx, &[]);
+    run.assert_ok();
+    assert!(run.stderr().contains("version three"), "{}", run.stderr());
+    // A missing ref is a clear error naming it.
+    let bad_dockerfile = format!("FROM $BASE\nADD {url}#nope /x\n");
+    let bad = env.context("git-bad", &[("Dockerfile", bad_dockerfile.as_str())]);
+    let (run, _) = env.build(&bad, &[]);
+    run.assert_err_contains("no branch, tag or commit \"nope\"");
+}

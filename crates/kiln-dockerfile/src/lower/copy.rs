@@ -24,6 +24,7 @@ struct CopySpec<'a> {
     parents: bool,
     checksum: Option<&'a str>,
     unpack: Option<bool>,
+    keep_git_dir: Option<bool>,
     excludes: &'a [String],
 }
 
@@ -53,6 +54,7 @@ impl Lowerer<'_> {
             parents: c.parents,
             checksum: None,
             unpack: None,
+            keep_git_dir: None,
             excludes: &c.excludes,
         };
         self.dispatch_copy(st, stage, &spec)
@@ -77,6 +79,7 @@ impl Lowerer<'_> {
             parents: false,
             checksum: a.checksum.as_deref(),
             unpack: a.unpack,
+            keep_git_dir: a.keep_git_dir,
             excludes: &a.excludes,
         };
         self.dispatch_copy(st, stage, &spec)
@@ -169,11 +172,28 @@ impl Lowerer<'_> {
         for src in &srcs {
             msg.push_str(&format!(" {src}"));
             if is_git(src) {
-                return Err(Error::msg(if c.is_add {
-                    "ADD from a git repository is not supported yet".to_string()
-                } else {
-                    "source can't be a git ref for COPY".to_string()
-                }));
+                if !c.is_add {
+                    return Err(Error::msg("source can't be a git ref for COPY"));
+                }
+                let (identifier, attrs) = git_source(src, c.keep_git_dir.unwrap_or(false));
+                let meta = OpMeta {
+                    command: Some(String::new()),
+                    ..OpMeta::named(pg_name.clone())
+                }
+                .cap("source.git");
+                let op = llb::op(
+                    vec![],
+                    None,
+                    pb::op::Op::Source(pb::SourceOp { identifier, attrs }),
+                );
+                let out = self.graph.add(op, &meta);
+                let mut action = blank("/".to_string());
+                action.dir_copy_contents = true;
+                pending.push(PendingCopy {
+                    source: Some(out),
+                    action,
+                });
+                continue;
             }
             if is_http(src) {
                 if !c.is_add {
@@ -398,6 +418,30 @@ fn parse_chmod(chmod: Option<&str>) -> Result<(Option<i32>, Option<String>), Err
         return Err(Error::msg(format!("invalid chmod parameter: '{c}'")));
     }
     Ok((None, Some(c.to_string())))
+}
+
+/// The LLB git source of an `ADD` URL, as BuildKit writes it: `git://host/path#ref[:subdir]` with
+/// the URL the user gave in `git.fullurl`.
+fn git_source(
+    src: &str,
+    keep_git_dir: bool,
+) -> (String, std::collections::BTreeMap<String, String>) {
+    let (remote, fragment) = src.split_once('#').unwrap_or((src, ""));
+    let without_scheme = remote
+        .split_once("://")
+        .map(|(_, rest)| rest.to_string())
+        .unwrap_or_else(|| remote.replacen(':', "/", 1).replacen("git@", "", 1));
+    let mut identifier = format!("git://{without_scheme}");
+    if !fragment.is_empty() {
+        identifier.push('#');
+        identifier.push_str(fragment);
+    }
+    let mut attrs = std::collections::BTreeMap::new();
+    attrs.insert("git.fullurl".to_string(), remote.to_string());
+    if keep_git_dir {
+        attrs.insert("git.keepgitdir".to_string(), "true".to_string());
+    }
+    (identifier, attrs)
 }
 
 fn is_git(src: &str) -> bool {

@@ -1,5 +1,6 @@
 //! Source ops: where filesystem content enters a build.
 
+pub mod git;
 pub mod http;
 pub mod image;
 pub mod local;
@@ -23,9 +24,7 @@ pub async fn solve(
     } else if id.starts_with("https://") || id.starts_with("http://") {
         http::solve(ctx, vertex, src).await
     } else if id.starts_with("git://") {
-        Err(SolveError::msg(format!(
-            "{id}: git sources are not supported by this version of kiln"
-        )))
+        git::solve(ctx, vertex, src).await
     } else {
         Err(SolveError::msg(format!("unsupported source {id:?}")))
     }
