@@ -98,8 +98,15 @@ pub async fn run(options: DaemonOptions, shutdown: CancellationToken) -> Result<
     if config.container.require_docker {
         crate::containers::wait_for_docker(&docker).await?;
     }
-    crate::containers::remove_leftovers(&docker, uses_docker || config.container.require_docker)
-        .await;
+    // Before any job can create containers again. A runner without docker:// labels may have
+    // no daemon at all: it does not wait long for one.
+    let uses_docker = uses_docker || config.container.require_docker;
+    let cleanup = crate::containers::remove_leftovers(&docker, uses_docker);
+    if uses_docker {
+        cleanup.await;
+    } else if tokio::time::timeout(Duration::from_secs(5), cleanup).await.is_err() {
+        tracing::debug!("no Docker daemon answered; not looking for leftovers");
+    }
     exec.docker = Some(docker);
     let env = Arc::new(TaskEnv {
         client: client.clone(),
