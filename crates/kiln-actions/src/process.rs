@@ -308,7 +308,7 @@ mod tests {
     async fn timeout_kills_the_whole_tree_including_escaped_processes() {
         let id = format!("test-{}", std::process::id());
         // A child in a new session escapes the process group; the tracking id still finds it.
-        let script = "setsid sleep 300 & sleep 300 & echo started; wait";
+        let script = "setsid sleep 309 & sleep 309 & echo started; wait";
         let (exit, out) = run_collect(&sh(script), &id, Some(Duration::from_millis(300))).await;
         assert_eq!(exit, Exit::TimedOut);
         assert_eq!(out, "started\n");

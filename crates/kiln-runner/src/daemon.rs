@@ -104,7 +104,10 @@ pub async fn run(options: DaemonOptions, shutdown: CancellationToken) -> Result<
     let cleanup = crate::containers::remove_leftovers(&docker, uses_docker);
     if uses_docker {
         cleanup.await;
-    } else if tokio::time::timeout(Duration::from_secs(5), cleanup).await.is_err() {
+    } else if tokio::time::timeout(Duration::from_secs(5), cleanup)
+        .await
+        .is_err()
+    {
         tracing::debug!("no Docker daemon answered; not looking for leftovers");
     }
     exec.docker = Some(docker);

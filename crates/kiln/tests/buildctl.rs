@@ -581,7 +581,7 @@ fn a_client_that_disconnects_mid_build_stops_its_step() {
         "slow",
         &[(
             "Dockerfile",
-            "FROM $BASE\nRUN echo started-slow-step && sleep 300\n",
+            "FROM $BASE\nRUN echo started-slow-step && sleep 311\n",
         )],
     );
     let slow_s = slow.to_str().unwrap().to_string();
@@ -607,7 +607,7 @@ fn a_client_that_disconnects_mid_build_stops_its_step() {
         .unwrap();
     let sleeping = || {
         std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
-            std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == b"sleep\x00300\x00")
+            std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == b"sleep\x00311\x00")
         })
     };
     let t0 = Instant::now();
