@@ -17,7 +17,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 /// Start the built-in actions cache unless it is disabled or an external server is configured.
-/// With no `cache.host` it listens on 127.0.0.1 only (host-mode jobs run on this machine).
+/// With no `cache.host` it listens on 127.0.0.1 only (host-mode jobs run on this machine), unless
+/// the runner has `docker://` labels: then on every interface, advertising the host's address.
 pub async fn start_cache(
     config: &config::Config,
     state_dir: &Path,
@@ -32,10 +33,20 @@ pub async fn start_cache(
         .clone()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or_else(|| state_dir.join("actcache"));
-    let (bind_ip, advertise) = if config.cache.host.is_empty() {
-        ("127.0.0.1".to_string(), None)
-    } else {
+    let (bind_ip, advertise) = if !config.cache.host.is_empty() {
         ("0.0.0.0".to_string(), Some(config.cache.host.clone()))
+    } else if runs_containers(config) {
+        // Job containers cannot reach the host's loopback: as act_runner does, listen on every
+        // interface and advertise the address of the host's default route.
+        match outbound_ip() {
+            Some(ip) => ("0.0.0.0".to_string(), Some(ip)),
+            None => {
+                tracing::warn!("cannot tell this host's address: job containers cannot reach the actions cache; set cache.host");
+                ("127.0.0.1".to_string(), None)
+            }
+        }
+    } else {
+        ("127.0.0.1".to_string(), None)
     };
     let bind = format!("{bind_ip}:{}", config.cache.port)
         .parse()
@@ -65,6 +76,32 @@ pub async fn start_cache(
         }));
     }
     Ok(Some(server))
+}
+
+/// Whether this runner's labels (from the config, else its `.runner` file) run jobs in containers.
+fn runs_containers(config: &config::Config) -> bool {
+    let labels = if config.runner.labels.is_empty() {
+        kiln_gitea::Registration::load(&config.runner.file)
+            .map(|r| r.labels)
+            .unwrap_or_default()
+    } else {
+        config.runner.labels.clone()
+    };
+    labels.iter().any(|l| {
+        matches!(
+            labels::Label::parse(l).map(|l| l.schema),
+            Ok(labels::Schema::Docker(_))
+        )
+    })
+}
+
+/// The local address of the default route, found without sending anything (a UDP `connect`
+/// only selects the route).
+fn outbound_ip() -> Option<String> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    socket.connect("192.0.2.1:9").ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_unspecified() && !ip.is_loopback()).then(|| ip.to_string())
 }
 
 impl task::JobCache for cache::CacheServer {
