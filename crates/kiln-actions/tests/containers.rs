@@ -533,3 +533,51 @@ jobs:
         run.log()
     );
 }
+
+#[tokio::test]
+async fn dockerfile_actions_without_an_engine_use_the_daemons_builder() {
+    let test = "dockerfile_actions_without_an_engine_use_the_daemons_builder";
+    let Some(env) = setup(test).await else {
+        return;
+    };
+    let action = env.fixture.repo().join("hello");
+    std::fs::create_dir_all(&action).unwrap();
+    std::fs::write(
+        action.join("action.yml"),
+        "name: hello\nruns:\n  using: docker\n  image: Dockerfile\n",
+    )
+    .unwrap();
+    std::fs::write(
+        action.join("Dockerfile"),
+        format!(
+            "FROM {}\nCOPY say.sh /say.sh\nENTRYPOINT [\"sh\", \"/say.sh\"]\n",
+            env.busybox
+        ),
+    )
+    .unwrap();
+    let yaml =
+        "on: push\njobs:\n  j:\n    runs-on: self-hosted\n    steps:\n      - uses: ./hello\n";
+    let action_images = || {
+        let list = env.dockerd.get("/images/json").unwrap();
+        let items: serde_json::Value = serde_json::from_str(&list).unwrap();
+        items
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| {
+                // The action's images: built from the busybox base, not the base itself.
+                !i["RepoTags"]
+                    .as_array()
+                    .is_some_and(|t| t.iter().any(|t| t.as_str() == Some(env.busybox.as_str())))
+            })
+            .count()
+    };
+    for word in ["first", "second"] {
+        std::fs::write(action.join("say.sh"), format!("echo {word} build\n")).unwrap();
+        let run = env.fixture.run(yaml).await;
+        assert_eq!(run.result("j"), Outcome::Success, "{}", run.log());
+        assert!(run.has(&format!("j|{word} build")), "{}", run.log());
+    }
+    // The rebuilt local action replaced its image instead of leaving the old one behind.
+    assert_eq!(action_images(), 1);
+}

@@ -108,6 +108,13 @@ impl Runner {
             log_step,
             &format!("Building the action image from {}", dockerfile.display()),
         );
+        let image_id = |i: bollard::models::ImageInspect| i.id;
+        let previous = session
+            .client
+            .inspect_image(&tag)
+            .await
+            .ok()
+            .and_then(image_id);
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
         let result = {
             let build = build_image(session, &context, &dockerfile, &tag, tx);
@@ -123,7 +130,26 @@ impl Runner {
         while let Ok(line) = rx.try_recv() {
             out.log(log_step, &line);
         }
-        result.map(|()| tag)
+        result?;
+        // A rebuilt local action leaves its previous image untagged: remove it, unless a
+        // container still uses it.
+        let current = session
+            .client
+            .inspect_image(&tag)
+            .await
+            .ok()
+            .and_then(image_id);
+        if let Some(old) = previous.filter(|old| Some(old) != current.as_ref()) {
+            let _ = session
+                .client
+                .remove_image(
+                    &old,
+                    None::<bollard::query_parameters::RemoveImageOptions>,
+                    None,
+                )
+                .await;
+        }
+        Ok(tag)
     }
 }
 
