@@ -33,6 +33,11 @@ pub mod session;
 pub mod snapshot;
 pub mod solver;
 mod source;
+
+/// Git repositories as build contexts (`kiln build https://host/repo.git#ref`).
+pub mod git {
+    pub use crate::source::git::{checkout_url, is_git_url};
+}
 mod sys;
 
 use crate::cache::CacheDb;

@@ -154,6 +154,27 @@ fn platform_of(s: &str) -> anyhow::Result<kiln_dockerfile::Platform> {
 }
 
 pub async fn run(args: BuildArgs, config: &KilnConfig, root: PathBuf) -> anyhow::Result<()> {
+    // A git URL as the context is checked out first (kept until the build ends).
+    let context_arg = args.context.to_string_lossy().into_owned();
+    let mut _checkout = None;
+    let mut args = args;
+    if kiln_engine::git::is_git_url(&context_arg) {
+        let dir = tempfile::tempdir().context("a directory for the git context")?;
+        let dest = dir.path().join("context");
+        let spec = context_arg.clone();
+        let commit = tokio::task::spawn_blocking({
+            let dest = dest.clone();
+            move || kiln_engine::git::checkout_url(&spec, &dest)
+        })
+        .await?
+        .map_err(|e| anyhow::anyhow!("build context {context_arg}: {e}"))?;
+        eprintln!("#0 using git context {context_arg} at {commit}");
+        if let Some(f) = args.file.as_ref().filter(|f| f.is_relative()) {
+            args.file = Some(dest.join(f));
+        }
+        args.context = dest;
+        _checkout = Some(dir);
+    }
     let context = args
         .context
         .canonicalize()

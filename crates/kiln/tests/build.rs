@@ -835,3 +835,45 @@ fn add_from_a_git_repository() {
     let (run, _) = env.build(&bad, &[]);
     run.assert_err_contains("no branch, tag or commit \"nope\"");
 }
+
+#[test]
+fn a_git_repository_as_the_build_context() {
+    let test = "a_git_repository_as_the_build_context";
+    let Some(env) = setup(test) else {
+        return;
+    };
+    use kiln_oci::testing::{git, TestGitDaemon};
+    let src = env.work.path().join("ctx-src");
+    fs::create_dir_all(src.join("app")).unwrap();
+    git(&src, &["init", "-q", "-b", "main"]);
+    fs::write(
+        src.join("app/Dockerfile"),
+        format!(
+            "FROM {}\nCOPY hello.txt /hello.txt\nRUN cat /hello.txt\n",
+            env.base
+        ),
+    )
+    .unwrap();
+    fs::write(src.join("app/hello.txt"), "hello from a git context\n").unwrap();
+    git(&src, &["add", "."]);
+    git(&src, &["commit", "-q", "-m", "ctx"]);
+    let served = env.work.path().join("ctx-served");
+    fs::create_dir_all(&served).unwrap();
+    git(
+        &served,
+        &["clone", "-q", "--bare", src.to_str().unwrap(), "ctx.git"],
+    );
+    let daemon = TestGitDaemon::start(&served);
+    let url = format!("git://127.0.0.1:{}/ctx.git#main:app", daemon.port());
+    let run = env.kiln(&["build", "--progress", "plain", &url]);
+    run.assert_ok();
+    assert!(
+        run.stderr().contains("hello from a git context")
+            && run.stderr().contains("using git context"),
+        "{}",
+        run.stderr()
+    );
+    let bad = format!("git://127.0.0.1:{}/ctx.git#nope", daemon.port());
+    env.kiln(&["build", &bad])
+        .assert_err_contains("no branch, tag or commit \"nope\"");
+}

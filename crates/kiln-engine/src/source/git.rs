@@ -87,6 +87,39 @@ pub async fn solve(
     })
 }
 
+/// Whether a build context argument names a git repository (`https://…/x.git[#ref[:dir]]`,
+/// `git://…`, `git@host:repo.git`), as `docker buildx build` accepts them.
+pub fn is_git_url(s: &str) -> bool {
+    let base = s.split('#').next().unwrap_or(s);
+    s.starts_with("git://")
+        || s.starts_with("git@")
+        || ((s.starts_with("https://") || s.starts_with("http://")) && base.ends_with(".git"))
+}
+
+/// Check out the repository a git URL names (`URL#ref:subdir`) into `dest`, without `.git`.
+/// Returns the commit.
+pub fn checkout_url(spec: &str, dest: &Path) -> Result<String, String> {
+    let (url, fragment) = spec.split_once('#').unwrap_or((spec, ""));
+    let (reference, subdir) = fragment.split_once(':').unwrap_or((fragment, ""));
+    if subdir.split('/').any(|c| c == "..") {
+        return Err(format!(
+            "{spec}: subdirectory {subdir:?} leaves the repository"
+        ));
+    }
+    let source = GitSource {
+        url: url.to_string(),
+        reference: reference.to_string(),
+        subdir: subdir.trim_matches('/').to_string(),
+        keep_git_dir: false,
+    };
+    let repo_dir = dest.with_extension("repo");
+    let commit = fetch(&source, &repo_dir).map_err(|e| format!("{url}: {e}"))?;
+    std::fs::create_dir_all(dest).map_err(|e| format!("{}: {e}", dest.display()))?;
+    let result = checkout(&repo_dir, &commit, &source, dest).map_err(|e| e.message);
+    let _ = std::fs::remove_dir_all(&repo_dir);
+    result.map(|()| commit)
+}
+
 /// Fetch `source.reference` into a new repository at `dir`; the commit it names.
 fn fetch(source: &GitSource, dir: &Path) -> Result<String, String> {
     let repo = git2::Repository::init(dir).map_err(|e| e.message().to_string())?;
