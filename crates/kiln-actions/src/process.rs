@@ -138,7 +138,8 @@ pub async fn run(
     })
 }
 
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+/// Sleep until `deadline`; without one, for ever.
+pub(crate) async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bollard::query_parameters::{BuildImageOptionsBuilder, ImportImageOptionsBuilder};
+use bollard::query_parameters::ImportImageOptionsBuilder;
 use bollard::Docker;
 use futures::StreamExt;
 use kiln_actions::exec::docker::{DockerConfig, ImageBuilder};
@@ -71,39 +71,8 @@ impl ImageBuilder for EngineBuilder {
         .await
         .map_err(|e| format!("cannot reach kiln's build engine: {e}"))?;
 
-        let tar = {
-            let dir = context.to_path_buf();
-            tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
-                let mut builder = tar::Builder::new(Vec::new());
-                builder.follow_symlinks(false);
-                builder.append_dir_all(".", &dir)?;
-                builder.into_inner()
-            })
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("cannot pack {}: {e}", context.display()))?
-        };
-        let name = dockerfile
-            .strip_prefix(context)
-            .unwrap_or(dockerfile)
-            .to_string_lossy()
-            .into_owned();
-        let options = BuildImageOptionsBuilder::default()
-            .dockerfile(&name)
-            .t(tag)
-            .build();
-        let mut stream = engine.build_image(options, None, Some(bollard::body_full(tar.into())));
-        while let Some(item) = stream.next().await {
-            let info = item.map_err(|e| format!("kiln's build engine: {e}"))?;
-            if let Some(message) = info.error_detail.and_then(|d| d.message) {
-                return Err(message);
-            }
-            if let Some(text) = info.stream {
-                for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                    let _ = log.send(line.to_string());
-                }
-            }
-        }
+        kiln_actions::exec::docker::build_with_daemon(&engine, context, dockerfile, tag, log)
+            .await?;
         // Hand the image over: `docker save` from the engine into `docker load` of the daemon.
         let _ = log.send(format!("Loading {tag} into the Docker daemon"));
         let export = engine

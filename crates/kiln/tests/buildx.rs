@@ -88,6 +88,19 @@ struct Docker {
 }
 
 impl Docker {
+    /// The CLI with the buildx plugin in a config directory of its own, on `engine`'s Docker API.
+    fn with_buildx(cli: PathBuf, plugin: &Path, engine: &Engine) -> Docker {
+        let config = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(config.path().join("cli-plugins")).unwrap();
+        std::os::unix::fs::symlink(plugin, config.path().join("cli-plugins/docker-buildx"))
+            .unwrap();
+        Docker {
+            cli,
+            config,
+            host: format!("unix://{}", engine.docker_socket.display()),
+        }
+    }
+
     fn run(&self, dir: &Path, args: &[&str]) -> Output {
         Command::new(&self.cli)
             .args(args)
@@ -119,14 +132,7 @@ fn docker_buildx_with_the_docker_driver_builds_loads_and_pushes() {
         return;
     };
     let engine = Engine::start(env.root.path(), env.work.path());
-    let config = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(config.path().join("cli-plugins")).unwrap();
-    std::os::unix::fs::symlink(&plugin, config.path().join("cli-plugins/docker-buildx")).unwrap();
-    let docker = Docker {
-        cli,
-        config,
-        host: format!("unix://{}", engine.docker_socket.display()),
-    };
+    let docker = Docker::with_buildx(cli, &plugin, &engine);
     let context = env.context(
         "buildx",
         &[
@@ -311,14 +317,7 @@ fn docker_buildx_with_the_remote_driver() {
         return;
     };
     let engine = Engine::start(env.root.path(), env.work.path());
-    let config = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(config.path().join("cli-plugins")).unwrap();
-    std::os::unix::fs::symlink(&plugin, config.path().join("cli-plugins/docker-buildx")).unwrap();
-    let docker = Docker {
-        cli,
-        config,
-        host: format!("unix://{}", engine.docker_socket.display()),
-    };
+    let docker = Docker::with_buildx(cli, &plugin, &engine);
     let context = env.context(
         "remote",
         &[(
@@ -434,14 +433,7 @@ fn docker_buildx_remote_driver_over_mutual_tls() {
         ],
     );
     std::thread::sleep(Duration::from_millis(300));
-    let config = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(config.path().join("cli-plugins")).unwrap();
-    std::os::unix::fs::symlink(&plugin, config.path().join("cli-plugins/docker-buildx")).unwrap();
-    let docker = Docker {
-        cli,
-        config,
-        host: format!("unix://{}", engine.docker_socket.display()),
-    };
+    let docker = Docker::with_buildx(cli, &plugin, &engine);
     let context = env.context(
         "tls",
         &[("Dockerfile", "FROM $BASE\nRUN echo over-mtls > /proof\n")],

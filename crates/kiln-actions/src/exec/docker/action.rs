@@ -6,17 +6,15 @@ use std::path::{Component, Path};
 use std::time::Duration;
 
 use bollard::models::{ContainerCreateBody, HostConfig};
-use bollard::query_parameters::{
-    BuildImageOptionsBuilder, LogsOptionsBuilder, StopContainerOptionsBuilder,
-};
+use bollard::query_parameters::{LogsOptionsBuilder, StopContainerOptionsBuilder};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use super::job::{attach_network, create_and_start};
-use super::{api_error, container_name, Session};
+use super::{container_name, Session};
 use crate::exec::Runner;
-use crate::process::{Exit, ProcessSpec};
+use crate::process::{sleep_until, Exit, ProcessSpec};
 
 /// The container a Docker action step runs.
 #[derive(Debug, Clone)]
@@ -166,53 +164,7 @@ async fn build_image(
             .await;
     }
     // No engine: the daemon's own builder.
-    let tar = {
-        let dir = context.to_path_buf();
-        tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
-            let mut builder = tar::Builder::new(Vec::new());
-            builder.follow_symlinks(false);
-            builder.append_dir_all(".", &dir)?;
-            builder.into_inner()
-        })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("cannot pack {}: {e}", context.display()))?
-    };
-    let name = dockerfile
-        .strip_prefix(context)
-        .unwrap_or(dockerfile)
-        .to_string_lossy()
-        .into_owned();
-    let options = BuildImageOptionsBuilder::default()
-        .dockerfile(&name)
-        .t(tag)
-        .rm(true)
-        .build();
-    let mut stream =
-        session
-            .client
-            .build_image(options, None, Some(bollard::body_full(tar.into())));
-    while let Some(item) = stream.next().await {
-        match item {
-            Ok(info) => {
-                if let Some(detail) = info.error_detail.and_then(|d| d.message) {
-                    return Err(detail);
-                }
-                if let Some(text) = info.stream {
-                    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                        let _ = log.send(line.to_string());
-                    }
-                }
-            }
-            Err(e) => {
-                return Err(format!(
-                    "building the action image failed: {}",
-                    api_error(&e)
-                ))
-            }
-        }
-    }
-    Ok(())
+    super::build_with_daemon(&session.client, context, dockerfile, tag, &log).await
 }
 
 /// Run an action container to its end, streaming its output. Timeout and cancellation stop it
@@ -297,11 +249,4 @@ async fn stop(session: &Session, id: &str, grace: Duration) {
         .t(grace.as_secs().max(1) as i32)
         .build();
     let _ = session.client.stop_container(id, Some(options)).await;
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
 }

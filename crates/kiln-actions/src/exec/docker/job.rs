@@ -19,7 +19,7 @@ use super::{api_error, container_name, same_path_binds, Session};
 use crate::exec::{JobSpec, Runner};
 use crate::expr;
 use crate::model::Container;
-use crate::process::{self, Exit, ProcessSpec, STEP_TRACKING_VAR};
+use crate::process::{self, sleep_until, Exit, ProcessSpec, STEP_TRACKING_VAR};
 
 /// The running job container.
 pub(crate) struct JobContainer {
@@ -618,12 +618,5 @@ impl JobContainer {
                 self.name
             )),
         }
-    }
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }

@@ -144,6 +144,52 @@ pub trait ImageBuilder: Send + Sync {
     ) -> Result<(), String>;
 }
 
+/// Build `dockerfile` with `context` as its context on a Docker API (a daemon's classic `/build`,
+/// or kiln's own engine behind its Docker API) and tag it `tag`; build output goes to `log`.
+pub async fn build_with_daemon(
+    docker: &Docker,
+    context: &Path,
+    dockerfile: &Path,
+    tag: &str,
+    log: &mpsc::UnboundedSender<String>,
+) -> Result<(), String> {
+    let tar = {
+        let dir = context.to_path_buf();
+        tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+            let mut builder = tar::Builder::new(Vec::new());
+            builder.follow_symlinks(false);
+            builder.append_dir_all(".", &dir)?;
+            builder.into_inner()
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("cannot pack {}: {e}", context.display()))?
+    };
+    let name = dockerfile
+        .strip_prefix(context)
+        .unwrap_or(dockerfile)
+        .to_string_lossy()
+        .into_owned();
+    let options = bollard::query_parameters::BuildImageOptionsBuilder::default()
+        .dockerfile(&name)
+        .t(tag)
+        .rm(true)
+        .build();
+    let mut stream = docker.build_image(options, None, Some(bollard::body_full(tar.into())));
+    while let Some(item) = stream.next().await {
+        let info = item.map_err(|e| format!("building the image failed: {}", api_error(&e)))?;
+        if let Some(message) = info.error_detail.and_then(|d| d.message) {
+            return Err(message);
+        }
+        if let Some(text) = info.stream {
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                let _ = log.send(line.to_string());
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The daemon connection of one job and what the job created there.
 pub(crate) struct Session {
     pub client: Docker,
