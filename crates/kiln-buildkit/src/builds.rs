@@ -40,6 +40,10 @@ pub struct Build {
     pub attrs: Mutex<HashMap<String, String>>,
     /// Set once `Control/Solve` has registered the build (Status may create it earlier).
     solving: std::sync::atomic::AtomicBool,
+    /// The Control request's cache options.
+    pub cache_plan: Mutex<kiln_engine::remote_cache::CachePlan>,
+    /// The imported caches, loaded by the build's first solve.
+    pub cache_imports: tokio::sync::OnceCell<Vec<Arc<kiln_engine::remote_cache::ImportedCache>>>,
     /// Cancelled when the build must stop (its client went away or cancelled the Solve call);
     /// gateway solves of the build run under child tokens of it.
     pub cancel: tokio_util::sync::CancellationToken,
@@ -139,6 +143,8 @@ impl Builds {
                     session: Mutex::new(None),
                     attrs: Mutex::new(HashMap::new()),
                     solving: std::sync::atomic::AtomicBool::new(false),
+                    cache_plan: Mutex::default(),
+                    cache_imports: tokio::sync::OnceCell::new(),
                     cancel: Default::default(),
                 })
             })
@@ -154,10 +160,12 @@ impl Builds {
         id: &str,
         session: String,
         attrs: HashMap<String, String>,
+        cache_plan: kiln_engine::remote_cache::CachePlan,
     ) -> Arc<Build> {
         let build = self.get_or_create(id);
         *build.session.lock().expect("session") = Some(session);
         *build.attrs.lock().expect("attrs") = attrs;
+        *build.cache_plan.lock().expect("cache plan") = cache_plan;
         build
             .solving
             .store(true, std::sync::atomic::Ordering::SeqCst);

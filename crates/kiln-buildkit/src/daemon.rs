@@ -179,11 +179,28 @@ impl Daemon {
                 )))
             }
         };
+        let cache_imports = build
+            .cache_imports
+            .get_or_init(|| async {
+                let plan = build.cache_plan.lock().expect("cache plan").clone();
+                for w in &plan.warnings {
+                    progress.warn(None, w.clone());
+                }
+                self.engine
+                    .import_caches(&plan.imports, session.clone(), progress)
+                    .await
+            })
+            .await
+            .clone();
         let solved = self
             .engine
             .solve(
                 &definition,
-                SolveOptions { no_cache, resolved },
+                SolveOptions {
+                    no_cache,
+                    resolved,
+                    cache_imports,
+                },
                 session,
                 progress.clone(),
                 cancel,
@@ -229,9 +246,13 @@ impl Daemon {
         self: &Arc<Self>,
         req: api::SolveRequest,
     ) -> Result<api::SolveResponse, Status> {
-        let build =
-            self.builds
-                .register(&req.r#ref, req.session.clone(), req.frontend_attrs.clone());
+        let cache_plan = cache_plan(&req)?;
+        let build = self.builds.register(
+            &req.r#ref,
+            req.session.clone(),
+            req.frontend_attrs.clone(),
+            cache_plan,
+        );
         let b2 = build.clone();
         let progress = ProgressSender::from_fn(move |ev| b2.progress(&ev));
         // Fired when this future is dropped, i.e. when the client cancels the call or goes away.
@@ -323,8 +344,22 @@ impl Daemon {
         let mut response = HashMap::new();
         if let Some(result) = result {
             let open = self.sessions.get(&req.session, Duration::ZERO).await;
-            response =
-                crate::export::run(self, open.as_ref(), &result, &exporters, progress).await?;
+            let plan = build.cache_plan.lock().expect("cache plan").clone();
+            response = crate::export::run(
+                self,
+                open.as_ref(),
+                &result,
+                &exporters,
+                plan.inline,
+                progress,
+            )
+            .await?;
+            for export in &plan.exports {
+                self.engine
+                    .export_cache(&result.solved, export, progress)
+                    .await
+                    .map_err(solve_status)?;
+            }
         } else if !exporters.is_empty() {
             tracing::debug!("build {} returned no result; nothing to export", build.id);
         }
@@ -332,6 +367,53 @@ impl Daemon {
             exporter_response: response,
         })
     }
+}
+
+/// The cache options of a Solve. Local caches are refused here: BuildKit clients keep them on
+/// the client's side, reached through a session content store that kiln does not serve.
+fn cache_plan(req: &api::SolveRequest) -> Result<kiln_engine::remote_cache::CachePlan, Status> {
+    use kiln_engine::remote_cache::{CachePlan, CacheSource, CacheTarget};
+    let Some(cache) = &req.cache else {
+        return Ok(CachePlan::default());
+    };
+    let mut imports: Vec<(String, HashMap<String, String>)> = cache
+        .imports
+        .iter()
+        .map(|e| (e.r#type.clone(), e.attrs.clone()))
+        .collect();
+    for r in &cache.import_refs_deprecated {
+        imports.push((
+            "registry".into(),
+            HashMap::from([("ref".into(), r.clone())]),
+        ));
+    }
+    let mut plan = CachePlan::from_entries(
+        imports.iter().map(|(k, a)| (k.as_str(), a)),
+        cache.exports.iter().map(|e| (e.r#type.as_str(), &e.attrs)),
+    )
+    .map_err(Status::invalid_argument)?;
+    let local = "cache type \"local\" over the BuildKit API is not supported by kiln yet (the \
+                 directory lives on the client); use type=registry or type=inline";
+    if plan
+        .imports
+        .iter()
+        .any(|s| matches!(s, CacheSource::Local { .. }))
+    {
+        plan.imports
+            .retain(|s| !matches!(s, CacheSource::Local { .. }));
+        plan.warnings.push(format!("{local}; importing without it"));
+    }
+    if plan
+        .exports
+        .iter()
+        .any(|e| matches!(e.target, CacheTarget::Local { .. }))
+    {
+        plan.exports
+            .retain(|e| !matches!(e.target, CacheTarget::Local { .. }));
+        plan.warnings
+            .push(format!("{local}; the cache is not exported"));
+    }
+    Ok(plan)
 }
 
 pub fn version() -> BuildkitVersion {

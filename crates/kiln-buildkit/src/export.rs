@@ -65,6 +65,7 @@ pub async fn run(
     session: Option<&OpenSession>,
     result: &Arc<GatewayResult>,
     exporters: &[Exporter],
+    inline_cache: bool,
     progress: &ProgressSender,
 ) -> Result<HashMap<String, String>, Status> {
     let engine = &daemon.engine;
@@ -88,6 +89,7 @@ pub async fn run(
             if let Some(e) = exp.attrs.get("source-date-epoch") {
                 o.epoch = e.parse().ok();
             }
+            o.inline_cache = inline_cache;
             o
         };
         match exp.kind.as_str() {

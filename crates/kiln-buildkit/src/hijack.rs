@@ -3,7 +3,7 @@
 //! `X-Docker-Expose-Session-*` values come as HTTP headers. The docker driver of `docker buildx`
 //! (the default builder when `DOCKER_HOST` is set) uses both.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -147,6 +147,8 @@ pub struct ClassicBuild {
     pub tags: Vec<String>,
     /// Dockerfile frontend attributes (`filename`, `build-arg:…`, `target` …).
     pub frontend_attrs: std::collections::HashMap<String, String>,
+    /// `docker build --cache-from` references.
+    pub cache_from: Vec<String>,
 }
 
 /// Run a [`ClassicBuild`]; every status update goes to `status` protobuf-encoded. Returns the
@@ -192,6 +194,17 @@ pub async fn classic_build(
             r#type: "moby".into(),
             attrs,
         }],
+        cache: Some(api::CacheOptions {
+            imports: build
+                .cache_from
+                .iter()
+                .map(|r| api::CacheOptionsEntry {
+                    r#type: "registry".into(),
+                    attrs: HashMap::from([("ref".to_string(), r.clone())]),
+                })
+                .collect(),
+            ..Default::default()
+        }),
         ..Default::default()
     };
     let result = daemon.solve(request).await;

@@ -71,6 +71,7 @@ fn built_image(content_store: &ContentStore, image: &ImageRecord) -> Result<Buil
                 size: *size,
                 media_type: media_type.clone(),
                 source: None,
+                imported: false,
             },
             // Only the blob is exported; no snapshot is involved.
             layer: LayerId(String::new()),

@@ -41,6 +41,8 @@ struct BuildParams {
     quiet: bool,
     /// `kilnprogress=plain`: progress in buildctl's plain format instead of `Step n/m` lines.
     plain_progress: bool,
+    /// `--cache-from` images.
+    cache_from: Vec<String>,
 }
 
 impl BuildParams {
@@ -78,6 +80,11 @@ impl BuildParams {
             platform: nonempty("platform"),
             quiet: q.flag("q"),
             plain_progress: q.get("kilnprogress") == Some("plain"),
+            cache_from: match q.get("cachefrom").filter(|v| !v.is_empty()) {
+                None => Vec::new(),
+                Some(v) => serde_json::from_str(v)
+                    .map_err(|e| bad(format!("invalid cachefrom {v:?}: {e}")))?,
+            },
         })
     }
 }
@@ -200,6 +207,7 @@ fn session_build(api: &Arc<Shared>, query: &Query) -> Result<Response, ApiError>
         build_id: query.get("buildid").unwrap_or_default().to_string(),
         tags: params.tags.iter().map(|t| t.to_string()).collect(),
         frontend_attrs: attrs,
+        cache_from: params.cache_from.clone(),
     };
     let (messages, response) = Messages::response();
     tokio::spawn(async move {
@@ -388,12 +396,23 @@ impl BuildJob {
             .dockerfile_frontend(&req, session.clone(), progress)
             .await
             .map_err(|e| (e.message, None))?;
+        let sources: Vec<kiln_engine::remote_cache::CacheSource> = self
+            .params
+            .cache_from
+            .iter()
+            .filter_map(|r| kiln_oci::Reference::parse(r).ok())
+            .map(kiln_engine::remote_cache::CacheSource::Registry)
+            .collect();
+        let cache_imports = engine
+            .import_caches(&sources, session.clone(), progress)
+            .await;
         let solved = engine
             .solve(
                 &fe.definition,
                 kiln_engine::SolveOptions {
                     no_cache: self.params.no_cache,
                     resolved: fe.resolved.clone(),
+                    cache_imports,
                 },
                 session,
                 progress.clone(),

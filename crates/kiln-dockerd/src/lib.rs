@@ -94,6 +94,8 @@ pub struct SessionBuild {
     pub build_id: String,
     pub tags: Vec<String>,
     pub frontend_attrs: std::collections::HashMap<String, String>,
+    /// `docker build --cache-from` images (registry caches, or images with an inline cache).
+    pub cache_from: Vec<String>,
 }
 
 impl Shared {

@@ -39,6 +39,10 @@ pub struct BlobRecord {
     /// Repository the blob was pulled from (`host/repo`), for cross-repository mounts.
     #[serde(default)]
     pub source: Option<String>,
+    /// The layer was built by a kiln and came here through an imported cache (so, unlike a
+    /// base image's layer, it counts for the image's creation time).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub imported: bool,
 }
 
 pub struct CacheDb {

@@ -33,6 +33,8 @@ pub struct ImageOptions {
     pub oci_mediatypes: bool,
     /// Fixed creation time (SOURCE_DATE_EPOCH), else derived from the layers.
     pub epoch: Option<i64>,
+    /// Embed the build's cache records in the config (`--export-cache type=inline`).
+    pub inline_cache: bool,
 }
 
 impl ImageOptions {
@@ -43,6 +45,7 @@ impl ImageOptions {
             compression: Compression::Gzip,
             oci_mediatypes: true,
             epoch: None,
+            inline_cache: false,
         }
     }
 }
@@ -109,6 +112,7 @@ impl Engine {
             size: blob.size,
             media_type: blob.media_type.clone(),
             source: None,
+            imported: false,
         };
         inner
             .cache
@@ -155,7 +159,7 @@ impl Engine {
                 {
                     blob.media_type = DOCKER_LAYER_GZIP.to_string();
                 }
-                if blob.source.is_none() {
+                if blob.source.is_none() || blob.imported {
                     if let Ok(m) = std::fs::metadata(inner.layers.dir(id)) {
                         newest = newest.max(m.mtime());
                     }
@@ -212,6 +216,19 @@ impl Engine {
             None => {
                 obj.entry("created").or_insert_with(|| json!(rfc3339(0)));
             }
+        }
+        if opts.inline_cache {
+            let image_layers: Vec<(LayerId, String, Option<i64>)> = layers
+                .iter()
+                .map(|l| {
+                    let built = crate::remote_cache::built_at(self, &l.layer, &l.blob);
+                    (l.layer.clone(), l.blob.digest.clone(), built)
+                })
+                .collect();
+            let inline = crate::remote_cache::inline_config(solved, &image_layers);
+            let value =
+                serde_json::to_value(inline).map_err(|e| err("inline cache")(e.to_string()))?;
+            obj.insert(crate::remote_cache::INLINE_KEY.into(), value);
         }
         let config_bytes =
             serde_json::to_vec(&config).map_err(|e| err("image config")(e.to_string()))?;

@@ -29,6 +29,7 @@ pub mod llb;
 mod ops;
 pub mod progress;
 pub mod prune;
+pub mod remote_cache;
 pub mod session;
 pub mod snapshot;
 pub mod solver;
@@ -202,6 +203,8 @@ pub struct SolveOptions {
     /// Images the frontend already resolved (by [`solver::resolve_key`]), so a build asks the
     /// registry once per image.
     pub resolved: HashMap<String, Arc<kiln_oci::ResolvedImage>>,
+    /// Caches to take results from when the local cache misses (see [`remote_cache`]).
+    pub cache_imports: Vec<Arc<remote_cache::ImportedCache>>,
 }
 
 /// The result of a solve, ready for export.

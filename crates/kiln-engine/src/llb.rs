@@ -69,6 +69,16 @@ impl Vertex {
     pub fn ignore_cache(&self) -> bool {
         self.metadata.ignore_cache
     }
+
+    /// Whether the vertex's result is worth exporting to a remote cache: the result of work
+    /// (an exec or file op), not a source any kiln can fetch again.
+    pub fn exportable(&self) -> bool {
+        !self.ignore_cache()
+            && matches!(
+                self.op.op,
+                Some(pb::op::Op::Exec(_)) | Some(pb::op::Op::File(_))
+            )
+    }
 }
 
 /// The decoded definition.

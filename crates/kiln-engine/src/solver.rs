@@ -93,6 +93,7 @@ pub struct SolveCtx {
     pub registry: RegistryClient,
     pub graph: Graph,
     pub no_cache: bool,
+    pub(crate) imports: Vec<Arc<crate::remote_cache::ImportedCache>>,
     memo: Mutex<HashMap<String, SharedResult>>,
     resolved: tokio::sync::Mutex<HashMap<String, Arc<ResolvedImage>>>,
 }
@@ -115,6 +116,7 @@ impl SolveCtx {
             registry,
             graph,
             no_cache: opts.no_cache,
+            imports: opts.cache_imports,
             memo: Mutex::new(HashMap::new()),
             resolved: tokio::sync::Mutex::new(opts.resolved),
         })
@@ -134,6 +136,17 @@ impl SolveCtx {
     pub fn abandon(&self) {
         let memo = std::mem::take(&mut *self.memo.lock().expect("memo lock"));
         drop(memo);
+    }
+
+    /// The vertices this solve finished successfully, with their results.
+    pub fn finished(&self) -> Vec<(Vertex, Arc<VertexResult>)> {
+        let memo = self.memo.lock().expect("memo lock");
+        memo.iter()
+            .filter_map(|(digest, fut)| match fut.peek() {
+                Some(Ok(r)) => Some((self.graph.vertices.get(digest)?.clone(), r.clone())),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Solve one vertex (memoized: concurrent callers share the same work).

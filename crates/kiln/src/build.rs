@@ -59,6 +59,14 @@ pub struct BuildArgs {
     /// Print only the image digest.
     #[arg(short = 'q', long)]
     pub quiet: bool,
+    /// Import build cache: `type=registry,ref=REF`, `type=local,src=DIR[,tag=T]`, or `REF`
+    /// (an image with an inline cache, or a cache manifest); repeatable.
+    #[arg(long = "cache-from")]
+    pub cache_from: Vec<String>,
+    /// Export build cache: `type=registry,ref=REF[,mode=min|max]`,
+    /// `type=local,dest=DIR[,mode=…]` or `type=inline`; repeatable.
+    #[arg(long = "cache-to")]
+    pub cache_to: Vec<String>,
 }
 
 /// One `--output`.
@@ -375,6 +383,14 @@ async fn build(
         ..Default::default()
     };
     let session: Arc<dyn kiln_engine::session::Session> = session;
+    let cache = kiln_engine::remote_cache::CachePlan::from_csv(&args.cache_from, &args.cache_to)
+        .map_err(kiln_engine::Error::msg)?;
+    for w in &cache.warnings {
+        progress.warn(None, w.clone());
+    }
+    let cache_imports = engine
+        .import_caches(&cache.imports, session.clone(), progress)
+        .await;
     let fe = engine
         .dockerfile_frontend(&req, session.clone(), progress)
         .await?;
@@ -384,6 +400,7 @@ async fn build(
             kiln_engine::SolveOptions {
                 no_cache: args.no_cache,
                 resolved: fe.resolved.clone(),
+                cache_imports,
             },
             session,
             progress.clone(),
@@ -404,7 +421,8 @@ async fn build(
         architecture: inputs.target_platform.architecture.clone(),
         variant: inputs.target_platform.variant.clone(),
     };
-    let image_opts = ImageOptions::new(Some(fe.image_config.clone()), platform);
+    let mut image_opts = ImageOptions::new(Some(fe.image_config.clone()), platform);
+    image_opts.inline_cache = cache.inline;
     for out in outputs {
         match out {
             Output::Image { names, push } => {
@@ -432,6 +450,9 @@ async fn build(
                 engine.export_tar(&solved, &mut w)?;
             }
         }
+    }
+    for export in &cache.exports {
+        engine.export_cache(&solved, export, progress).await?;
     }
     Ok(metadata)
 }

@@ -253,6 +253,7 @@ impl kiln_dockerd::BuildkitDoor for BuildkitDoor {
             build_id: build.build_id,
             tags: build.tags,
             frontend_attrs: build.frontend_attrs,
+            cache_from: build.cache_from,
         };
         kiln_buildkit::hijack::classic_build(&self.0, build, status).await
     }

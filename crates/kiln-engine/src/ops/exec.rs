@@ -124,6 +124,9 @@ pub async fn solve(
     if let Some(cached) = ctx.cached(vertex, &key)? {
         return Ok(cached);
     }
+    if let Some(imported) = ctx.imported(vertex, &key).await? {
+        return Ok(imported);
+    }
     if let Some(p) = &vertex.op.platform {
         let host = kiln_oci::Platform::host();
         if !p.architecture.is_empty() && p.architecture != host.architecture {

@@ -38,6 +38,9 @@ pub async fn solve(
     if let Some(cached) = ctx.cached(vertex, &key)? {
         return Ok(cached);
     }
+    if let Some(imported) = ctx.imported(vertex, &key).await? {
+        return Ok(imported);
+    }
     let _slot = ctx
         .engine
         .exec_slots

@@ -14,7 +14,7 @@ pub fn layer_id_for_diff(diff_id: &str) -> LayerId {
     LayerId::derive(&format!("diff:{diff_id}"))
 }
 
-fn compression_of(media_type: &str) -> &'static str {
+pub(crate) fn compression_of(media_type: &str) -> &'static str {
     if media_type.ends_with("zstd") {
         "zstd"
     } else if media_type.contains("gzip") {
@@ -94,17 +94,53 @@ async fn unpack_layer(
     ctx.progress
         .status(vertex, &status_id, size, Some(size), false);
 
+    let media_type = desc.media_type().to_string();
+    let record = BlobRecord {
+        digest: digest.to_string(),
+        diff_id: diff_id.to_string(),
+        size,
+        media_type: media_type.clone(),
+        source: Some(image_ref.repository_ref()),
+        imported: false,
+    };
+    unpack_blob(
+        ctx,
+        &id,
+        &format!("image {image_ref}: layer {digest}"),
+        compression_of(&media_type),
+        record,
+    )
+    .await?;
+    ctx.progress
+        .status(vertex, &status_id, size, Some(size), true);
+    Ok(id)
+}
+
+/// Unpack a blob that is already in the content store into layer `id`, and remember the blob
+/// (so exports and pushes reuse it instead of compressing the layer again).
+pub(crate) async fn unpack_blob(
+    ctx: &Arc<SolveCtx>,
+    id: &LayerId,
+    what: &str,
+    compression: &str,
+    record: BlobRecord,
+) -> Result<(), SolveError> {
+    let engine = &ctx.engine;
+    let digest: kiln_oci::digest::Digest = record
+        .digest
+        .parse()
+        .map_err(|e| SolveError::msg(format!("{what}: {e}")))?;
     let pending = engine
         .layers
         .begin()
         .map_err(SolveError::io("preparing layer"))?;
     let blob_path = engine.content.path(&digest);
     let diff_dir = pending.diff();
-    let what = format!("image {image_ref}: layer {digest}");
+    let what2 = what.to_string();
     let userxattr = engine.layers.userxattr();
     tokio::task::spawn_blocking(move || -> Result<(), SolveError> {
         let reader = kiln_oci::layer::open_layer(&blob_path)
-            .map_err(|e| SolveError::msg(format!("{what}: {e}")))?;
+            .map_err(|e| SolveError::msg(format!("{what2}: {e}")))?;
         let opts = ApplyOptions {
             whiteout_mode: if userxattr {
                 WhiteoutMode::OverlayFsUserXattr
@@ -114,31 +150,17 @@ async fn unpack_layer(
             ..Default::default()
         };
         kiln_oci::layer::apply_layer(reader, &diff_dir, &opts)
-            .map_err(|e| SolveError::msg(format!("{what}: {e}")))?;
+            .map_err(|e| SolveError::msg(format!("{what2}: {e}")))?;
         Ok(())
     })
     .await
     .map_err(|e| SolveError::msg(format!("unpacking layer: {e}")))??;
     engine
         .layers
-        .commit(pending, &id)
+        .commit(pending, id)
         .map_err(SolveError::io("committing layer"))?;
-    let media_type = desc.media_type().to_string();
     engine
         .cache
-        .put_blob(
-            &id,
-            compression_of(&media_type),
-            &BlobRecord {
-                digest: digest.to_string(),
-                diff_id: diff_id.to_string(),
-                size,
-                media_type,
-                source: Some(image_ref.repository_ref()),
-            },
-        )
-        .map_err(|e| SolveError::msg(e.to_string()))?;
-    ctx.progress
-        .status(vertex, &status_id, size, Some(size), true);
-    Ok(id)
+        .put_blob(id, compression, &record)
+        .map_err(|e| SolveError::msg(e.to_string()))
 }

@@ -72,9 +72,14 @@ impl Env {
 
     /// Run `kiln` with this test's state directory and plain progress.
     pub fn kiln(&self, args: &[&str]) -> Run {
+        self.kiln_in(self.root.path(), args)
+    }
+
+    /// Run `kiln` with another state directory (another machine's cache, as it were).
+    pub fn kiln_in(&self, root: &Path, args: &[&str]) -> Run {
         let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
             .arg("--root")
-            .arg(self.root.path())
+            .arg(root)
             .args(args)
             .env("DOCKER_CONFIG", self.work.path().join("docker-config"))
             .output()
@@ -84,6 +89,16 @@ impl Env {
 
     /// `kiln build --progress plain` plus args, with a metadata file; returns the run.
     pub fn build(&self, context: &Path, extra: &[&str]) -> (Run, Option<serde_json::Value>) {
+        self.build_in(self.root.path(), context, extra)
+    }
+
+    /// [`Env::build`] with another state directory.
+    pub fn build_in(
+        &self,
+        root: &Path,
+        context: &Path,
+        extra: &[&str],
+    ) -> (Run, Option<serde_json::Value>) {
         let meta = self.work.path().join("meta.json");
         let _ = fs::remove_file(&meta);
         let mut args = vec![
@@ -95,7 +110,7 @@ impl Env {
         ];
         args.extend_from_slice(extra);
         args.push(context.to_str().unwrap());
-        let run = self.kiln(&args);
+        let run = self.kiln_in(root, &args);
         let json = fs::read(&meta)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
