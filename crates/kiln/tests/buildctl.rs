@@ -648,3 +648,98 @@ fn a_client_that_disconnects_mid_build_stops_its_step() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn buildctl_exports_a_registry_cache_that_a_fresh_kiln_imports() {
+    let test = "buildctl_exports_a_registry_cache_that_a_fresh_kiln_imports";
+    let bins = common::buildctls();
+    if bins.is_empty() {
+        println!("SKIP {test}: no buildctl (set KILN_TEST_BUILDCTL or put buildctl on PATH)");
+        return;
+    }
+    let Some(env) = common::setup(test) else {
+        return;
+    };
+    let ctx = env.context(
+        "ctx",
+        &[
+            (
+                "Dockerfile",
+                "FROM $BASE AS build\nCOPY in.txt /in.txt\nRUN cat /in.txt > /out.txt\n\
+                 FROM $BASE\nCOPY --from=build /out.txt /out.txt\nRUN cp /out.txt /final.txt\n",
+            ),
+            ("in.txt", "cached content\n"),
+        ],
+    );
+    let ctx_s = ctx.to_str().unwrap();
+    for (i, bin) in bins.iter().enumerate() {
+        let cache = env.image(&format!("cache:{i}"));
+        let image = env.image(&format!("cached-app:{i}"));
+        let build = |daemon: &Daemon, cache_flag: &str, cache_value: &str| {
+            let output = format!("type=image,name={image},push=true");
+            buildctl(
+                bin,
+                daemon,
+                &[
+                    "build",
+                    "--progress",
+                    "plain",
+                    "--frontend",
+                    "dockerfile.v0",
+                    "--local",
+                    &format!("context={ctx_s}"),
+                    "--local",
+                    &format!("dockerfile={ctx_s}"),
+                    "--output",
+                    &output,
+                    cache_flag,
+                    cache_value,
+                ],
+                None,
+            )
+        };
+        let dir_a = env.work.path().join(format!("a{i}"));
+        std::fs::create_dir_all(&dir_a).unwrap();
+        let root_a = dir_a.join("root");
+        let first = {
+            let daemon = Daemon::start(&root_a, &dir_a);
+            build(
+                &daemon,
+                "--export-cache",
+                &format!("type=registry,ref={cache},mode=max"),
+            )
+        };
+        ok(&first, &format!("{} export-cache", bin.display()));
+        let err = String::from_utf8_lossy(&first.stderr).to_string();
+        assert!(err.contains("exporting cache to"), "{err}");
+
+        // A second daemon with an empty state directory, as a freshly scaled pod.
+        let dir_b = env.work.path().join(format!("b{i}"));
+        std::fs::create_dir_all(&dir_b).unwrap();
+        let daemon = Daemon::start(&dir_b.join("root"), &dir_b);
+        let second = build(
+            &daemon,
+            "--import-cache",
+            &format!("type=registry,ref={cache}"),
+        );
+        ok(&second, &format!("{} import-cache", bin.display()));
+        let err = String::from_utf8_lossy(&second.stderr).to_string();
+        for step in ["RUN cat /in.txt", "COPY --from=build", "RUN cp /out.txt"] {
+            let line = err
+                .lines()
+                .find(|l| l.contains(step))
+                .unwrap_or_else(|| panic!("no {step} in:\n{err}"));
+            let n = line.split(' ').next().unwrap();
+            assert!(
+                err.lines().any(|l| l == format!("{n} CACHED")),
+                "{step} not cached with {}:\n{err}",
+                bin.display()
+            );
+        }
+        let rootfs = env.rootfs_of(&image);
+        assert_eq!(
+            std::fs::read_to_string(rootfs.path().join("final.txt")).unwrap(),
+            "cached content\n"
+        );
+    }
+}

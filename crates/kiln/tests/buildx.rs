@@ -343,6 +343,8 @@ fn docker_buildx_with_the_remote_driver() {
     assert!(text(&out).contains("remote"), "{}", text(&out));
 
     let image = env.image("remote:1");
+    let cache = env.image("remote:cache");
+    let cache_to = format!("type=registry,ref={cache},mode=max");
     let out = docker.run(
         &context,
         &[
@@ -353,6 +355,8 @@ fn docker_buildx_with_the_remote_driver() {
             "--progress",
             "plain",
             "--push",
+            "--cache-to",
+            &cache_to,
             "-t",
             &image,
             ".",
@@ -370,6 +374,22 @@ fn docker_buildx_with_the_remote_driver() {
             .map(|a| a.len()),
         Some(2)
     );
+    // The cache went to the registry as a kiln cache manifest.
+    let manifest = common::rt().block_on(async {
+        let client = kiln_oci::RegistryClient::new(
+            Default::default(),
+            std::sync::Arc::new(kiln_oci::NoCredentials),
+        );
+        let (bytes, _, _) = client
+            .get_manifest(&kiln_oci::Reference::parse(&cache).unwrap())
+            .await
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()
+    });
+    assert_eq!(
+        manifest["config"]["mediaType"],
+        "application/vnd.kiln.cache.config.v1+json"
+    );
     let out = docker.run(
         &context,
         &[
@@ -378,6 +398,10 @@ fn docker_buildx_with_the_remote_driver() {
             "--builder",
             "kiln",
             "--load",
+            "--progress",
+            "plain",
+            "--cache-from",
+            &cache,
             "-t",
             "kiln-test/remote:1",
             ".",
@@ -388,6 +412,11 @@ fn docker_buildx_with_the_remote_driver() {
         "{}\n---\n{}",
         text(&out),
         engine.log()
+    );
+    assert!(
+        text(&out).contains(&format!("importing cache manifest from {cache}")),
+        "{}",
+        text(&out)
     );
     let out = docker.run(&context, &["images", "kiln-test/remote"]);
     assert!(text(&out).contains("kiln-test/remote"), "{}", text(&out));
