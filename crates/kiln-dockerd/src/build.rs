@@ -41,8 +41,11 @@ struct BuildParams {
     quiet: bool,
     /// `kilnprogress=plain`: progress in buildctl's plain format instead of `Step n/m` lines.
     plain_progress: bool,
-    /// `--cache-from` images.
+    /// `--cache-from` images, or buildx-style cache specs (`type=registry,ref=…`).
     cache_from: Vec<String>,
+    /// `kilncacheto`: buildx-style `--cache-to` specs (kiln's own parameter; the Docker API has
+    /// none).
+    cache_to: Vec<String>,
 }
 
 impl BuildParams {
@@ -69,6 +72,14 @@ impl BuildParams {
                 }
             }
         };
+        let json_list = |key: &str| -> Result<Vec<String>, ApiError> {
+            match q.get(key).filter(|v| !v.is_empty()) {
+                None => Ok(Vec::new()),
+                Some(v) => {
+                    serde_json::from_str(v).map_err(|e| bad(format!("invalid {key} {v:?}: {e}")))
+                }
+            }
+        };
         let nonempty = |key: &str| q.get(key).filter(|v| !v.is_empty()).map(str::to_string);
         Ok(BuildParams {
             tags,
@@ -80,11 +91,8 @@ impl BuildParams {
             platform: nonempty("platform"),
             quiet: q.flag("q"),
             plain_progress: q.get("kilnprogress") == Some("plain"),
-            cache_from: match q.get("cachefrom").filter(|v| !v.is_empty()) {
-                None => Vec::new(),
-                Some(v) => serde_json::from_str(v)
-                    .map_err(|e| bad(format!("invalid cachefrom {v:?}: {e}")))?,
-            },
+            cache_from: json_list("cachefrom")?,
+            cache_to: json_list("kilncacheto")?,
         })
     }
 }
@@ -396,15 +404,16 @@ impl BuildJob {
             .dockerfile_frontend(&req, session.clone(), progress)
             .await
             .map_err(|e| (e.message, None))?;
-        let sources: Vec<kiln_engine::remote_cache::CacheSource> = self
-            .params
-            .cache_from
-            .iter()
-            .filter_map(|r| kiln_oci::Reference::parse(r).ok())
-            .map(kiln_engine::remote_cache::CacheSource::Registry)
-            .collect();
+        let cache = kiln_engine::remote_cache::CachePlan::from_csv(
+            &self.params.cache_from,
+            &self.params.cache_to,
+        )
+        .map_err(|e| (e, None))?;
+        for w in &cache.warnings {
+            progress.warn(None, w.clone());
+        }
         let cache_imports = engine
-            .import_caches(&sources, session.clone(), progress)
+            .import_caches(&cache.imports, session.clone(), progress)
             .await;
         let solved = engine
             .solve(
@@ -435,12 +444,20 @@ impl BuildJob {
         // Docker media types, as dockerd's own builder produces.
         let opts = ImageOptions {
             oci_mediatypes: false,
+            inline_cache: cache.inline,
             ..ImageOptions::new(Some(fe.image_config.clone()), platform)
         };
-        engine
+        let image = engine
             .build_image(&solved, &opts, progress)
             .await
-            .map_err(|e| (e.message, None))
+            .map_err(|e| (e.message, None))?;
+        for export in &cache.exports {
+            engine
+                .export_cache(&solved, export, progress)
+                .await
+                .map_err(|e| (e.message, None))?;
+        }
+        Ok(image)
     }
 }
 

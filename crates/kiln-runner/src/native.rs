@@ -4,9 +4,8 @@
 //!
 //! What maps: context, file, tags, push, load (built images are always in the runner's image
 //! store), build-args, target, labels, no-cache, pull, platforms (one), secrets; registry, username,
-//! password. What does not: `cache-from`/`cache-to` (the runner's cache is shared by its jobs
-//! already; said in the log), `outputs` other than image/registry/docker, several platforms (a clear
-//! error). Credentials from login-action go to the job's `DOCKER_CONFIG`, as `docker login` does.
+//! password, `cache-from`/`cache-to` (registry, local and inline caches; other types are a warning).
+//! What does not: `outputs` other than image/registry/docker, several platforms (a clear error). Credentials from login-action go to the job's `DOCKER_CONFIG`, as `docker login` does.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -207,29 +206,54 @@ fn write_private(path: &Path, data: &[u8]) -> Result<(), String> {
     std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// The `X-Registry-Auth` header for pushing `image`, from the job's Docker config.
-fn registry_auth(env: &BTreeMap<String, String>, image: &str) -> String {
-    let registry = registry_of(image);
+/// The logins of the job's Docker config: registry → (user, password).
+fn logins(env: &BTreeMap<String, String>) -> BTreeMap<String, (String, String)> {
     let config: Value = std::fs::read(docker_config_dir(env).join("config.json"))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_else(|| json!({}));
-    let creds = config
-        .get("auths")
-        .and_then(|a| a.get(&registry))
-        .and_then(|e| e.get("auth"))
-        .and_then(Value::as_str)
-        .and_then(|a| base64::engine::general_purpose::STANDARD.decode(a).ok())
-        .and_then(|d| String::from_utf8(d).ok())
-        .and_then(|s| {
-            s.split_once(':')
-                .map(|(u, p)| (u.to_string(), p.to_string()))
-        });
-    let body = match creds {
+    let Some(auths) = config.get("auths").and_then(Value::as_object) else {
+        return BTreeMap::new();
+    };
+    auths
+        .iter()
+        .filter_map(|(registry, entry)| {
+            let decoded = entry
+                .get("auth")
+                .and_then(Value::as_str)
+                .and_then(|a| base64::engine::general_purpose::STANDARD.decode(a).ok())
+                .and_then(|d| String::from_utf8(d).ok())?;
+            let (u, p) = decoded.split_once(':')?;
+            Some((registry.clone(), (u.to_string(), p.to_string())))
+        })
+        .collect()
+}
+
+/// The `X-Registry-Auth` header for pushing `image`, from the job's Docker config.
+fn registry_auth(env: &BTreeMap<String, String>, image: &str) -> String {
+    let registry = registry_of(image);
+    let body = match logins(env).remove(&registry) {
         Some((u, p)) => json!({ "username": u, "password": p, "serveraddress": registry }),
         None => json!({}),
     };
     base64::engine::general_purpose::URL_SAFE.encode(body.to_string())
+}
+
+/// The `X-Registry-Config` header of a build: every login of the job, as the docker CLI sends
+/// it, for private base images and cache imports and exports.
+fn registry_config(env: &BTreeMap<String, String>) -> Option<String> {
+    let logins = logins(env);
+    if logins.is_empty() {
+        return None;
+    }
+    let map: serde_json::Map<String, Value> = logins
+        .into_iter()
+        .map(|(r, (u, p))| {
+            let entry = json!({ "username": u, "password": p, "serveraddress": r });
+            (r, entry)
+        })
+        .collect();
+    Some(base64::engine::general_purpose::URL_SAFE.encode(Value::Object(map).to_string()))
 }
 
 async fn build_push(step: &NativeStep) -> Result<NativeOutcome, String> {
@@ -279,11 +303,6 @@ async fn build_push(step: &NativeStep) -> Result<NativeOutcome, String> {
             .unwrap_or(&output);
         if !matches!(kind, "image" | "registry" | "docker") {
             return Err(format!("outputs `{output}`: kiln's native build-push-action writes images only (type=image, registry or docker)"));
-        }
-    }
-    for key in ["cache-from", "cache-to"] {
-        if step.inputs.get(key).is_some_and(|v| !v.trim().is_empty()) {
-            say(step, format!("Note: {key} is ignored: kiln keeps one build cache for all jobs of this runner."));
         }
     }
     if push && tags.is_empty() {
@@ -358,10 +377,22 @@ async fn build_push(step: &NativeStep) -> Result<NativeOutcome, String> {
     if flag(step, "pull") {
         query.push(("pull".into(), "1".into()));
     }
+    // Exported caches let other runners (a scaled set with ephemeral state) reuse the work.
+    let cache_from = lines(step, "cache-from");
+    if !cache_from.is_empty() {
+        query.push(("cachefrom".into(), json!(cache_from).to_string()));
+    }
+    let cache_to = lines(step, "cache-to");
+    if !cache_to.is_empty() {
+        query.push(("kilncacheto".into(), json!(cache_to).to_string()));
+    }
     if let Some(p) = platforms.first() {
         query.push(("platform".into(), p.clone()));
     }
     let mut headers = vec![("Content-Type".to_string(), "application/x-tar".to_string())];
+    if let Some(config) = registry_config(&step.env) {
+        headers.push(("X-Registry-Config".into(), config));
+    }
     if !secrets.is_empty() {
         headers.push((
             "X-Kiln-Build-Secrets".into(),

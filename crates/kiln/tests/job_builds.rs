@@ -255,6 +255,8 @@ jobs:
             GREETING=hello from build-push-action
           secrets: |
             "token=s3cret"
+          cache-from: type=registry,ref={registry}/native:buildcache
+          cache-to: type=registry,ref={registry}/native:buildcache,mode=max
       - run: echo "digest=${{{{ steps.push.outputs.digest }}}} id=${{{{ steps.push.outputs.imageid }}}} builder=${{{{ steps.buildx.outputs.name }}}}"
 "#,
         base = env.base,
@@ -278,6 +280,14 @@ jobs:
         "{rows}"
     );
     assert!(!rows.contains(PASSWORD), "password leaked:\n{rows}");
+    // The cache went to the private registry with the job's login; the first time there was
+    // none to import, which is a warning, not a failure.
+    let cache = format!("{}/native:buildcache", private.host());
+    assert!(
+        rows.contains(&format!("exporting cache to {cache}")),
+        "{rows}"
+    );
+    assert!(rows.contains(&format!("cache {cache} not used")), "{rows}");
 
     // Wrong credentials: a clear error in the step log, and the job fails.
     let bad = workflow.replace("${{ secrets.REGISTRY_PASSWORD }}", "wrong-password");
