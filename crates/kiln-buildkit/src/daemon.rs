@@ -2,6 +2,8 @@
 //! `LLBBridge/Solve`: pick the frontend, solve, export.
 
 use crate::builds::{Build, Builds, GatewayResult, Returned};
+use crate::session::content::SessionContentStore;
+use crate::session::OpenSession;
 use crate::session::{ClientSession, SessionManager};
 use bollard_buildkit_proto::moby::buildkit::v1 as api;
 use bollard_buildkit_proto::moby::buildkit::v1::types::{BuildkitVersion, WorkerRecord};
@@ -182,7 +184,13 @@ impl Daemon {
         let cache_imports = build
             .cache_imports
             .get_or_init(|| async {
-                let plan = build.cache_plan.lock().expect("cache plan").clone();
+                let mut plan = build.cache_plan.lock().expect("cache plan").clone();
+                let session_id = build.session.lock().expect("session").clone();
+                let open = match session_id.filter(|id| !id.is_empty()) {
+                    Some(id) => self.sessions.get(&id, Duration::ZERO).await,
+                    None => None,
+                };
+                client_side_caches(&mut plan, open.as_ref());
                 for w in &plan.warnings {
                     progress.warn(None, w.clone());
                 }
@@ -344,7 +352,8 @@ impl Daemon {
         let mut response = HashMap::new();
         if let Some(result) = result {
             let open = self.sessions.get(&req.session, Duration::ZERO).await;
-            let plan = build.cache_plan.lock().expect("cache plan").clone();
+            let mut plan = build.cache_plan.lock().expect("cache plan").clone();
+            client_side_caches(&mut plan, open.as_ref());
             response = crate::export::run(
                 self,
                 open.as_ref(),
@@ -355,10 +364,19 @@ impl Daemon {
             )
             .await?;
             for export in &plan.exports {
-                self.engine
+                let descriptor = self
+                    .engine
                     .export_cache(&result.solved, export, progress)
                     .await
                     .map_err(solve_status)?;
+                // The client records a local cache's manifest in its index.json.
+                if matches!(
+                    export.target,
+                    kiln_engine::remote_cache::CacheTarget::Store { .. }
+                ) && !descriptor.is_null()
+                {
+                    response.insert("cache.manifest".into(), descriptor.to_string());
+                }
             }
         } else if !exporters.is_empty() {
             tracing::debug!("build {} returned no result; nothing to export", build.id);
@@ -369,10 +387,10 @@ impl Daemon {
     }
 }
 
-/// The cache options of a Solve. Local caches are refused here: BuildKit clients keep them on
-/// the client's side, reached through a session content store that kiln does not serve.
+/// The cache options of a Solve (local caches are pointed at the client's side once its session
+/// is known: see [`client_side_caches`]).
 fn cache_plan(req: &api::SolveRequest) -> Result<kiln_engine::remote_cache::CachePlan, Status> {
-    use kiln_engine::remote_cache::{CachePlan, CacheSource, CacheTarget};
+    use kiln_engine::remote_cache::CachePlan;
     let Some(cache) = &req.cache else {
         return Ok(CachePlan::default());
     };
@@ -387,34 +405,75 @@ fn cache_plan(req: &api::SolveRequest) -> Result<kiln_engine::remote_cache::Cach
             HashMap::from([("ref".into(), r.clone())]),
         ));
     }
-    let mut plan = CachePlan::from_entries(
+    let plan = CachePlan::from_entries(
         imports.iter().map(|(k, a)| (k.as_str(), a)),
         cache.exports.iter().map(|e| (e.r#type.as_str(), &e.attrs)),
     )
     .map_err(Status::invalid_argument)?;
-    let local = "cache type \"local\" over the BuildKit API is not supported by kiln yet (the \
-                 directory lives on the client); use type=registry or type=inline";
-    if plan
-        .imports
-        .iter()
-        .any(|s| matches!(s, CacheSource::Local { .. }))
-    {
-        plan.imports
-            .retain(|s| !matches!(s, CacheSource::Local { .. }));
-        plan.warnings.push(format!("{local}; importing without it"));
-    }
-    if plan
-        .exports
-        .iter()
-        .any(|e| matches!(e.target, CacheTarget::Local { .. }))
-    {
-        plan.exports
-            .retain(|e| !matches!(e.target, CacheTarget::Local { .. }));
-        plan.warnings
-            .push(format!("{local}; the cache is not exported"));
-    }
     Ok(plan)
 }
+
+/// Local caches of a BuildKit client live in its own content stores (`local:DIR`), served on its
+/// session: point the plan's local entries there.
+fn client_side_caches(
+    plan: &mut kiln_engine::remote_cache::CachePlan,
+    session: Option<&OpenSession>,
+) {
+    use kiln_engine::remote_cache::{CacheSource, CacheTarget};
+    let store = |dir: &std::path::Path, method: &str| {
+        session.filter(|s| s.supports(method)).map(|s| {
+            SessionContentStore::new(s.channel.clone(), format!("local:{}", dir.display()))
+        })
+    };
+    let mut warnings = Vec::new();
+    for source in plan.imports.iter_mut() {
+        let CacheSource::Local { dir, digest, .. } = source else {
+            continue;
+        };
+        match (store(dir, CONTENT_READ), digest.clone()) {
+            (Some(s), Some(manifest)) => {
+                *source = CacheSource::Store {
+                    name: dir.display().to_string(),
+                    store: Arc::new(s),
+                    manifest,
+                }
+            }
+            (None, _) => warnings.push(format!(
+                "cache {}: the client does not serve its content store; importing without it",
+                dir.display()
+            )),
+            (_, None) => warnings.push(format!(
+                "cache {}: the client sent no manifest digest; importing without it",
+                dir.display()
+            )),
+        }
+    }
+    plan.imports
+        .retain(|s| !matches!(s, CacheSource::Local { .. }));
+    for export in plan.exports.iter_mut() {
+        let CacheTarget::Local { dir, .. } = &export.target else {
+            continue;
+        };
+        match store(dir, CONTENT_WRITE) {
+            Some(s) => {
+                export.target = CacheTarget::Store {
+                    name: dir.display().to_string(),
+                    store: Arc::new(s),
+                }
+            }
+            None => warnings.push(format!(
+                "cache {}: the client does not serve its content store; the cache is not exported",
+                dir.display()
+            )),
+        }
+    }
+    plan.exports
+        .retain(|e| !matches!(e.target, CacheTarget::Local { .. }));
+    plan.warnings.extend(warnings);
+}
+
+const CONTENT_READ: &str = "/containerd.services.content.v1.Content/Read";
+const CONTENT_WRITE: &str = "/containerd.services.content.v1.Content/Write";
 
 pub fn version() -> BuildkitVersion {
     BuildkitVersion {

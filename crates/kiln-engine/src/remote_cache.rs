@@ -43,6 +43,18 @@ const REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// Largest cache config accepted into memory.
 const MAX_CONFIG: usize = 64 * 1024 * 1024;
 
+/// A content store somewhere else, such as a BuildKit client's, reached through its session
+/// (`buildctl --export-cache type=local,dest=DIR` keeps DIR on the client's machine).
+#[async_trait::async_trait]
+pub trait BlobStore: Send + Sync + std::fmt::Debug {
+    /// A whole (small) blob, verified.
+    async fn read(&self, digest: &Digest, limit: usize) -> Result<Vec<u8>, String>;
+    /// Copy a blob into `content`, verified.
+    async fn fetch(&self, digest: &Digest, content: &kiln_oci::ContentStore) -> Result<(), String>;
+    /// Store a blob of `content` (a blob the store has already is left alone).
+    async fn write(&self, digest: &Digest, content: &kiln_oci::ContentStore) -> Result<(), String>;
+}
+
 /// Which records an export writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheMode {
@@ -59,6 +71,11 @@ pub enum CacheTarget {
     Registry(Reference),
     /// An OCI layout directory on this host, the manifest tagged in its `index.json`.
     Local { dir: PathBuf, tag: String },
+    /// Blobs and manifest written to a [`BlobStore`]; its owner records the manifest.
+    Store {
+        name: String,
+        store: Arc<dyn BlobStore>,
+    },
 }
 
 /// One `--export-cache`.
@@ -91,6 +108,12 @@ pub enum CacheSource {
         tag: String,
         digest: Option<Digest>,
     },
+    /// The manifest `manifest` in a [`BlobStore`].
+    Store {
+        name: String,
+        store: Arc<dyn BlobStore>,
+        manifest: Digest,
+    },
 }
 
 impl std::fmt::Display for CacheSource {
@@ -98,6 +121,7 @@ impl std::fmt::Display for CacheSource {
         match self {
             CacheSource::Registry(r) => write!(f, "{r}"),
             CacheSource::Local { dir, tag, .. } => write!(f, "{}:{tag}", dir.display()),
+            CacheSource::Store { name, .. } => f.write_str(name),
         }
     }
 }
@@ -107,6 +131,7 @@ impl std::fmt::Display for CacheTarget {
         match self {
             CacheTarget::Registry(r) => write!(f, "{r}"),
             CacheTarget::Local { dir, tag } => write!(f, "{}:{tag}", dir.display()),
+            CacheTarget::Store { name, .. } => f.write_str(name),
         }
     }
 }
@@ -560,6 +585,32 @@ impl Engine {
                     .map_err(|e| SolveError::msg(e.to_string()))?;
                 progress.status(vertex, "writing cache manifest", 0, None, true);
             }
+            CacheTarget::Store { store, .. } => {
+                for (i, b) in layer_blobs.iter().enumerate() {
+                    let d: Digest = b
+                        .digest
+                        .parse()
+                        .map_err(|e| SolveError::msg(format!("layer blob {}: {e}", b.digest)))?;
+                    progress.status(vertex, "writing layers", i as u64, Some(total), false);
+                    store
+                        .write(&d, &inner.content)
+                        .await
+                        .map_err(|e| SolveError::msg(format!("layer {d}: {e}")))?;
+                }
+                progress.status(vertex, "writing layers", total, Some(total), true);
+                store
+                    .write(&config_digest, &inner.content)
+                    .await
+                    .map_err(|e| SolveError::msg(format!("cache config: {e}")))?;
+                let manifest_digest = inner
+                    .content
+                    .write_bytes(&manifest_bytes)
+                    .map_err(|e| SolveError::msg(format!("writing cache manifest: {e}")))?;
+                store
+                    .write(&manifest_digest, &inner.content)
+                    .await
+                    .map_err(|e| SolveError::msg(format!("cache manifest: {e}")))?;
+            }
             CacheTarget::Local { dir, tag } => {
                 let mut digests: Vec<Digest> = Vec::new();
                 for b in &layer_blobs {
@@ -678,6 +729,7 @@ fn write_layout(
 enum BlobOrigin {
     Registry(Reference),
     Local(PathBuf),
+    Store(Arc<dyn BlobStore>),
 }
 
 /// A layer blob an imported cache names.
@@ -755,6 +807,13 @@ impl ImportedCache {
                 };
                 Self::from_manifest(source.to_string(), origin, &manifest_bytes, registry).await
             }
+            CacheSource::Store {
+                store, manifest, ..
+            } => {
+                let bytes = store.read(manifest, MAX_CONFIG).await?;
+                let origin = BlobOrigin::Store(store.clone());
+                Self::from_manifest(source.to_string(), origin, &bytes, registry).await
+            }
             CacheSource::Local { dir, tag, digest } => {
                 let index_path = dir.join("index.json");
                 let index: Value = serde_json::from_slice(
@@ -797,6 +856,7 @@ impl ImportedCache {
                 .await
                 .map_err(|e| e.to_string()),
             BlobOrigin::Local(dir) => read_local_blob(dir, digest, MAX_CONFIG),
+            BlobOrigin::Store(store) => store.read(digest, MAX_CONFIG).await,
         }
     }
 
@@ -1030,7 +1090,7 @@ impl SolveCtx {
         fetched.map_err(|e| SolveError::msg(format!("layer {}: {e}", layer.digest)))?;
         let source = match &cache.origin {
             BlobOrigin::Registry(r) => Some(r.repository_ref()),
-            BlobOrigin::Local(_) => None,
+            BlobOrigin::Local(_) | BlobOrigin::Store(_) => None,
         };
         crate::source::image::unpack_blob(
             self,
@@ -1068,6 +1128,12 @@ impl SolveCtx {
                 .fetch_blob(r, digest, content)
                 .await
                 .map_err(|e| e.to_string()),
+            BlobOrigin::Store(store) => {
+                if content.has(digest) {
+                    return Ok(());
+                }
+                store.fetch(digest, content).await
+            }
             BlobOrigin::Local(dir) => {
                 if content.has(digest) {
                     return Ok(());

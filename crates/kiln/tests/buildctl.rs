@@ -743,3 +743,100 @@ fn buildctl_exports_a_registry_cache_that_a_fresh_kiln_imports() {
         );
     }
 }
+
+/// `--export-cache type=local,dest=DIR`: the directory is on the client's side, written through
+/// the content store the client serves on its session; a fresh daemon imports it back.
+#[test]
+fn buildctl_local_cache_lives_on_the_client() {
+    let test = "buildctl_local_cache_lives_on_the_client";
+    let bins = common::buildctls();
+    if bins.is_empty() {
+        println!("SKIP {test}: no buildctl (set KILN_TEST_BUILDCTL or put buildctl on PATH)");
+        return;
+    }
+    let Some(env) = common::setup(test) else {
+        return;
+    };
+    let ctx = env.context(
+        "ctx",
+        &[
+            (
+                "Dockerfile",
+                "FROM $BASE\nCOPY in.txt /in.txt\nRUN cat /in.txt > /out.txt\n",
+            ),
+            ("in.txt", "local cache\n"),
+        ],
+    );
+    let ctx_s = ctx.to_str().unwrap();
+    for (i, bin) in bins.iter().enumerate() {
+        let cache_dir = env.work.path().join(format!("client-cache-{i}"));
+        let out = env.work.path().join(format!("out-{i}"));
+        let build = |daemon: &Daemon, cache_flag: &str, cache_value: &str| {
+            let output = format!("type=local,dest={}", out.display());
+            buildctl(
+                bin,
+                daemon,
+                &[
+                    "build",
+                    "--progress",
+                    "plain",
+                    "--frontend",
+                    "dockerfile.v0",
+                    "--local",
+                    &format!("context={ctx_s}"),
+                    "--local",
+                    &format!("dockerfile={ctx_s}"),
+                    "--output",
+                    &output,
+                    cache_flag,
+                    cache_value,
+                ],
+                None,
+            )
+        };
+        let dir_a = env.work.path().join(format!("la{i}"));
+        std::fs::create_dir_all(&dir_a).unwrap();
+        let first = {
+            let daemon = Daemon::start(&dir_a.join("root"), &dir_a);
+            build(
+                &daemon,
+                "--export-cache",
+                &format!("type=local,dest={},mode=max", cache_dir.display()),
+            )
+        };
+        ok(&first, &format!("{} local export-cache", bin.display()));
+        // The client wrote the layout: index.json names the manifest, blobs are there.
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(cache_dir.join("index.json")).unwrap()).unwrap();
+        let digest = index["manifests"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(cache_dir.join("blobs/sha256").join(&digest[7..]).is_file());
+
+        let dir_b = env.work.path().join(format!("lb{i}"));
+        std::fs::create_dir_all(&dir_b).unwrap();
+        let daemon = Daemon::start(&dir_b.join("root"), &dir_b);
+        let second = build(
+            &daemon,
+            "--import-cache",
+            &format!("type=local,src={}", cache_dir.display()),
+        );
+        ok(&second, &format!("{} local import-cache", bin.display()));
+        let err = String::from_utf8_lossy(&second.stderr).to_string();
+        let line = err
+            .lines()
+            .find(|l| l.contains("RUN cat /in.txt"))
+            .unwrap_or_else(|| panic!("no RUN in:\n{err}"));
+        let n = line.split(' ').next().unwrap();
+        assert!(
+            err.lines().any(|l| l == format!("{n} CACHED")),
+            "RUN not cached with {}:\n{err}",
+            bin.display()
+        );
+        assert_eq!(
+            std::fs::read_to_string(out.join("out.txt")).unwrap(),
+            "local cache\n"
+        );
+    }
+}

@@ -3,6 +3,7 @@
 //! (FileSend), registry credentials (Auth) and secrets. [`SessionManager`] keeps the open
 //! sessions by id; [`ClientSession`] adapts one to the engine's `Session` trait.
 
+pub mod content;
 pub mod filesend;
 pub mod filesync;
 pub mod tunnel;
