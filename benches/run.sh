@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Side-by-side build benchmark: kiln vs a real BuildKit (buildkitd + buildctl), on loopback only.
-# See benches/README.md. Usage:
+# Side-by-side build benchmark: kiln vs a real BuildKit (buildkitd + buildctl), on loopback only;
+# kiln both as `kiln build` and as `kiln buildkitd` driven by the same buildctl. See
+# benches/README.md. Usage:
 #
 #   sudo benches/run.sh [--json FILE] [--kiln PATH] [--buildkit DIR] [--no-buildkit]
-#                       [--cases cprog,runs30,...] [--repeat N] [--timeout SECONDS] [--keep]
+#                       [--no-endpoint] [--cases cprog,runs30,...] [--repeat N]
+#                       [--timeout SECONDS] [--keep]
 #
 # Exits non-zero only when kiln (or the set-up) fails; slow results are reported as MISS.
 set -uo pipefail
@@ -13,6 +15,7 @@ REPO=$(dirname "$HERE")
 KILN=${KILN:-$REPO/target/release/kiln}
 BUILDKIT_DIR=${BUILDKIT_DIR:-/opt/buildkit-current}
 USE_BUILDKIT=1
+USE_ENDPOINT=1
 JSON_OUT=""
 CASES=$(python3 "$HERE/cases.py" list | tr '\n' ' ')
 SCENARIOS="cold warm edit"
@@ -21,7 +24,7 @@ CACHE_DIR=${BENCH_CACHE:-/var/cache/kiln-bench}
 KEEP=0
 REPEAT=1
 
-usage() { sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -29,6 +32,7 @@ while [ $# -gt 0 ]; do
         --kiln) KILN=$2; shift 2 ;;
         --buildkit) BUILDKIT_DIR=$2; shift 2 ;;
         --no-buildkit) USE_BUILDKIT=0; shift ;;
+        --no-endpoint) USE_ENDPOINT=0; shift ;;
         --cases) CASES=${2//,/ }; shift 2 ;;
         --timeout) TIMEOUT=$2; shift 2 ;;
         --repeat) REPEAT=$2; shift 2 ;;
@@ -79,6 +83,7 @@ RESULTS=$WORK/results.tsv
 : > "$RESULTS"
 REG_PID=""
 BK_PID=""
+KE_PID=""
 KILN_FAILED=0
 
 unmount_under() { # lazily unmount anything left mounted below $1, deepest first
@@ -96,6 +101,7 @@ stop_pid() { # stop_pid PID: TERM, then KILL after 10 s
 }
 cleanup() {
     stop_pid "$BK_PID"
+    stop_pid "$KE_PID"
     stop_pid "$REG_PID"
     unmount_under "$WORK"
     if [ "$KEEP" = 1 ]; then
@@ -238,24 +244,50 @@ bk_stop() { # records buildkitd's peak RSS (VmHWM) for the case, then stops it
     rm -rf "$WORK/bk-root"
 }
 
-bk_build() { # bk_build CASE SCENARIO CONTEXT
-    local case=$1 sc=$2 ctx=$3 t0 t1 rc status
-    local logf=$LOGS/buildkit-$case-$sc.log
+buildctl_build() { # buildctl_build BUILDER SOCKET CASE SCENARIO CONTEXT
+    local builder=$1 sock=$2 case=$3 sc=$4 ctx=$5 t0 t1 rc status
+    local logf=$LOGS/$builder-$case-$sc.log
     t0=$(now)
-    timeout "$TIMEOUT" "$BK_BIN/buildctl" --addr "unix://$WORK/bk.sock" build --progress plain \
+    timeout "$TIMEOUT" "$BK_BIN/buildctl" --addr "unix://$sock" build --progress plain \
         --frontend dockerfile.v0 --local "context=$ctx" --local "dockerfile=$ctx" \
-        --output "type=image,name=$REG/bench/buildkit-$case:latest,push=true,registry.insecure=true" \
+        --output "type=image,name=$REG/bench/$builder-$case:latest,push=true,registry.insecure=true" \
         > "$logf" 2>&1
     rc=$?
     t1=$(now)
     status=ok
     if [ "$rc" != 0 ]; then
         status=fail; [ "$rc" = 124 ] && status=timeout
-        log "buildkit $case/$sc FAILED (exit $rc), last lines of $logf:"
+        [ "$builder" = endpoint ] && KILN_FAILED=1
+        log "$builder $case/$sc FAILED (exit $rc), last lines of $logf:"
         tail -15 "$logf" | sed 's/^/    /' >&2
     fi
-    record buildkit "$case" "$sc" "$(elapsed "$t0" "$t1")" "" "$status"
-    log "buildkit $case/$sc #$REP: $(elapsed "$t0" "$t1") s, $status"
+    record "$builder" "$case" "$sc" "$(elapsed "$t0" "$t1")" "" "$status"
+    log "$builder $case/$sc #$REP: $(elapsed "$t0" "$t1") s, $status"
+}
+bk_build() { buildctl_build buildkit "$WORK/bk.sock" "$@"; }
+
+ke_start() { # `kiln buildkitd` with an empty state dir, on a unix socket
+    unmount_under "$WORK/ke-root"; rm -rf "$WORK/ke-root" "$WORK/ke.sock"
+    "$KILN" --root "$WORK/ke-root" --config "$KCONF" buildkitd --addr "unix://$WORK/ke.sock" \
+        > "$LOGS/kiln-buildkitd-$1.log" 2>&1 &
+    KE_PID=$!
+    local i
+    for i in $(seq 1 300); do
+        "$BK_BIN/buildctl" --addr "unix://$WORK/ke.sock" debug workers > /dev/null 2>&1 && return 0
+        kill -0 "$KE_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    log "kiln buildkitd did not start: $(tail -5 "$LOGS/kiln-buildkitd-$1.log")"
+    stop_pid "$KE_PID"; KE_PID=""
+    return 1
+}
+ke_stop() { # records the endpoint's peak RSS (VmHWM) for the case, then stops it
+    local hwm
+    hwm=$(awk '/VmHWM/ {print $2}' "/proc/$KE_PID/status" 2>/dev/null)
+    record kiln-buildkitd "$1" all "" "${hwm:-}" ok
+    stop_pid "$KE_PID"; KE_PID=""
+    unmount_under "$WORK/ke-root"
+    rm -rf "$WORK/ke-root"
 }
 
 fresh_context() { # fresh_context CASE BUILDER -> path of a pristine copy of the case's context
@@ -295,6 +327,22 @@ for c in $CASES; do
             bk_stop "$c"
         else
             for sc in $SCENARIOS; do record buildkit "$c" "$sc" "" "" fail; done
+        fi
+        rm -rf "$ctx"
+    fi
+
+    # The same buildctl against kiln's BuildKit endpoint.
+    if [ -n "$BK_BIN" ] && [ "$USE_ENDPOINT" = 1 ]; then
+        ctx=$(fresh_context "$c" endpoint)
+        if ke_start "$c"; then
+            for sc in $SCENARIOS; do
+                [ "$sc" = edit ] && python3 "$HERE/cases.py" edit "$c" "$ctx"
+                buildctl_build endpoint "$WORK/ke.sock" "$c" "$sc" "$ctx"
+            done
+            ke_stop "$c"
+        else
+            KILN_FAILED=1
+            for sc in $SCENARIOS; do record endpoint "$c" "$sc" "" "" fail; done
         fi
         rm -rf "$ctx"
     fi
