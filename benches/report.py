@@ -165,20 +165,14 @@ def main():
             peaks.append(f"{case}/{sc} {r['max_rss_kib'] / 1024:.0f}")
     if peaks:
         print("kiln peak RSS per build (MiB): " + ", ".join(peaks))
-    bkd = {}
-    for r in rows:
-        if r["builder"] == "buildkitd" and r["max_rss_kib"]:
-            bkd[r["case"]] = max(bkd.get(r["case"], 0), r["max_rss_kib"])
-    if bkd:
-        print("buildkitd peak RSS per case (VmHWM, MiB): " + ", ".join(
-            f"{c} {v / 1024:.0f}" for c, v in bkd.items()))
-    ked = {}
-    for r in rows:
-        if r["builder"] == "kiln-buildkitd" and r["max_rss_kib"]:
-            ked[r["case"]] = max(ked.get(r["case"], 0), r["max_rss_kib"])
-    if ked:
-        print("kiln buildkitd peak RSS per case (VmHWM, MiB): " + ", ".join(
-            f"{c} {v / 1024:.0f}" for c, v in ked.items()))
+    for daemon, label in (("buildkitd", "buildkitd"), ("kiln-buildkitd", "kiln buildkitd")):
+        peak = {}
+        for r in rows:
+            if r["builder"] == daemon and r["max_rss_kib"]:
+                peak[r["case"]] = max(peak.get(r["case"], 0), r["max_rss_kib"])
+        if peak:
+            print(f"{label} peak RSS per case (VmHWM, MiB): " + ", ".join(
+                f"{c} {v / 1024:.0f}" for c, v in peak.items()))
     print(f"\nkiln: {a.kiln_version.strip() or '?'}; buildkit: {a.buildkit_version.strip() or 'not run'}; "
           f"{a.nproc} CPUs; registry {a.registry}")
     if a.load:

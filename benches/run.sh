@@ -220,17 +220,21 @@ kiln_build() { # kiln_build CASE SCENARIO CONTEXT
     log "kiln     $case/$sc #$REP: $(elapsed "$t0" "$t1") s, max RSS ${rss:-?} KiB, $status"
 }
 
+wait_daemon() { # wait_daemon PID SOCKET: until buildctl gets an answer (30 s), or the daemon exits
+    local i
+    for i in $(seq 1 300); do
+        "$BK_BIN/buildctl" --addr "unix://$2" debug workers > /dev/null 2>&1 && return 0
+        kill -0 "$1" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
 bk_start() { # fresh buildkitd with an empty state dir
     rm -rf "$WORK/bk-root"
     "$BK_BIN/buildkitd" --root "$WORK/bk-root" --addr "unix://$WORK/bk.sock" \
         --oci-worker=true --containerd-worker=false --config "$BKCONF" > "$LOGS/buildkitd-$1.log" 2>&1 &
     BK_PID=$!
-    local i
-    for i in $(seq 1 300); do
-        "$BK_BIN/buildctl" --addr "unix://$WORK/bk.sock" debug workers > /dev/null 2>&1 && return 0
-        kill -0 "$BK_PID" 2>/dev/null || break
-        sleep 0.1
-    done
+    wait_daemon "$BK_PID" "$WORK/bk.sock" && return 0
     log "buildkitd did not start: $(tail -5 "$LOGS/buildkitd-$1.log")"
     stop_pid "$BK_PID"; BK_PID=""
     return 1
@@ -271,12 +275,7 @@ ke_start() { # `kiln buildkitd` with an empty state dir, on a unix socket
     "$KILN" --root "$WORK/ke-root" --config "$KCONF" buildkitd --addr "unix://$WORK/ke.sock" \
         > "$LOGS/kiln-buildkitd-$1.log" 2>&1 &
     KE_PID=$!
-    local i
-    for i in $(seq 1 300); do
-        "$BK_BIN/buildctl" --addr "unix://$WORK/ke.sock" debug workers > /dev/null 2>&1 && return 0
-        kill -0 "$KE_PID" 2>/dev/null || break
-        sleep 0.1
-    done
+    wait_daemon "$KE_PID" "$WORK/ke.sock" && return 0
     log "kiln buildkitd did not start: $(tail -5 "$LOGS/kiln-buildkitd-$1.log")"
     stop_pid "$KE_PID"; KE_PID=""
     return 1

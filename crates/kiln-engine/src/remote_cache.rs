@@ -483,13 +483,16 @@ impl Engine {
         let records = exportable(solved, export.mode);
         progress.status(vertex, "preparing build cache for export", 0, None, false);
         // One blob per layer, in the order layers first appear.
+        // Blob and build time per layer, looked up once however many chains share the layer.
         let mut blobs: HashMap<LayerId, BlobRecord> = HashMap::new();
+        let mut built: HashMap<LayerId, Option<i64>> = HashMap::new();
         let mut order: Vec<LayerId> = Vec::new();
         for rec in &records {
             for chain in &rec.outputs {
                 for id in chain.layers() {
                     if !blobs.contains_key(id) {
                         let blob = self.layer_blob(id, export.compression).await?;
+                        built.insert(id.clone(), built_at(self, id, &blob));
                         blobs.insert(id.clone(), blob);
                         order.push(id.clone());
                     }
@@ -507,7 +510,7 @@ impl Engine {
                     let digests: Vec<(String, Option<i64>)> = c
                         .layers()
                         .iter()
-                        .map(|l| (blobs[l].digest.clone(), built_at(self, l, &blobs[l])))
+                        .map(|l| (blobs[l].digest.clone(), built[l]))
                         .collect();
                     table.chain(&digests)
                 })
@@ -586,52 +589,72 @@ impl Engine {
                 progress.status(vertex, "writing cache manifest", 0, None, true);
             }
             CacheTarget::Store { store, .. } => {
-                for (i, b) in layer_blobs.iter().enumerate() {
-                    let d: Digest = b
-                        .digest
-                        .parse()
-                        .map_err(|e| SolveError::msg(format!("layer blob {}: {e}", b.digest)))?;
-                    progress.status(vertex, "writing layers", i as u64, Some(total), false);
-                    store
-                        .write(&d, &inner.content)
-                        .await
-                        .map_err(|e| SolveError::msg(format!("layer {d}: {e}")))?;
-                }
-                progress.status(vertex, "writing layers", total, Some(total), true);
-                store
-                    .write(&config_digest, &inner.content)
-                    .await
-                    .map_err(|e| SolveError::msg(format!("cache config: {e}")))?;
-                let manifest_digest = inner
-                    .content
-                    .write_bytes(&manifest_bytes)
-                    .map_err(|e| SolveError::msg(format!("writing cache manifest: {e}")))?;
-                store
-                    .write(&manifest_digest, &inner.content)
-                    .await
-                    .map_err(|e| SolveError::msg(format!("cache manifest: {e}")))?;
+                self.write_to_store(
+                    store.as_ref(),
+                    &layer_blobs,
+                    &config_digest,
+                    &manifest_bytes,
+                    progress,
+                    vertex,
+                )
+                .await?;
             }
             CacheTarget::Local { dir, tag } => {
-                let mut digests: Vec<Digest> = Vec::new();
-                for b in &layer_blobs {
-                    digests.push(
-                        b.digest.parse().map_err(|e| {
-                            SolveError::msg(format!("layer blob {}: {e}", b.digest))
-                        })?,
-                    );
-                }
-                digests.push(config_digest.clone());
-                let (dir, tag, content) = (dir.clone(), tag.clone(), inner.content.clone());
-                let desc = descriptor.clone();
-                tokio::task::spawn_blocking(move || {
-                    write_layout(&dir, &tag, &content, &digests, &manifest_bytes, desc)
-                })
-                .await
-                .map_err(|e| SolveError::msg(e.to_string()))?
-                .map_err(|e| SolveError::msg(format!("cache directory: {e}")))?;
+                let layout = LayoutDir(dir.clone());
+                self.write_to_store(
+                    &layout,
+                    &layer_blobs,
+                    &config_digest,
+                    &manifest_bytes,
+                    progress,
+                    vertex,
+                )
+                .await?;
+                let (layout, tag, desc) = (layout, tag.clone(), descriptor.clone());
+                tokio::task::spawn_blocking(move || layout.tag(&tag, desc))
+                    .await
+                    .map_err(|e| SolveError::msg(e.to_string()))?
+                    .map_err(|e| SolveError::msg(format!("cache directory: {e}")))?;
             }
         }
         Ok(descriptor)
+    }
+
+    /// Write a cache's layer blobs, config and manifest to a store.
+    async fn write_to_store(
+        &self,
+        store: &dyn BlobStore,
+        layers: &[&BlobRecord],
+        config: &Digest,
+        manifest: &[u8],
+        progress: &ProgressSender,
+        vertex: &str,
+    ) -> Result<(), SolveError> {
+        let content = &self.inner().content;
+        let total = layers.len() as u64;
+        for (i, b) in layers.iter().enumerate() {
+            let d: Digest = b
+                .digest
+                .parse()
+                .map_err(|e| SolveError::msg(format!("layer blob {}: {e}", b.digest)))?;
+            progress.status(vertex, "writing layers", i as u64, Some(total), false);
+            store
+                .write(&d, content)
+                .await
+                .map_err(|e| SolveError::msg(format!("layer {d}: {e}")))?;
+        }
+        progress.status(vertex, "writing layers", total, Some(total), true);
+        store
+            .write(config, content)
+            .await
+            .map_err(|e| SolveError::msg(format!("cache config: {e}")))?;
+        let manifest_digest = content
+            .write_bytes(manifest)
+            .map_err(|e| SolveError::msg(format!("writing cache manifest: {e}")))?;
+        store
+            .write(&manifest_digest, content)
+            .await
+            .map_err(|e| SolveError::msg(format!("cache manifest: {e}")))
     }
 
     /// Load the caches to import. One that cannot be read is a warning, not an error: the
@@ -671,64 +694,108 @@ pub(crate) fn built_at(engine: &Engine, id: &LayerId, blob: &BlobRecord) -> Opti
         .map(|m| m.mtime())
 }
 
-/// Write blobs, the manifest and `index.json` of an OCI layout (the index entry tagged `tag`
-/// is replaced; other tags stay).
-fn write_layout(
-    dir: &Path,
-    tag: &str,
-    content: &kiln_oci::ContentStore,
-    blobs: &[Digest],
-    manifest: &[u8],
-    descriptor: Value,
-) -> std::io::Result<()> {
-    let blob_dir = dir.join("blobs").join("sha256");
-    std::fs::create_dir_all(&blob_dir)?;
-    let write_atomic = |path: &Path, bytes: &[u8]| -> std::io::Result<()> {
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, bytes)?;
-        std::fs::rename(&tmp, path)
-    };
-    for d in blobs {
-        let path = blob_dir.join(d.hex());
-        if !path.exists() {
+/// An OCI image layout directory on this host, as a [`BlobStore`].
+#[derive(Debug, Clone)]
+struct LayoutDir(PathBuf);
+
+impl LayoutDir {
+    fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.0
+            .join("blobs")
+            .join(digest.algorithm())
+            .join(digest.hex())
+    }
+
+    /// Point `tag` in `index.json` at `descriptor` (other tags stay).
+    fn tag(&self, tag: &str, descriptor: Value) -> std::io::Result<()> {
+        let write_atomic = |path: &Path, bytes: &[u8]| -> std::io::Result<()> {
             let tmp = path.with_extension("tmp");
-            std::fs::copy(content.path(d), &tmp)?;
-            std::fs::rename(&tmp, &path)?;
+            std::fs::write(&tmp, bytes)?;
+            std::fs::rename(&tmp, path)
+        };
+        let layout = self.0.join("oci-layout");
+        if !layout.exists() {
+            write_atomic(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
         }
+        let index_path = self.0.join("index.json");
+        let mut index: Value = match std::fs::read(&index_path) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map_err(|e| std::io::Error::other(format!("{}: {e}", index_path.display())))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                json!({"schemaVersion": 2, "mediaType": crate::exporter::OCI_INDEX, "manifests": []})
+            }
+            Err(e) => return Err(e),
+        };
+        let mut entry = descriptor;
+        entry["annotations"] = json!({ REF_NAME: tag });
+        let manifests = index["manifests"]
+            .as_array_mut()
+            .ok_or_else(|| std::io::Error::other("index.json has no manifests list"))?;
+        manifests.retain(|m| m["annotations"][REF_NAME].as_str() != Some(tag));
+        manifests.push(entry);
+        write_atomic(
+            &index_path,
+            &serde_json::to_vec(&index).map_err(std::io::Error::other)?,
+        )
     }
-    let manifest_digest = Digest::sha256(manifest);
-    write_atomic(&blob_dir.join(manifest_digest.hex()), manifest)?;
-    let layout = dir.join("oci-layout");
-    if !layout.exists() {
-        write_atomic(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-    }
-    let index_path = dir.join("index.json");
-    let mut index: Value = match std::fs::read(&index_path) {
-        Ok(b) => serde_json::from_slice(&b)
-            .map_err(|e| std::io::Error::other(format!("{}: {e}", index_path.display())))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            json!({"schemaVersion": 2, "mediaType": crate::exporter::OCI_INDEX, "manifests": []})
+}
+
+#[async_trait::async_trait]
+impl BlobStore for LayoutDir {
+    async fn read(&self, digest: &Digest, limit: usize) -> Result<Vec<u8>, String> {
+        let path = self.blob_path(digest);
+        let meta = std::fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        if meta.len() > limit as u64 {
+            return Err(format!("{}: larger than {limit} bytes", path.display()));
         }
-        Err(e) => return Err(e),
-    };
-    let mut entry = descriptor;
-    entry["annotations"] = json!({ REF_NAME: tag });
-    let manifests = index["manifests"]
-        .as_array_mut()
-        .ok_or_else(|| std::io::Error::other("index.json has no manifests list"))?;
-    manifests.retain(|m| m["annotations"][REF_NAME].as_str() != Some(tag));
-    manifests.push(entry);
-    write_atomic(
-        &index_path,
-        &serde_json::to_vec(&index).map_err(std::io::Error::other)?,
-    )
+        let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        if Digest::sha256(&bytes) != *digest {
+            return Err(format!(
+                "{}: content does not match its digest",
+                path.display()
+            ));
+        }
+        Ok(bytes)
+    }
+
+    async fn fetch(&self, digest: &Digest, content: &kiln_oci::ContentStore) -> Result<(), String> {
+        let path = self.blob_path(digest);
+        let (content, digest) = (content.clone(), digest.clone());
+        tokio::task::spawn_blocking(move || -> Result<(), String> {
+            let mut src =
+                std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let mut w = content.writer().map_err(|e| e.to_string())?;
+            std::io::copy(&mut src, &mut w).map_err(|e| format!("{}: {e}", path.display()))?;
+            w.commit(Some(&digest))
+                .map(|_| ())
+                .map_err(|e| format!("{}: {e}", path.display()))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
+    async fn write(&self, digest: &Digest, content: &kiln_oci::ContentStore) -> Result<(), String> {
+        let path = self.blob_path(digest);
+        if path.exists() {
+            return Ok(());
+        }
+        let src = content.path(digest);
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            std::fs::create_dir_all(path.parent().expect("blob paths have a parent"))?;
+            let tmp = path.with_extension("tmp");
+            std::fs::copy(&src, &tmp)?;
+            std::fs::rename(&tmp, &path)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("{}: {e}", self.blob_path(digest).display()))
+    }
 }
 
 /// Where an imported cache's blobs are fetched from.
 #[derive(Debug)]
 enum BlobOrigin {
     Registry(Reference),
-    Local(PathBuf),
     Store(Arc<dyn BlobStore>),
 }
 
@@ -838,8 +905,9 @@ impl ImportedCache {
                     .unwrap_or_default()
                     .parse()
                     .map_err(|e| format!("{}: {e}", index_path.display()))?;
-                let origin = BlobOrigin::Local(dir.clone());
-                let bytes = read_local_blob(dir, &d, MAX_CONFIG)?;
+                let layout = LayoutDir(dir.clone());
+                let bytes = layout.read(&d, MAX_CONFIG).await?;
+                let origin = BlobOrigin::Store(Arc::new(layout));
                 Self::from_manifest(source.to_string(), origin, &bytes, registry).await
             }
         }
@@ -855,7 +923,6 @@ impl ImportedCache {
                 .fetch_blob_bytes(r, digest, MAX_CONFIG)
                 .await
                 .map_err(|e| e.to_string()),
-            BlobOrigin::Local(dir) => read_local_blob(dir, digest, MAX_CONFIG),
             BlobOrigin::Store(store) => store.read(digest, MAX_CONFIG).await,
         }
     }
@@ -988,25 +1055,6 @@ impl ImportedCache {
     }
 }
 
-fn read_local_blob(dir: &Path, digest: &Digest, limit: usize) -> Result<Vec<u8>, String> {
-    let path = dir
-        .join("blobs")
-        .join(digest.algorithm())
-        .join(digest.hex());
-    let meta = std::fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    if meta.len() > limit as u64 {
-        return Err(format!("{}: larger than {limit} bytes", path.display()));
-    }
-    let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    if Digest::sha256(&bytes) != *digest {
-        return Err(format!(
-            "{}: content does not match its digest",
-            path.display()
-        ));
-    }
-    Ok(bytes)
-}
-
 impl SolveCtx {
     /// The result of `key` from an imported cache: its layers are fetched and unpacked, and the
     /// record is kept in the local cache. `None` when no import has the key (or its layers
@@ -1090,7 +1138,7 @@ impl SolveCtx {
         fetched.map_err(|e| SolveError::msg(format!("layer {}: {e}", layer.digest)))?;
         let source = match &cache.origin {
             BlobOrigin::Registry(r) => Some(r.repository_ref()),
-            BlobOrigin::Local(_) | BlobOrigin::Store(_) => None,
+            BlobOrigin::Store(_) => None,
         };
         crate::source::image::unpack_blob(
             self,
@@ -1133,29 +1181,6 @@ impl SolveCtx {
                     return Ok(());
                 }
                 store.fetch(digest, content).await
-            }
-            BlobOrigin::Local(dir) => {
-                if content.has(digest) {
-                    return Ok(());
-                }
-                let path = dir
-                    .join("blobs")
-                    .join(digest.algorithm())
-                    .join(digest.hex());
-                let content = content.clone();
-                let digest = digest.clone();
-                tokio::task::spawn_blocking(move || -> Result<(), String> {
-                    let mut src = std::fs::File::open(&path)
-                        .map_err(|e| format!("{}: {e}", path.display()))?;
-                    let mut w = content.writer().map_err(|e| e.to_string())?;
-                    std::io::copy(&mut src, &mut w)
-                        .map_err(|e| format!("{}: {e}", path.display()))?;
-                    w.commit(Some(&digest))
-                        .map_err(|e| format!("{}: {e}", path.display()))?;
-                    Ok(())
-                })
-                .await
-                .map_err(|e| e.to_string())?
             }
         }
     }
@@ -1234,7 +1259,7 @@ mod tests {
         )]
         .into_iter()
         .collect();
-        let origin = || BlobOrigin::Local(PathBuf::from("/nonexistent"));
+        let origin = || BlobOrigin::Store(Arc::new(LayoutDir(PathBuf::from("/nonexistent"))));
         let bad_parent = CacheConfig {
             layers: vec![CacheLayer {
                 blob: "sha256:aa".into(),

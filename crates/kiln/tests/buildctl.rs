@@ -129,6 +129,42 @@ fn build_into_dir(bin: &Path, daemon: &Daemon, ctx: &str, out: &Path) -> Output 
     buildctl(bin, daemon, &args, None)
 }
 
+/// `buildctl build` of the Dockerfile in `ctx` to `output`, with one cache flag and its value.
+fn build_with_cache(
+    bin: &Path,
+    daemon: &Daemon,
+    ctx: &str,
+    output: &str,
+    cache_flag: &str,
+    cache_value: &str,
+) -> Output {
+    let args = [
+        "build",
+        "--progress",
+        "plain",
+        "--frontend",
+        "dockerfile.v0",
+        "--local",
+        &format!("context={ctx}"),
+        "--local",
+        &format!("dockerfile={ctx}"),
+        "--output",
+        output,
+        cache_flag,
+        cache_value,
+    ];
+    buildctl(bin, daemon, &args, None)
+}
+
+/// Whether buildctl's plain progress shows the vertex named like `step` as CACHED.
+fn step_cached(stderr: &str, step: &str) -> bool {
+    let Some(line) = stderr.lines().find(|l| l.contains(step)) else {
+        return false;
+    };
+    let n = line.split(' ').next().unwrap_or_default();
+    stderr.lines().any(|l| l == format!("{n} CACHED"))
+}
+
 fn ok(out: &Output, what: &str) {
     assert!(
         out.status.success(),
@@ -675,28 +711,9 @@ fn buildctl_exports_a_registry_cache_that_a_fresh_kiln_imports() {
     for (i, bin) in bins.iter().enumerate() {
         let cache = env.image(&format!("cache:{i}"));
         let image = env.image(&format!("cached-app:{i}"));
+        let output = format!("type=image,name={image},push=true");
         let build = |daemon: &Daemon, cache_flag: &str, cache_value: &str| {
-            let output = format!("type=image,name={image},push=true");
-            buildctl(
-                bin,
-                daemon,
-                &[
-                    "build",
-                    "--progress",
-                    "plain",
-                    "--frontend",
-                    "dockerfile.v0",
-                    "--local",
-                    &format!("context={ctx_s}"),
-                    "--local",
-                    &format!("dockerfile={ctx_s}"),
-                    "--output",
-                    &output,
-                    cache_flag,
-                    cache_value,
-                ],
-                None,
-            )
+            build_with_cache(bin, daemon, ctx_s, &output, cache_flag, cache_value)
         };
         let dir_a = env.work.path().join(format!("a{i}"));
         std::fs::create_dir_all(&dir_a).unwrap();
@@ -725,13 +742,8 @@ fn buildctl_exports_a_registry_cache_that_a_fresh_kiln_imports() {
         ok(&second, &format!("{} import-cache", bin.display()));
         let err = String::from_utf8_lossy(&second.stderr).to_string();
         for step in ["RUN cat /in.txt", "COPY --from=build", "RUN cp /out.txt"] {
-            let line = err
-                .lines()
-                .find(|l| l.contains(step))
-                .unwrap_or_else(|| panic!("no {step} in:\n{err}"));
-            let n = line.split(' ').next().unwrap();
             assert!(
-                err.lines().any(|l| l == format!("{n} CACHED")),
+                step_cached(&err, step),
                 "{step} not cached with {}:\n{err}",
                 bin.display()
             );
@@ -771,28 +783,9 @@ fn buildctl_local_cache_lives_on_the_client() {
     for (i, bin) in bins.iter().enumerate() {
         let cache_dir = env.work.path().join(format!("client-cache-{i}"));
         let out = env.work.path().join(format!("out-{i}"));
+        let output = format!("type=local,dest={}", out.display());
         let build = |daemon: &Daemon, cache_flag: &str, cache_value: &str| {
-            let output = format!("type=local,dest={}", out.display());
-            buildctl(
-                bin,
-                daemon,
-                &[
-                    "build",
-                    "--progress",
-                    "plain",
-                    "--frontend",
-                    "dockerfile.v0",
-                    "--local",
-                    &format!("context={ctx_s}"),
-                    "--local",
-                    &format!("dockerfile={ctx_s}"),
-                    "--output",
-                    &output,
-                    cache_flag,
-                    cache_value,
-                ],
-                None,
-            )
+            build_with_cache(bin, daemon, ctx_s, &output, cache_flag, cache_value)
         };
         let dir_a = env.work.path().join(format!("la{i}"));
         std::fs::create_dir_all(&dir_a).unwrap();
@@ -824,13 +817,8 @@ fn buildctl_local_cache_lives_on_the_client() {
         );
         ok(&second, &format!("{} local import-cache", bin.display()));
         let err = String::from_utf8_lossy(&second.stderr).to_string();
-        let line = err
-            .lines()
-            .find(|l| l.contains("RUN cat /in.txt"))
-            .unwrap_or_else(|| panic!("no RUN in:\n{err}"));
-        let n = line.split(' ').next().unwrap();
         assert!(
-            err.lines().any(|l| l == format!("{n} CACHED")),
+            step_cached(&err, "RUN cat /in.txt"),
             "RUN not cached with {}:\n{err}",
             bin.display()
         );
