@@ -561,7 +561,7 @@ impl Engine {
             "size": manifest_bytes.len(),
         });
         let total = layer_blobs.len() as u64;
-        match &export.target {
+        let store: Arc<dyn BlobStore> = match &export.target {
             CacheTarget::Registry(r) => {
                 let registry = solved.registry();
                 for (i, b) in layer_blobs.iter().enumerate() {
@@ -587,35 +587,28 @@ impl Engine {
                     .await
                     .map_err(|e| SolveError::msg(e.to_string()))?;
                 progress.status(vertex, "writing cache manifest", 0, None, true);
+                return Ok(descriptor);
             }
-            CacheTarget::Store { store, .. } => {
-                self.write_to_store(
-                    store.as_ref(),
-                    &layer_blobs,
-                    &config_digest,
-                    &manifest_bytes,
-                    progress,
-                    vertex,
-                )
-                .await?;
-            }
-            CacheTarget::Local { dir, tag } => {
-                let layout = LayoutDir(dir.clone());
-                self.write_to_store(
-                    &layout,
-                    &layer_blobs,
-                    &config_digest,
-                    &manifest_bytes,
-                    progress,
-                    vertex,
-                )
-                .await?;
-                let (layout, tag, desc) = (layout, tag.clone(), descriptor.clone());
-                tokio::task::spawn_blocking(move || layout.tag(&tag, desc))
-                    .await
-                    .map_err(|e| SolveError::msg(e.to_string()))?
-                    .map_err(|e| SolveError::msg(format!("cache directory: {e}")))?;
-            }
+            CacheTarget::Store { store, .. } => store.clone(),
+            CacheTarget::Local { dir, .. } => Arc::new(LayoutDir(dir.clone())),
+        };
+        self.write_to_store(
+            store.as_ref(),
+            &layer_blobs,
+            &config_digest,
+            &manifest_bytes,
+            progress,
+            vertex,
+        )
+        .await?;
+        // A directory on this host also gets its index.json (a client's store: the client writes
+        // its own from the `cache.manifest` response).
+        if let CacheTarget::Local { dir, tag } = &export.target {
+            let (dir, tag, desc) = (LayoutDir(dir.clone()), tag.clone(), descriptor.clone());
+            tokio::task::spawn_blocking(move || dir.tag(&tag, desc))
+                .await
+                .map_err(|e| SolveError::msg(e.to_string()))?
+                .map_err(|e| SolveError::msg(format!("cache directory: {e}")))?;
         }
         Ok(descriptor)
     }

@@ -165,6 +165,16 @@ fn step_cached(stderr: &str, step: &str) -> bool {
     stderr.lines().any(|l| l == format!("{n} CACHED"))
 }
 
+/// The buildctl clients and the build set-up a test needs, or `None` after a SKIP line.
+fn prerequisites(test: &str) -> Option<(Vec<PathBuf>, common::Env)> {
+    let bins = common::buildctls();
+    if bins.is_empty() {
+        println!("SKIP {test}: no buildctl (set KILN_TEST_BUILDCTL or put buildctl on PATH)");
+        return None;
+    }
+    Some((bins, common::setup(test)?))
+}
+
 fn ok(out: &Output, what: &str) {
     assert!(
         out.status.success(),
@@ -194,12 +204,7 @@ fn definition(env: &common::Env, dockerfile: &str) -> Vec<u8> {
 #[test]
 fn buildctl_lists_workers_and_builds_raw_llb() {
     let test = "buildctl_lists_workers_and_builds_raw_llb";
-    let bins = common::buildctls();
-    if bins.is_empty() {
-        println!("SKIP {test}: no buildctl (set KILN_TEST_BUILDCTL or put buildctl on PATH)");
-        return;
-    }
-    let Some(env) = common::setup(test) else {
+    let Some((bins, env)) = prerequisites(test) else {
         return;
     };
     let daemon = Daemon::start(env.root.path(), env.work.path());
@@ -238,12 +243,7 @@ fn buildctl_lists_workers_and_builds_raw_llb() {
 #[test]
 fn buildctl_builds_dockerfiles_with_context_secrets_and_every_output() {
     let test = "buildctl_builds_dockerfiles_with_context_secrets_and_every_output";
-    let bins = common::buildctls();
-    if bins.is_empty() {
-        println!("SKIP {test}: no buildctl (set KILN_TEST_BUILDCTL or put buildctl on PATH)");
-        return;
-    }
-    let Some(env) = common::setup(test) else {
+    let Some((bins, env)) = prerequisites(test) else {
         return;
     };
     let daemon = Daemon::start(env.root.path(), env.work.path());
@@ -344,12 +344,7 @@ fn buildctl_builds_dockerfiles_with_context_secrets_and_every_output() {
 #[test]
 fn buildctl_builds_over_mutual_tls_and_clients_without_a_cert_are_refused() {
     let test = "buildctl_builds_over_mutual_tls_and_clients_without_a_cert_are_refused";
-    let bins = common::buildctls();
-    if bins.is_empty() {
-        println!("SKIP {test}: no buildctl (set KILN_TEST_BUILDCTL or put buildctl on PATH)");
-        return;
-    }
-    let Some(env) = common::setup(test) else {
+    let Some((bins, env)) = prerequisites(test) else {
         return;
     };
     let daemon = Daemon::start_with(env.root.path(), env.work.path(), true);
@@ -533,12 +528,7 @@ fn twenty_concurrent_builds_complete_with_their_own_results() {
 #[test]
 fn buildctl_forwards_its_ssh_agent_to_run_steps() {
     let test = "buildctl_forwards_its_ssh_agent_to_run_steps";
-    let bins = common::buildctls();
-    if bins.is_empty() {
-        println!("SKIP {test}: no buildctl (set KILN_TEST_BUILDCTL or put buildctl on PATH)");
-        return;
-    }
-    let Some(env) = common::setup(test) else {
+    let Some((bins, env)) = prerequisites(test) else {
         return;
     };
     let Some(agent) = common::SshAgent::start(test) else {
@@ -688,12 +678,7 @@ fn a_client_that_disconnects_mid_build_stops_its_step() {
 #[test]
 fn buildctl_exports_a_registry_cache_that_a_fresh_kiln_imports() {
     let test = "buildctl_exports_a_registry_cache_that_a_fresh_kiln_imports";
-    let bins = common::buildctls();
-    if bins.is_empty() {
-        println!("SKIP {test}: no buildctl (set KILN_TEST_BUILDCTL or put buildctl on PATH)");
-        return;
-    }
-    let Some(env) = common::setup(test) else {
+    let Some((bins, env)) = prerequisites(test) else {
         return;
     };
     let ctx = env.context(
@@ -761,12 +746,7 @@ fn buildctl_exports_a_registry_cache_that_a_fresh_kiln_imports() {
 #[test]
 fn buildctl_local_cache_lives_on_the_client() {
     let test = "buildctl_local_cache_lives_on_the_client";
-    let bins = common::buildctls();
-    if bins.is_empty() {
-        println!("SKIP {test}: no buildctl (set KILN_TEST_BUILDCTL or put buildctl on PATH)");
-        return;
-    }
-    let Some(env) = common::setup(test) else {
+    let Some((bins, env)) = prerequisites(test) else {
         return;
     };
     let ctx = env.context(

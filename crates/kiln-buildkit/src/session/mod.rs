@@ -254,9 +254,9 @@ impl Session for ClientSession {
     ) -> Result<Box<dyn kiln_engine::session::SshConnection>, SessionError> {
         use bollard_buildkit_proto::moby::sshforward::v1::{ssh_client::SshClient, BytesMessage};
         use futures::StreamExt;
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::io::AsyncWriteExt;
         let (ours, theirs) = tokio::io::duplex(64 * 1024);
-        let (mut read_half, mut write_half) = tokio::io::split(theirs);
+        let (read_half, mut write_half) = tokio::io::split(theirs);
         let (tx, rx) = tokio::sync::mpsc::channel::<BytesMessage>(16);
         let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
         request.metadata_mut().insert(
@@ -265,22 +265,7 @@ impl Session for ClientSession {
                 .map_err(|_| SessionError::Other(format!("invalid SSH id {id:?}")))?,
         );
         // Step → agent: bytes written to our end go out as messages.
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 32 * 1024];
-            loop {
-                match read_half.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        let msg = BytesMessage {
-                            data: buf[..n].to_vec(),
-                        };
-                        if tx.send(msg).await.is_err() {
-                            break;
-                        }
-                    }
-                }
-            }
-        });
+        tunnel::forward_reads(read_half, 32 * 1024, tx, |data| BytesMessage { data });
         // Agent → step. The call is answered only once the agent has a request, which the step
         // sends after this returns: so the call itself runs in the task.
         let mut client = SshClient::new(self.session.channel.clone());

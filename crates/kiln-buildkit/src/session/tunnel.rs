@@ -22,7 +22,7 @@ pub fn pipe(
     on_client_end: impl FnOnce() + Send + 'static,
 ) -> DuplexStream {
     let (ours, theirs) = tokio::io::duplex(1024 * 1024);
-    let (mut read_half, mut write_half) = tokio::io::split(theirs);
+    let (read_half, mut write_half) = tokio::io::split(theirs);
     tokio::spawn(async move {
         while let Some(msg) = incoming.next().await {
             let Ok(msg) = msg else { break };
@@ -34,23 +34,34 @@ pub fn pipe(
         // The client closed its side or went away: the session is over.
         on_client_end();
     });
+    forward_reads(read_half, CHUNK, outgoing, |data| Ok(BytesMessage { data }));
+    ours
+}
+
+/// Send what `read` yields, in messages of at most `chunk` bytes made by `wrap`, until it ends
+/// or the receiver goes away (a task of its own).
+pub(crate) fn forward_reads<R, T>(
+    mut read: R,
+    chunk: usize,
+    tx: mpsc::Sender<T>,
+    wrap: impl Fn(Vec<u8>) -> T + Send + 'static,
+) where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+    T: Send + 'static,
+{
     tokio::spawn(async move {
-        let mut buf = vec![0u8; CHUNK];
+        let mut buf = vec![0u8; chunk];
         loop {
-            match read_half.read(&mut buf).await {
+            match read.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    let msg = BytesMessage {
-                        data: buf[..n].to_vec(),
-                    };
-                    if outgoing.send(Ok(msg)).await.is_err() {
+                    if tx.send(wrap(buf[..n].to_vec())).await.is_err() {
                         break;
                     }
                 }
             }
         }
     });
-    ours
 }
 
 /// Dial a gRPC channel over `io` (once: a reconnect attempt fails instead of hanging).
