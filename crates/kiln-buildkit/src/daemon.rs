@@ -60,6 +60,7 @@ impl Session for NoSession {
         name: &str,
         _: &[String],
         _: &[String],
+        _: Option<kiln_engine::session::TransferProgress>,
     ) -> Result<PathBuf, SessionError> {
         Err(SessionError::NoSuchLocal(name.to_string()))
     }

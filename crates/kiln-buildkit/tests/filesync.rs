@@ -379,6 +379,13 @@ async fn second_sync_requests_only_changes_and_deletes_what_is_gone() {
     let stats = sync(&first, &dest, &context()).await.unwrap();
     assert_eq!(stats.files_received, 7);
     let inode_a = dest.join("a").metadata().unwrap().ino();
+    // Layers hard-link synced files (`Session::local_dirs_are_private`): what a later sync
+    // changes must be a new inode, never a write to the old one.
+    let layer = tmp.path().join("layer");
+    fs::create_dir(&layer).unwrap();
+    for name in ["b", "g"] {
+        fs::hard_link(dest.join(name), layer.join(name)).unwrap();
+    }
 
     let second = sender(&[
         file("a", 0o644, T0, b"same"),
@@ -408,6 +415,8 @@ async fn second_sync_requests_only_changes_and_deletes_what_is_gone() {
     assert_eq!(fs::read(dest.join("e/z")).unwrap(), b"z");
     assert_eq!(fs::read_link(dest.join("f")).unwrap().to_str(), Some("a"));
     assert_eq!(mode(&dest.join("g")), 0o600);
+    assert_eq!(fs::read(layer.join("b")).unwrap(), b"old", "the linked b is untouched");
+    assert_eq!(mode(&layer.join("g")), 0o644, "the linked g keeps its mode");
 
     // A third, identical sync transfers nothing.
     let third = sender(&[

@@ -289,11 +289,17 @@ impl Session for ContextSession {
         name: &str,
         _include: &[String],
         _exclude: &[String],
+        _progress: Option<kiln_engine::session::TransferProgress>,
     ) -> Result<PathBuf, SessionError> {
         self.locals
             .get(name)
             .cloned()
             .ok_or_else(|| SessionError::NoSuchLocal(name.to_string()))
+    }
+
+    /// The context is the build's own unpacked copy of the uploaded tar.
+    fn local_dirs_are_private(&self) -> bool {
+        true
     }
 
     async fn secret(&self, id: &str) -> Result<Vec<u8>, SessionError> {

@@ -146,14 +146,10 @@ impl Engine {
         let mut layers = Vec::new();
         let mut newest: i64 = 0;
         if let Some(chain) = solved.chain() {
-            for (i, id) in chain.layers().iter().enumerate() {
-                progress.status(
-                    vertex,
-                    "exporting layers",
-                    i as u64,
-                    Some(chain.layers().len() as u64),
-                    false,
-                );
+            // Statuses count bytes (clients print them as sizes), so like BuildKit this one
+            // has none.
+            progress.status(vertex, "exporting layers", 0, None, false);
+            for id in chain.layers() {
                 let mut blob = self.layer_blob(id, opts.compression).await?;
                 if !opts.oci_mediatypes && blob.media_type == kiln_oci::media_types::OCI_LAYER_GZIP
                 {
@@ -169,13 +165,7 @@ impl Engine {
                     layer: id.clone(),
                 });
             }
-            progress.status(
-                vertex,
-                "exporting layers",
-                chain.layers().len() as u64,
-                Some(chain.layers().len() as u64),
-                true,
-            );
+            progress.status(vertex, "exporting layers", 0, None, true);
         }
 
         let mut config: Value = match &opts.config {

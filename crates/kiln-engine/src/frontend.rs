@@ -58,6 +58,7 @@ impl Engine {
                     &req.dockerfile_local,
                     std::slice::from_ref(&req.filename),
                     &[],
+                    None,
                 )
                 .await
                 .map_err(|e| SolveError::msg(e.to_string()))?;
@@ -76,7 +77,7 @@ impl Engine {
                 Ok(t) => Some(t),
                 Err(_) => {
                     let ctx_dir = session
-                        .local_dir(&req.context_local, &[".dockerignore".into()], &[])
+                        .local_dir(&req.context_local, &[".dockerignore".into()], &[], None)
                         .await
                         .map_err(|e| SolveError::msg(e.to_string()))?;
                     tokio::fs::read_to_string(ctx_dir.join(".dockerignore"))

@@ -124,6 +124,8 @@ pub struct EngineInner {
     building: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
     /// Lists of content digests that prune must keep (see [`Engine::pin_content`]).
     content_roots: Mutex<Vec<ContentRoot>>,
+    /// Digests of local files already read, so an unchanged context is not read again.
+    pub(crate) file_hashes: source::local::HashCache,
     _lock: std::fs::File,
 }
 
@@ -266,6 +268,7 @@ impl Engine {
                 cache_mount_locks: Mutex::new(HashMap::new()),
                 building: Arc::default(),
                 content_roots: Mutex::new(Vec::new()),
+                file_hashes: Default::default(),
                 _lock: lock,
             }),
         })

@@ -160,6 +160,22 @@ impl ProgressSender {
     }
 }
 
+/// A byte count as BuildKit's clients print it (`%.2f` of `units.Bytes`): decimal units with
+/// two decimals, whole bytes below 1 kB — `138B`, `10.11kB`, `3.31MB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["kB", "MB", "GB", "TB", "PB", "EB"];
+    if n < 1000 {
+        return format!("{n}B");
+    }
+    let mut value = n as f64 / 1000.0;
+    let mut unit = 0;
+    while value >= 1000.0 && unit + 1 < UNITS.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    format!("{value:.2}{}", UNITS[unit])
+}
+
 /// Renders progress events in buildctl's `--progress plain` format (`#3 [2/4] RUN make`,
 /// `#3 0.512 output`, `#3 DONE 1.2s`, `#3 CACHED`). Shared by `kiln build` and the Docker API's
 /// plain-progress mode, so every door prints the same text.
@@ -258,10 +274,13 @@ impl PlainRenderer {
             } => {
                 if let (Some(v), true) = (self.vertices.get(vertex), *completed) {
                     let amount = match total {
-                        Some(t) => format!("{current}/{t}"),
-                        None => current.to_string(),
+                        Some(t) if *t != 0 => {
+                            format!(" {} / {}", human_bytes(*current), human_bytes(*t))
+                        }
+                        _ if *current != 0 => format!(" {}", human_bytes(*current)),
+                        _ => String::new(),
                     };
-                    let _ = writeln!(out, "#{} {id} {amount} done", v.number);
+                    let _ = writeln!(out, "#{} {id}{amount} done", v.number);
                 }
             }
             ProgressEvent::Warning { message, .. } => {
@@ -269,5 +288,58 @@ impl PlainRenderer {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_counts_print_like_buildctl() {
+        assert_eq!(human_bytes(3), "3B");
+        assert_eq!(human_bytes(999), "999B");
+        assert_eq!(human_bytes(1000), "1.00kB");
+        assert_eq!(human_bytes(10_112), "10.11kB");
+        assert_eq!(human_bytes(3_310_000), "3.31MB");
+        assert_eq!(human_bytes(268_435_456), "268.44MB");
+    }
+
+    #[test]
+    fn plain_statuses_show_sizes_or_nothing() {
+        let mut r = PlainRenderer::new();
+        let at = SystemTime::now();
+        let mut text = String::new();
+        for e in [
+            ProgressEvent::VertexStarted {
+                vertex: "v".into(),
+                name: "exporting to image".into(),
+                inputs: vec![],
+                at,
+            },
+            ProgressEvent::Status {
+                vertex: "v".into(),
+                id: "exporting layers".into(),
+                current: 0,
+                total: None,
+                completed: true,
+                at,
+            },
+            ProgressEvent::Status {
+                vertex: "v".into(),
+                id: "transferring context:".into(),
+                current: 3_310_000,
+                total: None,
+                completed: true,
+                at,
+            },
+        ] {
+            text.push_str(&r.render(&e));
+        }
+        assert!(text.contains("#1 exporting layers done\n"), "{text}");
+        assert!(
+            text.contains("#1 transferring context: 3.31MB done\n"),
+            "{text}"
+        );
     }
 }

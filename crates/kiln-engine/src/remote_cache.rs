@@ -560,23 +560,23 @@ impl Engine {
             "digest": manifest_digest.to_string(),
             "size": manifest_bytes.len(),
         });
-        let total = layer_blobs.len() as u64;
         let store: Arc<dyn BlobStore> = match &export.target {
             CacheTarget::Registry(r) => {
                 let registry = solved.registry();
-                for (i, b) in layer_blobs.iter().enumerate() {
+                for b in &layer_blobs {
                     let d: Digest = b
                         .digest
                         .parse()
                         .map_err(|e| SolveError::msg(format!("layer blob {}: {e}", b.digest)))?;
-                    progress.status(vertex, "writing layers", i as u64, Some(total), false);
+                    let id = format!("writing layer {d}");
+                    progress.status(vertex, &id, 0, Some(b.size), false);
                     let from = b.source.as_deref().and_then(|s| Reference::parse(s).ok());
                     registry
                         .push_blob(r, &d, &inner.content, from.as_ref())
                         .await
                         .map_err(|e| SolveError::msg(e.to_string()))?;
+                    progress.status(vertex, &id, b.size, Some(b.size), true);
                 }
-                progress.status(vertex, "writing layers", total, Some(total), true);
                 registry
                     .push_blob(r, &config_digest, &inner.content, None)
                     .await
@@ -624,19 +624,19 @@ impl Engine {
         vertex: &str,
     ) -> Result<(), SolveError> {
         let content = &self.inner().content;
-        let total = layers.len() as u64;
-        for (i, b) in layers.iter().enumerate() {
+        for b in layers {
             let d: Digest = b
                 .digest
                 .parse()
                 .map_err(|e| SolveError::msg(format!("layer blob {}: {e}", b.digest)))?;
-            progress.status(vertex, "writing layers", i as u64, Some(total), false);
+            let id = format!("writing layer {d}");
+            progress.status(vertex, &id, 0, Some(b.size), false);
             store
                 .write(&d, content)
                 .await
                 .map_err(|e| SolveError::msg(format!("layer {d}: {e}")))?;
+            progress.status(vertex, &id, b.size, Some(b.size), true);
         }
-        progress.status(vertex, "writing layers", total, Some(total), true);
         store
             .write(config, content)
             .await

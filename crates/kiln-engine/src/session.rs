@@ -4,6 +4,10 @@
 use async_trait::async_trait;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Reports a transfer's progress: bytes so far, and `true` once at the end.
+pub type TransferProgress = Arc<dyn Fn(u64, bool) + Send + Sync>;
 
 /// Errors a session can report; they name the thing that was asked for.
 #[derive(Debug, thiserror::Error)]
@@ -25,13 +29,22 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> SshConnecti
 #[async_trait]
 pub trait Session: Send + Sync {
     /// A directory on this machine that holds the named local (`context`, `dockerfile`, …).
-    /// Remote sessions sync into a directory first and return it.
+    /// Remote sessions sync into a directory first and return it, reporting the bytes they
+    /// transfer to `progress`.
     async fn local_dir(
         &self,
         name: &str,
         include: &[String],
         exclude: &[String],
+        progress: Option<TransferProgress>,
     ) -> Result<PathBuf, SessionError>;
+
+    /// Whether the directories [`Session::local_dir`] returns are kiln's own copies (a synced
+    /// or unpacked context) whose files are replaced, never rewritten in place. Layers may then
+    /// hard-link their files instead of copying them. A user's directory never is.
+    fn local_dirs_are_private(&self) -> bool {
+        false
+    }
 
     /// The value of a secret, or `NoSuchSecret`.
     async fn secret(&self, id: &str) -> Result<Vec<u8>, SessionError>;
@@ -74,6 +87,7 @@ impl Session for LocalSession {
         name: &str,
         _include: &[String],
         _exclude: &[String],
+        _progress: Option<TransferProgress>,
     ) -> Result<PathBuf, SessionError> {
         self.locals
             .get(name)

@@ -541,6 +541,105 @@ fn copying_snapshotter_builds_the_same_filesystem_as_overlayfs() {
     assert_eq!(a["link"], "-> /d/g");
 }
 
+/// Whether overlayfs mounts here (else kiln uses its copying snapshotter).
+fn overlay_works(dir: &std::path::Path) -> bool {
+    for d in ["lower", "upper", "work", "m"] {
+        fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    let opts = format!(
+        "lowerdir={0}/lower,upperdir={0}/upper,workdir={0}/work",
+        dir.display()
+    );
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "overlay", "overlay", "-o", &opts])
+        .arg(dir.join("m"))
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if mounted {
+        let _ = std::process::Command::new("umount")
+            .arg(dir.join("m"))
+            .status();
+    } else {
+        println!("overlayfs does not mount here: kiln copies instead of linking");
+    }
+    mounted
+}
+
+#[test]
+fn copies_share_unchanged_files_with_their_source_layer() {
+    use std::os::unix::fs::MetadataExt;
+    let Some(env) = setup("copies_share_unchanged_files_with_their_source_layer") else {
+        return;
+    };
+    let ctx = env.context(
+        "links",
+        &[
+            (
+                "Dockerfile",
+                "FROM $BASE\n\
+                 COPY tree /tree\n\
+                 COPY --chmod=600 tree/a /chmod-a\n\
+                 COPY --chown=1000:1000 tree/a /chown-a\n\
+                 COPY tree/a other/a /dup/\n\
+                 COPY tree/a /bin/\n\
+                 RUN echo changed >> /tree/a && cat /dup/a\n",
+            ),
+            ("tree/a", "a\n"),
+            ("tree/sub/b", "b\n"),
+            ("other/a", "other a\n"),
+        ],
+    );
+    let out = env.work.path().join("out");
+    let (run, _) = env.build(&ctx, &["-o", out.to_str().unwrap()]);
+    run.assert_ok();
+    assert!(run.stderr().contains("other a"), "{}", run.stderr());
+
+    // What the image holds is what copies would have made.
+    let read = |p: &str| fs::read_to_string(out.join(p)).unwrap();
+    assert_eq!(read("tree/a"), "a\nchanged\n");
+    assert_eq!(read("tree/sub/b"), "b\n");
+    assert_eq!(read("dup/a"), "other a\n", "the later source wins");
+    assert_eq!(read("bin/a"), "a\n");
+    let meta = |p: &str| fs::symlink_metadata(out.join(p)).unwrap();
+    assert_eq!(meta("chmod-a").mode() & 0o7777, 0o600);
+    assert_eq!(meta("tree/a").mode() & 0o7777, 0o644);
+
+    // The layers on disk: the RUN did not write through to the layers it started from, and
+    // (on overlayfs) `COPY tree /tree` shares its files with the context's layer.
+    let files_named = |name: &str| -> Vec<(std::path::PathBuf, fs::Metadata)> {
+        walkdir::WalkDir::new(env.root.path().join("l"))
+            .into_iter()
+            .flatten()
+            .filter(|e| e.file_type().is_file() && e.file_name() == name)
+            .map(|e| (e.path().to_path_buf(), e.metadata().unwrap()))
+            .collect()
+    };
+    let copies_of_a = files_named("a");
+    let changed: Vec<_> = copies_of_a
+        .iter()
+        .filter(|(p, _)| fs::read_to_string(p).unwrap() == "a\nchanged\n")
+        .collect();
+    assert_eq!(changed.len(), 1, "only the RUN layer has the change");
+    assert_eq!(changed[0].1.nlink(), 1);
+    let chown_a = files_named("chown-a").pop().expect("chown-a in a layer");
+    assert_eq!(
+        (chown_a.1.uid(), chown_a.1.gid(), chown_a.1.nlink()),
+        (1000, 1000, 1)
+    );
+    if overlay_works(&env.work.path().join("probe")) {
+        let b = files_named("b");
+        assert!(
+            b.iter().all(|(_, m)| m.ino() == b[0].1.ino()) && b.len() >= 2,
+            "tree/sub/b is one inode in the context layer and the COPY layer: {b:?}"
+        );
+    }
+
+    // Shared inodes do not turn into hard links in the pushed layers.
+    let name = env.image("links:1");
+    env.build(&ctx, &["-t", &name, "--push"]).0.assert_ok();
+    assert_eq!(tree(env.rootfs_of(&name).path()), tree(&out));
+}
+
 #[test]
 fn push_to_a_registry_with_auth_uses_docker_config_credentials() {
     let Some(env) = setup("push_to_a_registry_with_auth_uses_docker_config_credentials") else {

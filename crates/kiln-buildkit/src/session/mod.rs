@@ -13,7 +13,7 @@ use bollard_buildkit_proto::moby::buildkit::secrets::v1::secrets_client::Secrets
 use bollard_buildkit_proto::moby::buildkit::secrets::v1::GetSecretRequest;
 use bollard_buildkit_proto::moby::filesync::v1::auth_client::AuthClient;
 use bollard_buildkit_proto::moby::filesync::v1::CredentialsRequest;
-use kiln_engine::session::{Session, SessionError};
+use kiln_engine::session::{Session, SessionError, TransferProgress};
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -145,6 +145,7 @@ impl Session for ClientSession {
         name: &str,
         include: &[String],
         exclude: &[String],
+        progress: Option<TransferProgress>,
     ) -> Result<PathBuf, SessionError> {
         let mut synced = self.synced.lock().await;
         // One sync per local and solve: the frontend reads the Dockerfile before the engine
@@ -186,6 +187,9 @@ impl Session for ClientSession {
             dir_name: name.to_string(),
             include_patterns: include.to_vec(),
             exclude_patterns: exclude.to_vec(),
+            progress: progress.map(|report| -> filesync::ProgressFn {
+                Arc::new(move |p: filesync::Progress| report(p.bytes, p.done))
+            }),
             ..Default::default()
         };
         filesync::receive_dir(self.session.channel.clone(), &dir, &opts)
@@ -206,6 +210,12 @@ impl Session for ClientSession {
             },
         );
         Ok(dir)
+    }
+
+    /// Synced directories are written only by [`filesync::receive_dir`], which replaces
+    /// files by renaming new ones over them.
+    fn local_dirs_are_private(&self) -> bool {
+        true
     }
 
     async fn secret(&self, id: &str) -> Result<Vec<u8>, SessionError> {

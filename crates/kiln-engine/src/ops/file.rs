@@ -5,11 +5,12 @@
 use crate::fsutil::{clean_abs, resolve_in_root};
 use crate::glob;
 use crate::llb::Vertex;
+use crate::snapshot::Snapshotter;
 use crate::snapshot::{Chain, LayerId};
 use crate::solver::{SolveCtx, SolveError, VertexResult};
 use bollard_buildkit_proto::pb;
 use bollard_buildkit_proto::pb::file_action::Action;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -88,10 +89,31 @@ pub async fn solve(
         };
         let dest_root = guard.path().to_path_buf();
         let src_root = src_guard.as_ref().map(|g| g.path().to_path_buf());
+        let linker = match (&secondary, &src_root) {
+            (Some(chain), Some(src_mount))
+                if ctx.engine.layers.snapshotter() == Snapshotter::Overlay =>
+            {
+                Some(Linker {
+                    src_mount: src_mount.clone(),
+                    src_layers: chain
+                        .layers()
+                        .iter()
+                        .rev()
+                        .map(|id| ctx.engine.layers.dir(id))
+                        .collect(),
+                    dest_mount: dest_root.clone(),
+                    upper: pending.diff(),
+                    parents: HashMap::new(),
+                })
+            }
+            _ => None,
+        };
         let action = action.clone();
-        tokio::task::spawn_blocking(move || run_action(&dest_root, src_root.as_deref(), &action))
-            .await
-            .map_err(|e| SolveError::msg(format!("file action: {e}")))??;
+        tokio::task::spawn_blocking(move || {
+            run_action(&dest_root, src_root.as_deref(), linker, &action)
+        })
+        .await
+        .map_err(|e| SolveError::msg(format!("file action: {e}")))??;
         drop(src_guard);
         guard
             .finish()
@@ -167,12 +189,13 @@ fn fail(what: impl std::fmt::Display) -> impl Fn(io::Error) -> SolveError {
 fn run_action(
     root: &Path,
     src_root: Option<&Path>,
+    linker: Option<Linker>,
     action: &pb::FileAction,
 ) -> Result<(), SolveError> {
     match &action.action {
         Some(Action::Copy(c)) => {
             let src_root = src_root.ok_or_else(|| SolveError::msg("copy without a source"))?;
-            copy(root, src_root, c)
+            copy(root, src_root, linker, c)
         }
         Some(Action::Mkdir(m)) => mkdir(root, m),
         Some(Action::Mkfile(m)) => mkfile(root, m),
@@ -392,11 +415,105 @@ struct CopyCtx<'a> {
     timestamp: i64,
     /// (dev, inode) of already copied files → their copy, to keep hard links linked.
     links: HashMap<(u64, u64), PathBuf>,
+    linker: Option<Linker>,
+    /// Destinations hard-linked straight into the upper directory, which the mounted view
+    /// may still believe absent.
+    linked: HashSet<PathBuf>,
     include: Vec<String>,
     exclude: Vec<String>,
 }
 
-fn copy(dest_root: &Path, src_root: &Path, c: &pb::FileActionCopy) -> Result<(), SolveError> {
+/// Lets a copy hard-link a source file instead of copying it (overlayfs only): the real layer
+/// directories behind the source mount, and the new layer's upper directory behind the
+/// destination mount. Committed layers are never written again, so a copy that would get
+/// exactly its source's metadata (owner, mode, times) may share the source's inode; creating
+/// inodes is most of the cost of copying many small files. Anything unusual (the destination's
+/// parent not yet in the upper directory, an entry in the way, a source the layers do not
+/// show plainly) falls back to a real copy through the mount.
+struct Linker {
+    src_mount: PathBuf,
+    /// The source chain's layer directories, top first.
+    src_layers: Vec<PathBuf>,
+    dest_mount: PathBuf,
+    upper: PathBuf,
+    /// (layer index, parent directory) → whether it is a real directory in that layer,
+    /// reached without symlinks.
+    parents: HashMap<(usize, PathBuf), bool>,
+}
+
+impl Linker {
+    /// Where `dst` (a path under the destination mount) is in the upper directory.
+    fn upper_path(&self, dst: &Path) -> Option<PathBuf> {
+        dst.strip_prefix(&self.dest_mount)
+            .ok()
+            .map(|rel| self.upper.join(rel))
+    }
+
+    /// Hard-links the layer file behind `src` (seen through the source mount as `meta`) to
+    /// `dst`'s place in the upper directory. False when that cannot be done safely.
+    fn link(&mut self, src: &Path, meta: &fs::Metadata, dst: &Path) -> bool {
+        let Ok(rel) = src.strip_prefix(&self.src_mount) else {
+            return false;
+        };
+        let rel = rel.to_path_buf();
+        let Some(real) = self.layer_file(&rel, meta) else {
+            return false;
+        };
+        let Some(upper) = self.upper_path(dst) else {
+            return false;
+        };
+        let parent_ok = upper
+            .parent()
+            .is_some_and(|p| fs::symlink_metadata(p).is_ok_and(|m| m.is_dir()));
+        parent_ok && fs::hard_link(&real, &upper).is_ok()
+    }
+
+    /// The file in the topmost layer that has `rel`, if it is the very inode the mount shows.
+    fn layer_file(&mut self, rel: &Path, meta: &fs::Metadata) -> Option<PathBuf> {
+        let parent = rel.parent().unwrap_or(Path::new("")).to_path_buf();
+        for i in 0..self.src_layers.len() {
+            let layer = self.src_layers[i].clone();
+            let plain = *self
+                .parents
+                .entry((i, parent.clone()))
+                .or_insert_with(|| plain_dir(&layer, &parent));
+            if !plain {
+                // Absent here (or not a plain directory): a lower layer may have it.
+                continue;
+            }
+            let candidate = layer.join(rel);
+            match fs::symlink_metadata(&candidate) {
+                Ok(m) => {
+                    let same = m.is_file() && m.ino() == meta.ino() && m.len() == meta.len();
+                    return same.then_some(candidate);
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(_) => return None,
+            }
+        }
+        None
+    }
+}
+
+/// Whether `root/rel` is a directory reached through directories only (no symlink on the way,
+/// so nothing outside `root`).
+fn plain_dir(root: &Path, rel: &Path) -> bool {
+    let mut path = root.to_path_buf();
+    for c in rel.components() {
+        path.push(c);
+        if !fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+            return false;
+        }
+    }
+    true
+}
+
+fn copy(
+    dest_root: &Path,
+    src_root: &Path,
+    linker: Option<Linker>,
+    c: &pb::FileActionCopy,
+) -> Result<(), SolveError> {
     let src_clean = clean_abs(&c.src);
     let sources = if c.allow_wildcard && glob::has_meta(&src_clean) {
         let m = expand_wildcard(src_root, &src_clean, c.follow_symlink)?;
@@ -431,6 +548,8 @@ fn copy(dest_root: &Path, src_root: &Path, c: &pb::FileActionCopy) -> Result<(),
         mode,
         timestamp: c.timestamp,
         links: HashMap::new(),
+        linker,
+        linked: HashSet::new(),
         include: c.include_patterns.clone(),
         exclude: c.exclude_patterns.clone(),
     };
@@ -504,6 +623,12 @@ fn copy_entry(cc: &mut CopyCtx, src: &Path, target: &str, rel: &str) -> Result<(
         return Ok(());
     }
     let dst = resolve_in_root(cc.dest_root, target, false).map_err(fail(target))?;
+    if cc.linked.remove(&dst) {
+        // Written again (two sources, one destination): the mount does not know the link.
+        if let Some(upper) = cc.linker.as_ref().and_then(|l| l.upper_path(&dst)) {
+            fs::remove_file(&upper).map_err(fail(target))?;
+        }
+    }
     let ft = meta.file_type();
     let uid_gid = cc
         .owner
@@ -550,10 +675,33 @@ fn copy_entry(cc: &mut CopyCtx, src: &Path, target: &str, rel: &str) -> Result<(
             let key = (meta.dev(), meta.ino());
             if meta.nlink() > 1 {
                 if let Some(first) = cc.links.get(&key) {
-                    fs::hard_link(first, &dst).map_err(fail(target))?;
+                    match cc.linker.as_ref().filter(|_| cc.linked.contains(first)) {
+                        Some(l) => {
+                            let (Some(first), Some(upper)) =
+                                (l.upper_path(first), l.upper_path(&dst))
+                            else {
+                                return Err(SolveError::msg(format!("{target}: not in the layer")));
+                            };
+                            fs::hard_link(first, upper).map_err(fail(target))?;
+                            cc.linked.insert(dst);
+                        }
+                        None => fs::hard_link(first, &dst).map_err(fail(target))?,
+                    }
                     return Ok(());
                 }
                 cc.links.insert(key, dst.clone());
+            }
+            let same_metadata = crate::sys::euid() == 0
+                && uid_gid == (meta.uid(), meta.gid())
+                && cc.mode.is_none_or(|m| m == meta.mode() & 0o7777)
+                && (cc.timestamp == -1 || cc.timestamp == 0);
+            if same_metadata {
+                if let Some(l) = cc.linker.as_mut() {
+                    if l.link(src, &meta, &dst) {
+                        cc.linked.insert(dst);
+                        return Ok(());
+                    }
+                }
             }
             fs::copy(src, &dst).map_err(fail(target))?;
             let mode = cc.mode.unwrap_or(meta.mode() & 0o7777);

@@ -7,11 +7,12 @@ use crate::fsutil::resolve_in_root;
 use crate::glob;
 use kiln_dockerfile::dockerignore::DockerIgnore;
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LocalError {
@@ -48,6 +49,51 @@ pub struct LocalSnapshot {
     /// Relative paths (no leading `/`), sorted; parents come before children.
     pub entries: BTreeMap<String, LocalEntry>,
     pub checksum: String,
+    /// Total size of the included regular files.
+    pub bytes: u64,
+}
+
+/// Digests of files hashed before, by path and stat fingerprint (device, inode, size, mtime,
+/// ctime). Any write to a file, or a new file renamed over it, changes its ctime, so a hit is
+/// the same content: an unchanged context is not read again. Kept in memory by the engine.
+#[derive(Default)]
+pub struct HashCache {
+    files: Mutex<HashMap<PathBuf, (Fingerprint, [u8; 32])>>,
+}
+
+type Fingerprint = (u64, u64, u64, i64, i64, i64, i64);
+
+/// Bound on remembered files (about 200 bytes each); past it the cache starts over.
+const HASH_CACHE_MAX: usize = 1 << 20;
+
+impl HashCache {
+    fn files(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, (Fingerprint, [u8; 32])>> {
+        self.files.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn digest(&self, path: &Path, meta: &fs::Metadata, buf: &mut Vec<u8>) -> io::Result<[u8; 32]> {
+        let fingerprint = (
+            meta.dev(),
+            meta.ino(),
+            meta.len(),
+            meta.mtime(),
+            meta.mtime_nsec(),
+            meta.ctime(),
+            meta.ctime_nsec(),
+        );
+        if let Some((seen, digest)) = self.files().get(path) {
+            if *seen == fingerprint {
+                return Ok(*digest);
+            }
+        }
+        let digest = hash_file(path, buf)?;
+        let mut map = self.files();
+        if map.len() >= HASH_CACHE_MAX {
+            map.clear();
+        }
+        map.insert(path.to_path_buf(), (fingerprint, digest));
+        Ok(digest)
+    }
 }
 
 /// Scan `root`, applying `.dockerignore`-style `exclude` patterns and `include` (follow) paths.
@@ -56,6 +102,7 @@ pub fn scan(
     root: &Path,
     include: &[String],
     exclude: &[String],
+    hashes: &HashCache,
 ) -> Result<LocalSnapshot, LocalError> {
     let ignore = DockerIgnore::parse(&exclude.join("\n")).map_err(|e| LocalError::Patterns {
         name: name.to_string(),
@@ -73,6 +120,8 @@ pub fn scan(
     };
 
     let mut entries = BTreeMap::new();
+    let mut bytes = 0;
+    let mut buf = Vec::new();
     let mut walker = walkdir::WalkDir::new(root)
         .follow_links(false)
         .sort_by_file_name()
@@ -126,8 +175,11 @@ pub fn scan(
                 target: target.to_string_lossy().into_owned(),
             }
         } else if item.file_type().is_file() {
+            bytes += meta.len();
             EntryKind::File {
-                digest: hash_file(item.path()).map_err(io_err(item.path()))?,
+                digest: hashes
+                    .digest(item.path(), &meta, &mut buf)
+                    .map_err(io_err(item.path()))?,
             }
         } else {
             // Sockets, fifos and devices are not build context.
@@ -144,6 +196,7 @@ pub fn scan(
         root: root.to_path_buf(),
         entries,
         checksum: format!("sha256:{}", hex::encode(checksum.finalize())),
+        bytes,
     })
 }
 
@@ -165,12 +218,14 @@ fn hash_entry(h: &mut Sha256, path: &str, entry: &LocalEntry) {
     h.update([0]);
 }
 
-fn hash_file(path: &Path) -> io::Result<[u8; 32]> {
+/// `buf` is reused between files: zeroing a fresh buffer per file costs more than hashing a
+/// small one.
+fn hash_file(path: &Path, buf: &mut Vec<u8>) -> io::Result<[u8; 32]> {
     let mut f = fs::File::open(path)?;
     let mut h = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
+    buf.resize(256 * 1024, 0);
     loop {
-        let n = f.read(&mut buf)?;
+        let n = f.read(buf)?;
         if n == 0 {
             break;
         }
@@ -259,7 +314,13 @@ impl LocalSnapshot {
 
     /// Copy the included entries into `dest` (a new layer), owned by root like BuildKit's
     /// file sync does, keeping modes and modification times.
-    pub fn copy_into(&self, dest: &Path) -> Result<(), LocalError> {
+    ///
+    /// With `link`, the root is kiln's own copy whose files are replaced and never rewritten
+    /// (see [`crate::session::Session::local_dirs_are_private`]): a regular file that already
+    /// has the owner the layer needs is hard-linked instead. Layers are never written after
+    /// they are committed, so the two names can share an inode; creating inodes is most of
+    /// the cost of a large context.
+    pub fn copy_into(&self, dest: &Path, link: bool) -> Result<(), LocalError> {
         let chown = crate::sys::euid() == 0;
         let mut dirs = Vec::new();
         for (rel, entry) in &self.entries {
@@ -277,11 +338,16 @@ impl LocalSnapshot {
                     fs::create_dir_all(&dst).map_err(err)?;
                     dirs.push((src.clone(), dst.clone(), entry.mode));
                 }
+                EntryKind::File { .. } if link && linkable(&src, chown) => {
+                    if fs::hard_link(&src, &dst).is_err() {
+                        // Another file system, or a link limit: copy after all.
+                        copy_file(&src, &dst, entry.mode).map_err(err)?;
+                    } else {
+                        continue;
+                    }
+                }
                 EntryKind::File { .. } => {
-                    fs::copy(&src, &dst).map_err(err)?;
-                    fs::set_permissions(&dst, fs::Permissions::from_mode(entry.mode))
-                        .map_err(err)?;
-                    copy_mtime(&src, &dst);
+                    copy_file(&src, &dst, entry.mode).map_err(err)?;
                 }
                 EntryKind::Symlink { target } => {
                     std::os::unix::fs::symlink(target, &dst).map_err(err)?;
@@ -298,6 +364,19 @@ impl LocalSnapshot {
         }
         Ok(())
     }
+}
+
+fn copy_file(src: &Path, dst: &Path, mode: u32) -> io::Result<()> {
+    fs::copy(src, dst)?;
+    fs::set_permissions(dst, fs::Permissions::from_mode(mode))?;
+    copy_mtime(src, dst);
+    Ok(())
+}
+
+/// Whether `src` already has the owner a layer's copy would get (root's when kiln runs as
+/// root; as is otherwise), so that a hard link is the same entry a copy would be.
+fn linkable(src: &Path, as_root: bool) -> bool {
+    !as_root || fs::symlink_metadata(src).is_ok_and(|m| m.uid() == 0 && m.gid() == 0)
 }
 
 fn copy_mtime(src: &Path, dst: &Path) {
@@ -327,7 +406,14 @@ mod tests {
     #[test]
     fn excluded_paths_are_not_scanned() {
         let dir = context();
-        let snap = scan("context", dir.path(), &[], &["node_modules".into()]).unwrap();
+        let snap = scan(
+            "context",
+            dir.path(),
+            &[],
+            &["node_modules".into()],
+            &HashCache::default(),
+        )
+        .unwrap();
         assert!(snap.entries.contains_key("src/sub/b.c"));
         assert!(!snap.entries.keys().any(|k| k.starts_with("node_modules")));
     }
@@ -335,9 +421,9 @@ mod tests {
     #[test]
     fn selection_checksum_ignores_unrelated_files() {
         let dir = context();
-        let before = scan("context", dir.path(), &[], &[]).unwrap();
+        let before = scan("context", dir.path(), &[], &[], &HashCache::default()).unwrap();
         fs::write(dir.path().join("README"), "changed").unwrap();
-        let after = scan("context", dir.path(), &[], &[]).unwrap();
+        let after = scan("context", dir.path(), &[], &[], &HashCache::default()).unwrap();
         assert_ne!(before.checksum, after.checksum);
         let sel = |s: &LocalSnapshot| s.selection_checksum("src", false, false, true).unwrap();
         assert_eq!(sel(&before), sel(&after));
@@ -346,9 +432,26 @@ mod tests {
     }
 
     #[test]
+    fn remembered_digests_notice_rewrites_that_keep_size_and_mtime() {
+        let dir = context();
+        let cache = HashCache::default();
+        let file = dir.path().join("src/a.c");
+        let before = scan("context", dir.path(), &[], &[], &cache).unwrap();
+        let mtime = filetime::FileTime::from_last_modification_time(&fs::metadata(&file).unwrap());
+        fs::write(&file, "int b;").unwrap();
+        filetime::set_file_mtime(&file, mtime).unwrap();
+        let after = scan("context", dir.path(), &[], &[], &cache).unwrap();
+        assert_ne!(before.checksum, after.checksum);
+        let fresh = scan("context", dir.path(), &[], &[], &HashCache::default()).unwrap();
+        assert_eq!(after.checksum, fresh.checksum);
+        let again = scan("context", dir.path(), &[], &[], &cache).unwrap();
+        assert_eq!(again.checksum, fresh.checksum);
+    }
+
+    #[test]
     fn wildcards_select_matching_files() {
         let dir = context();
-        let snap = scan("context", dir.path(), &[], &[]).unwrap();
+        let snap = scan("context", dir.path(), &[], &[], &HashCache::default()).unwrap();
         assert_eq!(snap.select("src/*.c", true, true).unwrap(), vec!["src/a.c"]);
         assert!(snap
             .selection_checksum("*.nothing", true, true, true)
@@ -361,7 +464,7 @@ mod tests {
     #[test]
     fn symlink_out_of_the_context_is_not_found() {
         let dir = context();
-        let snap = scan("context", dir.path(), &[], &[]).unwrap();
+        let snap = scan("context", dir.path(), &[], &[], &HashCache::default()).unwrap();
         let err = snap
             .selection_checksum("evil", false, false, true)
             .unwrap_err();
@@ -372,9 +475,9 @@ mod tests {
     fn copy_into_keeps_modes() {
         let dir = context();
         fs::set_permissions(dir.path().join("README"), fs::Permissions::from_mode(0o751)).unwrap();
-        let snap = scan("context", dir.path(), &[], &[]).unwrap();
+        let snap = scan("context", dir.path(), &[], &[], &HashCache::default()).unwrap();
         let out = tempfile::tempdir().unwrap();
-        snap.copy_into(out.path()).unwrap();
+        snap.copy_into(out.path(), false).unwrap();
         let m = fs::metadata(out.path().join("README")).unwrap();
         assert_eq!(m.permissions().mode() & 0o777, 0o751);
         assert_eq!(

@@ -85,29 +85,41 @@ async fn solve_local(
     include.extend(json_list(src, "local.includepatterns")?);
     include.extend(json_list(src, "local.followpaths")?);
     let exclude = json_list(src, "local.excludepatterns")?;
+    // BuildKit's status for the transfer; a local directory reports its size once scanned.
+    let status = format!("transferring {name}:");
+    let transferred = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let report: crate::session::TransferProgress = {
+        let (progress, digest, status) =
+            (ctx.progress.clone(), vertex.digest.clone(), status.clone());
+        let transferred = transferred.clone();
+        Arc::new(move |bytes, done| {
+            transferred.store(true, std::sync::atomic::Ordering::Relaxed);
+            progress.status(&digest, &status, bytes, None, done);
+        })
+    };
     let dir = ctx
         .session
-        .local_dir(name, &include, &exclude)
+        .local_dir(name, &include, &exclude, Some(report))
         .await
         .map_err(|e| SolveError::msg(e.to_string()))?;
     let owned_name = name.to_string();
-    let snapshot =
-        tokio::task::spawn_blocking(move || local::scan(&owned_name, &dir, &include, &exclude))
-            .await
-            .map_err(|e| SolveError::msg(format!("scanning local {name:?}: {e}")))?
-            .map_err(|e| SolveError::msg(e.to_string()))?;
-    ctx.progress.status(
-        &vertex.digest,
-        &format!("transferring {name}"),
-        snapshot.entries.len() as u64,
-        None,
-        true,
-    );
+    let engine = ctx.engine.clone();
+    let snapshot = tokio::task::spawn_blocking(move || {
+        local::scan(&owned_name, &dir, &include, &exclude, &engine.file_hashes)
+    })
+    .await
+    .map_err(|e| SolveError::msg(format!("scanning local {name:?}: {e}")))?
+    .map_err(|e| SolveError::msg(e.to_string()))?;
+    if !transferred.load(std::sync::atomic::Ordering::Relaxed) {
+        ctx.progress
+            .status(&vertex.digest, &status, snapshot.bytes, None, true);
+    }
     let key = format!("local:{}", snapshot.checksum);
     let snapshot = Arc::new(snapshot);
     let copy = snapshot.clone();
+    let link = ctx.session.local_dirs_are_private();
     let id = layer_once(ctx, vertex, &key, move |dir| {
-        copy.copy_into(dir)
+        copy.copy_into(dir, link)
             .map_err(|e| SolveError::msg(e.to_string()))
     })
     .await?;
