@@ -22,11 +22,6 @@ pub fn dockerfile_request(
             ));
         }
     }
-    if let Some(ctx) = attrs.keys().find(|k| k.starts_with("context:")) {
-        return Err(format!(
-            "named build contexts ({ctx}) are not supported by this version of kiln"
-        ));
-    }
     if let Some(ctx) = attrs.get("context") {
         return Err(format!(
             "remote build contexts ({ctx}) are not supported by this version of kiln"
@@ -43,6 +38,9 @@ pub fn dockerfile_request(
             opts.build_args.insert(name.to_string(), v.clone());
         } else if let Some(name) = k.strip_prefix("label:") {
             opts.labels.insert(name.to_string(), v.clone());
+        } else if let Some(name) = k.strip_prefix("context:") {
+            let named = kiln_dockerfile::NamedContext::parse(name, v).map_err(|e| e.message)?;
+            opts.named_contexts.insert(name.to_string(), named);
         }
     }
     if let Some(epoch) = attrs.get("build-arg:SOURCE_DATE_EPOCH") {
@@ -126,12 +124,17 @@ mod tests {
                 "example/frontend:1",
                 "custom frontends",
             ),
-            ("context:base", "docker-image://x", "named build contexts"),
+            ("context:base", "oci-layout:///x", "named context base="),
             ("platform", "linux/amd64,linux/arm64", "multi-platform"),
         ] {
             let err = dockerfile_request(&attrs(&[(k, v)]), "").unwrap_err();
             assert!(err.contains(want), "{k}: {err}");
         }
+        let named = dockerfile_request(&attrs(&[("context:base", "local:base")]), "").unwrap();
+        assert_eq!(
+            named.options.named_contexts["base"],
+            kiln_dockerfile::NamedContext::Local("base".into())
+        );
         assert!(dockerfile_request(
             &attrs(&[("build-arg:BUILDKIT_SYNTAX", "docker/dockerfile:1.7")]),
             ""

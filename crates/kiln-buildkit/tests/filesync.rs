@@ -415,7 +415,11 @@ async fn second_sync_requests_only_changes_and_deletes_what_is_gone() {
     assert_eq!(fs::read(dest.join("e/z")).unwrap(), b"z");
     assert_eq!(fs::read_link(dest.join("f")).unwrap().to_str(), Some("a"));
     assert_eq!(mode(&dest.join("g")), 0o600);
-    assert_eq!(fs::read(layer.join("b")).unwrap(), b"old", "the linked b is untouched");
+    assert_eq!(
+        fs::read(layer.join("b")).unwrap(),
+        b"old",
+        "the linked b is untouched"
+    );
     assert_eq!(mode(&layer.join("g")), 0o644, "the linked g keeps its mode");
 
     // A third, identical sync transfers nothing.

@@ -50,7 +50,7 @@ pub use dockerignore::DockerIgnore;
 pub use error::Error;
 pub use image::ImageConfig;
 pub use instructions::{Dockerfile, Instruction, Stage};
-pub use lower::{plan, ImageRequest, LowerOptions, Lowered, Plan};
+pub use lower::{plan, ImageRequest, LowerOptions, Lowered, NamedContext, Plan};
 pub use parser::{parse, parse_named};
 pub use platform::Platform;
 

@@ -109,6 +109,26 @@ impl Engine {
                 .map_err(|e| SolveError::msg(format!(".dockerignore: {e}")))?;
             options.excludes = rules.patterns().to_vec();
         }
+        // Named local contexts bring their own .dockerignore, as in BuildKit.
+        for nc in req.options.named_contexts.values() {
+            let kiln_dockerfile::NamedContext::Local(local) = nc else {
+                continue;
+            };
+            if options.named_excludes.contains_key(local) {
+                continue;
+            }
+            let dir = session
+                .local_dir(local, &[".dockerignore".into()], &[], None)
+                .await
+                .map_err(|e| SolveError::msg(format!("named context {local:?}: {e}")))?;
+            if let Ok(text) = tokio::fs::read_to_string(dir.join(".dockerignore")).await {
+                let rules = kiln_dockerfile::dockerignore::DockerIgnore::parse(&text)
+                    .map_err(|e| SolveError::msg(format!("{local}/.dockerignore: {e}")))?;
+                options
+                    .named_excludes
+                    .insert(local.clone(), rules.patterns().to_vec());
+            }
+        }
         let plan = kiln_dockerfile::lower::plan(&df, &options)
             .map_err(|e| SolveError::msg(e.to_string()))?;
 

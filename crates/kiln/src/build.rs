@@ -36,6 +36,10 @@ pub struct BuildArgs {
     /// Image label `KEY=VALUE`; repeatable.
     #[arg(long = "label")]
     pub labels: Vec<String>,
+    /// Named context `NAME=VALUE` for `FROM NAME`, `COPY --from=NAME` or a stage named NAME:
+    /// a directory, `docker-image://REF`, a git URL or an `https://` URL; repeatable.
+    #[arg(long = "build-context")]
+    pub build_contexts: Vec<String>,
     /// Secret for `RUN --mount=type=secret`: `id=ID,src=PATH` or `id=ID,env=VAR`.
     #[arg(long = "secret")]
     pub secrets: Vec<String>,
@@ -269,12 +273,14 @@ pub async fn run(args: BuildArgs, config: &KilnConfig, root: PathBuf) -> anyhow:
         ssh.insert(id, socket);
     }
 
+    let mut locals = BTreeMap::from([
+        ("context".to_string(), context.clone()),
+        ("dockerfile".to_string(), dockerfile_dir),
+    ]);
+    let named_contexts = named_contexts(&args.build_contexts, &mut locals)?;
     let engine = config.open_engine(root).await?;
     let session = Arc::new(LocalSession {
-        locals: BTreeMap::from([
-            ("context".to_string(), context.clone()),
-            ("dockerfile".to_string(), dockerfile_dir),
-        ]),
+        locals,
         secrets,
         docker_config: docker_config(),
         ssh,
@@ -309,6 +315,7 @@ pub async fn run(args: BuildArgs, config: &KilnConfig, root: PathBuf) -> anyhow:
             build_platform,
             build_args,
             labels,
+            named_contexts,
         },
         &mut failed_at,
     )
@@ -356,6 +363,41 @@ struct BuildInputs {
     build_platform: kiln_dockerfile::Platform,
     build_args: BTreeMap<String, String>,
     labels: BTreeMap<String, String>,
+    named_contexts: BTreeMap<String, kiln_dockerfile::NamedContext>,
+}
+
+/// `--build-context NAME=VALUE`, as buildx reads it: a URL or `docker-image://` reference as
+/// such, anything else a directory served as the local `NAME`.
+fn named_contexts(
+    specs: &[String],
+    locals: &mut BTreeMap<String, PathBuf>,
+) -> anyhow::Result<BTreeMap<String, kiln_dockerfile::NamedContext>> {
+    let mut out = BTreeMap::new();
+    for spec in specs {
+        let Some((name, value)) = spec
+            .split_once('=')
+            .filter(|(n, v)| !n.is_empty() && !v.is_empty())
+        else {
+            anyhow::bail!("--build-context {spec:?}: expected NAME=VALUE");
+        };
+        if locals.contains_key(name) {
+            anyhow::bail!("--build-context {name}: the name {name:?} is reserved");
+        }
+        let is_url = value.contains("://") || value.starts_with("git@");
+        let named = if is_url {
+            kiln_dockerfile::NamedContext::parse(name, value)
+                .map_err(|e| anyhow::anyhow!("--build-context {}", e.message))?
+        } else {
+            let dir = PathBuf::from(value);
+            if !dir.is_dir() {
+                anyhow::bail!("--build-context {name}={value}: not a directory");
+            }
+            locals.insert(name.to_string(), dir);
+            kiln_dockerfile::NamedContext::Local(name.to_string())
+        };
+        out.insert(name.to_string(), named);
+    }
+    Ok(out)
 }
 
 async fn build(
@@ -374,6 +416,7 @@ async fn build(
         build_platform: inputs.build_platform,
         target_platform: inputs.target_platform.clone(),
         no_cache: args.no_cache,
+        named_contexts: inputs.named_contexts,
         ..Default::default()
     };
     options.context_name = "context".into();

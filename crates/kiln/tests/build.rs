@@ -641,6 +641,50 @@ fn copies_share_unchanged_files_with_their_source_layer() {
 }
 
 #[test]
+fn build_contexts_stand_in_for_images_and_stages() {
+    let Some(env) = setup("build_contexts_stand_in_for_images_and_stages") else {
+        return;
+    };
+    let ctx = env.context(
+        "named",
+        &[(
+            "Dockerfile",
+            "FROM golang:1.22 AS tools\n\
+             RUN exit 3\n\
+             FROM alpine\n\
+             COPY --from=tools /tool.sh /usr/local/bin/tool.sh\n\
+             RUN sh /usr/local/bin/tool.sh > /out.txt\n",
+        )],
+    );
+    let tools = env.context("tools", &[("tool.sh", "echo from the tools context\n")]);
+    let out = env.work.path().join("out");
+    let alpine = format!("alpine=docker-image://{}", env.base);
+    let tools_arg = format!("tools={}", tools.display());
+    let (run, _) = env.build(
+        &ctx,
+        &[
+            "--build-context",
+            &alpine,
+            "--build-context",
+            &tools_arg,
+            "-o",
+            out.to_str().unwrap(),
+        ],
+    );
+    run.assert_ok();
+    assert_eq!(
+        fs::read_to_string(out.join("out.txt")).unwrap(),
+        "from the tools context\n"
+    );
+    env.build(&ctx, &["--build-context", "tools=/no/such/dir"])
+        .0
+        .assert_err_contains("--build-context tools=/no/such/dir: not a directory");
+    env.build(&ctx, &["--build-context", "context=/tmp"])
+        .0
+        .assert_err_contains("reserved");
+}
+
+#[test]
 fn push_to_a_registry_with_auth_uses_docker_config_credentials() {
     let Some(env) = setup("push_to_a_registry_with_auth_uses_docker_config_credentials") else {
         return;

@@ -808,3 +808,101 @@ fn buildctl_local_cache_lives_on_the_client() {
         );
     }
 }
+
+#[test]
+fn buildctl_named_contexts_replace_images_stages_and_copy_sources() {
+    let test = "buildctl_named_contexts_replace_images_stages_and_copy_sources";
+    let Some((bins, env)) = prerequisites(test) else {
+        return;
+    };
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM no-such-image:1 AS gen\n\
+             RUN exit 1\n\
+             FROM base\n\
+             COPY --from=gen /gen.txt /gen.txt\n\
+             COPY --from=deps / /deps/\n\
+             RUN cat /gen.txt /deps/lib.txt > /all.txt\n",
+        )],
+    );
+    let deps = env.context(
+        "deps",
+        &[
+            ("lib.txt", "lib\n"),
+            ("junk.tmp", "ignored\n"),
+            (".dockerignore", "*.tmp\n"),
+        ],
+    );
+    let gen = env.context("gen", &[("gen.txt", "generated\n")]);
+    let dir = env.work.path().join("daemon");
+    std::fs::create_dir_all(&dir).unwrap();
+    let daemon = Daemon::start(&dir.join("root"), &dir);
+    for (i, bin) in bins.iter().enumerate() {
+        let out = env.work.path().join(format!("out-{i}"));
+        let base = format!("context:base=docker-image://{}", env.base);
+        let args = [
+            "build",
+            "--progress",
+            "plain",
+            "--frontend",
+            "dockerfile.v0",
+            "--local",
+            &format!("context={}", ctx.display()),
+            "--local",
+            &format!("dockerfile={}", ctx.display()),
+            "--local",
+            &format!("deps={}", deps.display()),
+            "--local",
+            &format!("gen={}", gen.display()),
+            "--opt",
+            &base,
+            "--opt",
+            "context:deps=local:deps",
+            "--opt",
+            "context:gen=local:gen",
+            "--output",
+            &format!("type=local,dest={}", out.display()),
+        ];
+        let run = buildctl(bin, &daemon, &args, None);
+        ok(&run, &format!("{} named contexts", bin.display()));
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert!(err.contains("[context deps] load from client"), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(out.join("all.txt")).unwrap(),
+            "generated\nlib\n"
+        );
+        assert!(
+            out.join("bin/busybox").exists(),
+            "FROM base is the busybox image"
+        );
+        assert!(
+            !out.join("deps/junk.tmp").exists(),
+            "deps/.dockerignore applies"
+        );
+
+        let bad = buildctl(
+            bin,
+            &daemon,
+            &[
+                "build",
+                "--frontend",
+                "dockerfile.v0",
+                "--local",
+                &format!("context={}", ctx.display()),
+                "--local",
+                &format!("dockerfile={}", ctx.display()),
+                "--opt",
+                "context:base=oci-layout:///nowhere",
+            ],
+            None,
+        );
+        assert!(!bad.status.success());
+        let err = String::from_utf8_lossy(&bad.stderr);
+        assert!(
+            err.contains("oci-layout contexts are not supported"),
+            "{err}"
+        );
+    }
+}

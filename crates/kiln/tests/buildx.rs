@@ -420,6 +420,43 @@ fn docker_buildx_with_the_remote_driver() {
     );
     let out = docker.run(&context, &["images", "kiln-test/remote"]);
     assert!(text(&out).contains("kiln-test/remote"), "{}", text(&out));
+
+    // `--build-context NAME=DIR`: buildx sends the directory as a local and `context:NAME`.
+    let deps = env.context("deps", &[("lib.txt", "from a named context\n")]);
+    let named = env.context(
+        "named",
+        &[(
+            "Dockerfile",
+            "FROM $BASE\nCOPY --from=deps /lib.txt /lib.txt\n",
+        )],
+    );
+    let dest = env.work.path().join("named-out");
+    let out = docker.run(
+        &named,
+        &[
+            "buildx",
+            "build",
+            "--builder",
+            "kiln",
+            "--progress",
+            "plain",
+            "--build-context",
+            &format!("deps={}", deps.display()),
+            "-o",
+            &format!("type=local,dest={}", dest.display()),
+            ".",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}\n---\n{}",
+        text(&out),
+        engine.log()
+    );
+    assert_eq!(
+        std::fs::read_to_string(dest.join("lib.txt")).unwrap(),
+        "from a named context\n"
+    );
 }
 
 /// The shared builder as the issue shows it: `docker buildx create --driver remote` with client

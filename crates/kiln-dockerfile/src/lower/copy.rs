@@ -422,7 +422,7 @@ fn parse_chmod(chmod: Option<&str>) -> Result<(Option<i32>, Option<String>), Err
 
 /// The LLB git source of an `ADD` URL, as BuildKit writes it: `git://host/path#ref[:subdir]` with
 /// the URL the user gave in `git.fullurl`.
-fn git_source(
+pub(crate) fn git_source(
     src: &str,
     keep_git_dir: bool,
 ) -> (String, std::collections::BTreeMap<String, String>) {
@@ -444,7 +444,7 @@ fn git_source(
     (identifier, attrs)
 }
 
-fn is_git(src: &str) -> bool {
+pub(crate) fn is_git(src: &str) -> bool {
     src.starts_with("git@")
         || src.starts_with("git://")
         || ((src.starts_with("https://") || src.starts_with("http://"))
@@ -460,7 +460,7 @@ fn is_http(src: &str) -> bool {
 }
 
 /// The file name an http source is saved as: the URL path's base name or `__unnamed__`.
-fn url_filename(url: &str) -> String {
+pub(crate) fn url_filename(url: &str) -> String {
     let after_scheme = url.split_once("://").map_or(url, |(_, r)| r);
     let path = after_scheme.split(['?', '#']).next().unwrap_or("");
     let path = path.find('/').map_or("", |i| &path[i..]);

@@ -8,7 +8,7 @@ use super::config::{
     add_env, go_duration, normalize_workdir, parse_ports, proxy_env, rfc3339, validate_signal,
 };
 use super::llb::{self, Graph, OpMeta, Output};
-use super::{Base, Lowered, Plan, DEFAULT_PATH};
+use super::{Base, Lowered, NamedContext, Plan, DEFAULT_PATH};
 use crate::error::{go_list, go_quote_list, Error};
 use crate::expand::{EnvList, Lexer};
 use crate::image::{Empty, Healthcheck, History, ImageConfig};
@@ -209,6 +209,60 @@ impl<'a> Lowerer<'a> {
         ))
     }
 
+    /// The source of a named context that is not an image (those go through
+    /// [`Lowerer::image_source`] with their config).
+    pub(crate) fn named_source(
+        &mut self,
+        name: &str,
+        nc: &NamedContext,
+        platform: &Platform,
+    ) -> Output {
+        let opts = &self.plan.opts;
+        let (identifier, mut attrs, meta) = match nc {
+            NamedContext::Scratch => return None,
+            NamedContext::Image(r) => {
+                let meta = OpMeta::named(format!("[context {name}] {r}"));
+                return self.image_source(r, platform, meta);
+            }
+            NamedContext::Local(local) => {
+                let mut attrs = BTreeMap::new();
+                let mut meta = OpMeta::named(format!("[context {name}] load from client"))
+                    .cap("source.local")
+                    .cap("source.local.sharedkeyhint");
+                attrs.insert("local.sharedkeyhint".to_string(), local.clone());
+                if let Some(s) = &opts.session_id {
+                    attrs.insert("local.session".to_string(), s.clone());
+                    meta = meta.cap("source.local.sessionid");
+                }
+                if let Some(ex) = opts.named_excludes.get(local).filter(|e| !e.is_empty()) {
+                    attrs.insert(
+                        "local.excludepatterns".to_string(),
+                        crate::error::go_json_strings(ex),
+                    );
+                    meta = meta.cap("source.local.excludepatterns");
+                }
+                (format!("local://{local}"), attrs, meta)
+            }
+            NamedContext::Git(url) => {
+                let (identifier, attrs) = NamedContext::git_source(url);
+                let meta = OpMeta::named(format!("[context {name}] {url}")).cap("source.git");
+                (identifier, attrs, meta)
+            }
+            NamedContext::Http(url) => {
+                let meta = OpMeta::named(format!("[context {name}] {url}")).cap("source.http");
+                (url.clone(), BTreeMap::new(), meta)
+            }
+        };
+        if let NamedContext::Http(url) = nc {
+            attrs.insert("http.filename".to_string(), super::copy::url_filename(url));
+        }
+        let source = pb::SourceOp { identifier, attrs };
+        Some(
+            self.graph
+                .add(llb::op(vec![], None, pb::op::Op::Source(source)), &meta),
+        )
+    }
+
     fn dispatch_stage(&mut self, i: usize) -> Result<StageState, Error> {
         let plan = self.plan;
         let stage = &plan.df.stages[i];
@@ -251,7 +305,19 @@ impl<'a> Lowerer<'a> {
                 let platform = plan.stage_platform(i);
                 new_state(None, ImageConfig::empty(&platform), platform, counted)
             }
-            Base::Image(reference) => {
+            Base::Named(_, NamedContext::Scratch) => {
+                let platform = plan.stage_platform(i);
+                new_state(None, ImageConfig::empty(&platform), platform, counted)
+            }
+            Base::Named(
+                name,
+                nc @ (NamedContext::Local(_) | NamedContext::Git(_) | NamedContext::Http(_)),
+            ) => {
+                let platform = plan.stage_platform(i);
+                let output = self.named_source(name, nc, &platform);
+                new_state(output, ImageConfig::empty(&platform), platform, counted)
+            }
+            Base::Image(reference) | Base::Named(_, NamedContext::Image(reference)) => {
                 let platform = plan.stage_platform(i);
                 let config = self.configs.get(reference).ok_or_else(|| {
                     Error::new(
@@ -307,6 +373,10 @@ impl<'a> Lowerer<'a> {
         }
         if !st.image.config.user.is_empty() {
             st.user = st.image.config.user.clone();
+        }
+        if planned.replaced {
+            // The named context is the stage.
+            return Ok(st);
         }
         let mut commands: Vec<(Instruction, bool)> = Vec::new();
         for t in &triggers {

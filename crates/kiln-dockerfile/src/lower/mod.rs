@@ -10,6 +10,8 @@ mod config;
 pub use config::rfc3339;
 mod copy;
 mod dispatch;
+mod named;
+pub use named::NamedContext;
 mod llb;
 mod run;
 
@@ -47,6 +49,10 @@ pub struct LowerOptions {
     pub session_id: Option<String>,
     /// `SOURCE_DATE_EPOCH` for history timestamps and created directories.
     pub source_date_epoch: Option<i64>,
+    /// Named contexts by name (`context:NAME`), see [`NamedContext`].
+    pub named_contexts: BTreeMap<String, NamedContext>,
+    /// `.dockerignore` patterns of named local contexts, by local name.
+    pub named_excludes: BTreeMap<String, Vec<String>>,
 }
 
 impl Default for LowerOptions {
@@ -62,6 +68,8 @@ impl Default for LowerOptions {
             no_cache: false,
             session_id: None,
             source_date_epoch: None,
+            named_contexts: BTreeMap::new(),
+            named_excludes: BTreeMap::new(),
         }
     }
 }
@@ -94,6 +102,8 @@ pub(crate) enum Base {
     Scratch,
     Stage(usize),
     Image(String),
+    /// A named context, under the name it was looked up by.
+    Named(String, NamedContext),
 }
 
 /// What a `--from` refers to.
@@ -102,6 +112,7 @@ pub(crate) enum SourceRef {
     Stage(usize),
     Image(String),
     Scratch,
+    Named(String, NamedContext),
 }
 
 #[derive(Debug, Clone)]
@@ -113,6 +124,8 @@ pub(crate) struct PlannedStage {
     pub platform: Option<Platform>,
     /// Stages this one reads from (base excluded).
     pub deps: Vec<usize>,
+    /// A named context of the stage's name replaces it: its instructions are not run.
+    pub replaced: bool,
 }
 
 /// The result of [`plan`]: stages resolved, images to fetch configs for.
@@ -236,14 +249,33 @@ pub fn plan(df: &Dockerfile, opts: &LowerOptions) -> Result<Plan, Error> {
         let earlier = df.stages[..i]
             .iter()
             .position(|s| s.name.as_deref() == Some(base_name.as_str()));
-        let base = match earlier {
-            Some(j) => Base::Stage(j),
-            None if base_name == "scratch" => Base::Scratch,
-            None => Base::Image(reference::normalize(&base_name).map_err(|e| e.at(file, line))?),
+        let stage_platform = platform.as_ref().unwrap_or(&opts.target_platform);
+        let named_as = |name: &str| {
+            named::lookup(&opts.named_contexts, name, stage_platform)
+                .map(|nc| Base::Named(name.to_string(), nc.clone()))
         };
+        let replacement = st.name.as_deref().and_then(named_as);
+        let replaced = replacement.is_some();
+        let base = match (replacement, earlier) {
+            (Some(named), _) => named,
+            (None, Some(j)) => Base::Stage(j),
+            (None, None) if base_name == "scratch" => Base::Scratch,
+            (None, None) => match named_as(&base_name) {
+                Some(named) => named,
+                None => {
+                    Base::Image(reference::normalize(&base_name).map_err(|e| e.at(file, line))?)
+                }
+            },
+        };
+        let named = named_lookup(opts);
         let mut deps = Vec::new();
-        for ins in &st.instructions {
-            for r in source_refs(ins, &find_stage, df.stages.len())
+        let instructions = if replaced {
+            &[][..]
+        } else {
+            &st.instructions[..]
+        };
+        for ins in instructions {
+            for r in source_refs(ins, &find_stage, &named, df.stages.len())
                 .map_err(|e| e.at(file, ins.line()))?
             {
                 match r {
@@ -258,8 +290,8 @@ pub fn plan(df: &Dockerfile, opts: &LowerOptions) -> Result<Plan, Error> {
             for ins in &df.stages[j].instructions {
                 if let Instruction::Onbuild { expression, .. } = ins {
                     if let Ok(trigger) = crate::instructions::parse_instruction_line(expression) {
-                        for (r, _) in
-                            source_refs(&trigger, &find_stage, df.stages.len()).unwrap_or_default()
+                        for (r, _) in source_refs(&trigger, &find_stage, &named, df.stages.len())
+                            .unwrap_or_default()
                         {
                             if let SourceRef::Stage(k) = r {
                                 deps.push(k);
@@ -275,6 +307,7 @@ pub fn plan(df: &Dockerfile, opts: &LowerOptions) -> Result<Plan, Error> {
             base,
             platform,
             deps,
+            replaced,
         });
     }
     if stages.len() == 1 && unregistered == 0 {
@@ -323,18 +356,29 @@ pub fn plan(df: &Dockerfile, opts: &LowerOptions) -> Result<Plan, Error> {
     })
 }
 
+/// Looks up a `--from` name among the named contexts (for the target platform).
+pub(crate) type NamedLookup<'a> = dyn Fn(&str) -> Option<NamedContext> + 'a;
+
+pub(crate) fn named_lookup(opts: &LowerOptions) -> impl Fn(&str) -> Option<NamedContext> + '_ {
+    |name: &str| named::lookup(&opts.named_contexts, name, &opts.target_platform).cloned()
+}
+
 /// `--from` references of one instruction; the bool says whether BuildKit registers an extra
 /// (unnamed) state for it, which matters for stage naming.
 pub(crate) fn source_refs(
     ins: &Instruction,
     find_stage: &dyn Fn(&str) -> Option<usize>,
+    named: &NamedLookup<'_>,
     stage_count: usize,
 ) -> Result<Vec<(SourceRef, bool)>, Error> {
     let mut out = Vec::new();
     match ins {
         Instruction::Copy(c) => {
             if let Some(from) = &c.from {
-                out.push((resolve_copy_from(from, find_stage, stage_count)?, true));
+                out.push((
+                    resolve_copy_from(from, find_stage, named, stage_count)?,
+                    true,
+                ));
             }
         }
         Instruction::Run(r) => {
@@ -353,7 +397,10 @@ pub(crate) fn source_refs(
                     {
                         (SourceRef::Scratch, true)
                     }
-                    None => (SourceRef::Image(reference::normalize(&from)?), true),
+                    None => match named(&from) {
+                        Some(nc) => (SourceRef::Named(from.clone(), nc), true),
+                        None => (SourceRef::Image(reference::normalize(&from)?), true),
+                    },
                 };
                 out.push(r);
             }
@@ -366,6 +413,7 @@ pub(crate) fn source_refs(
 pub(crate) fn resolve_copy_from(
     from: &str,
     find_stage: &dyn Fn(&str) -> Option<usize>,
+    named: &NamedLookup<'_>,
     stage_count: usize,
 ) -> Result<SourceRef, Error> {
     let expanded = Lexer::new('\\').process_word(from, &crate::expand::NoEnv)?;
@@ -383,7 +431,10 @@ pub(crate) fn resolve_copy_from(
     Ok(match find_stage(from) {
         Some(j) => SourceRef::Stage(j),
         None if from == "scratch" => SourceRef::Scratch,
-        None => SourceRef::Image(reference::normalize(from)?),
+        None => match named(from) {
+            Some(nc) => SourceRef::Named(from.to_string(), nc),
+            None => SourceRef::Image(reference::normalize(from)?),
+        },
     })
 }
 
@@ -412,12 +463,18 @@ impl Plan {
                     out.push(req);
                 }
             };
-            if let Base::Image(r) = &st.base {
+            if let Base::Image(r) | Base::Named(_, NamedContext::Image(r)) = &st.base {
                 push(r.clone(), platform.clone());
             }
+            if st.replaced {
+                continue;
+            }
+            let named = named_lookup(&self.opts);
             for ins in &self.df.stages[i].instructions {
-                for (r, _) in source_refs(ins, &find_stage, self.stages.len()).unwrap_or_default() {
-                    if let SourceRef::Image(r) = r {
+                for (r, _) in
+                    source_refs(ins, &find_stage, &named, self.stages.len()).unwrap_or_default()
+                {
+                    if let SourceRef::Image(r) | SourceRef::Named(_, NamedContext::Image(r)) = r {
                         push(r, self.opts.target_platform.clone());
                     }
                 }

@@ -432,11 +432,17 @@ impl Lowerer<'_> {
                 .iter()
                 .position(|s| s.name.as_deref() == Some(&name.to_ascii_lowercase()))
         };
+        let named = super::named_lookup(&plan.opts);
         let r = match (find_stage(from), usage) {
             (Some(j), _) => SourceRef::Stage(j),
             (None, SourceUse::Mount(_)) if from == "scratch" => SourceRef::Scratch,
-            (None, SourceUse::Mount(_)) => SourceRef::Image(crate::reference::normalize(from)?),
-            (None, SourceUse::Copy) => resolve_copy_from(from, &find_stage, plan.stages.len())?,
+            (None, SourceUse::Mount(_)) => match named(from) {
+                Some(nc) => SourceRef::Named(from.to_string(), nc),
+                None => SourceRef::Image(crate::reference::normalize(from)?),
+            },
+            (None, SourceUse::Copy) => {
+                resolve_copy_from(from, &find_stage, &named, plan.stages.len())?
+            }
         };
         match r {
             SourceRef::Scratch => Ok(None),
@@ -461,6 +467,10 @@ impl Lowerer<'_> {
             SourceRef::Image(r) => {
                 let platform = self.plan.opts.target_platform.clone();
                 Ok(self.image_source(&r, &platform, OpMeta::named(format!("FROM {r}"))))
+            }
+            SourceRef::Named(name, nc) => {
+                let platform = self.plan.opts.target_platform.clone();
+                Ok(self.named_source(&name, &nc, &platform))
             }
         }
     }

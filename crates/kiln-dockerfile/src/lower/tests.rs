@@ -701,3 +701,81 @@ fn source_map_points_ops_at_their_dockerfile_lines() {
         (1, 1)
     );
 }
+
+fn with_named(pairs: &[(&str, &str)]) -> LowerOptions {
+    let mut opts = LowerOptions::default();
+    for (name, value) in pairs {
+        opts.named_contexts
+            .insert(name.to_string(), NamedContext::parse(name, value).unwrap());
+    }
+    opts
+}
+
+#[test]
+fn named_contexts_replace_bases_stages_and_copy_sources() {
+    let text = "\
+FROM alpine AS base
+RUN echo base
+FROM builder-image:1 AS builder
+RUN make
+FROM base
+COPY --from=builder /out /out
+COPY --from=deps /lib /lib
+RUN --mount=from=tools,target=/t /t/run
+";
+    let mut opts = with_named(&[
+        ("alpine", "docker-image://reg.example:5000/alpine:3"),
+        ("builder", "local:prebuilt"),
+        ("deps", "https://example.com/deps.git#v1"),
+        ("tools", "docker-image://scratch"),
+    ]);
+    opts.named_excludes
+        .insert("prebuilt".into(), vec!["*.tmp".into()]);
+    opts.session_id = Some("sess".into());
+    let df = parse(text).unwrap();
+    let p = plan(&df, &opts).unwrap();
+    let images: Vec<String> = p.base_images().into_iter().map(|r| r.reference).collect();
+    assert_eq!(
+        images,
+        ["reg.example:5000/alpine:3"],
+        "builder-image is never needed"
+    );
+    let l = p.lower(&configs_for(&p)).unwrap();
+    let ids: Vec<String> = sources(&l).iter().map(|s| s.identifier.clone()).collect();
+    assert!(
+        ids.contains(&"docker-image://reg.example:5000/alpine:3".to_string()),
+        "{ids:?}"
+    );
+    assert!(ids.contains(&"local://prebuilt".to_string()), "{ids:?}");
+    assert!(
+        ids.contains(&"git://example.com/deps.git#v1".to_string()),
+        "{ids:?}"
+    );
+    assert!(!ids.iter().any(|i| i.contains("builder-image")), "{ids:?}");
+    let local = sources(&l)
+        .into_iter()
+        .find(|s| s.identifier == "local://prebuilt")
+        .unwrap();
+    assert_eq!(local.attrs["local.excludepatterns"], r#"["*.tmp"]"#);
+    assert_eq!(local.attrs["local.session"], "sess");
+    let runs: Vec<String> = execs(&l)
+        .iter()
+        .map(|e| e.meta.as_ref().unwrap().args.join(" "))
+        .collect();
+    assert!(runs.iter().any(|r| r.ends_with("echo base")), "{runs:?}");
+    assert!(
+        !runs.iter().any(|r| r.contains("make")),
+        "the replaced stage does not run: {runs:?}"
+    );
+}
+
+#[test]
+fn named_context_names_match_in_short_form_and_bad_values_fail() {
+    let opts = with_named(&[("busybox", "docker-image://mirror.local/busybox:1")]);
+    let l = lower_text("FROM docker.io/library/busybox:latest\nRUN true\n", &opts).unwrap();
+    assert!(sources(&l)
+        .iter()
+        .any(|s| s.identifier == "docker-image://mirror.local/busybox:1"));
+    let err = NamedContext::parse("x", "input:foo").unwrap_err();
+    assert!(err.message.contains("not supported"), "{}", err.message);
+}
