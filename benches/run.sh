@@ -104,6 +104,7 @@ cleanup() {
     stop_pid "$KE_PID"
     stop_pid "$REG_PID"
     unmount_under "$WORK"
+    rm -rf "$WORK/trash"
     if [ "$KEEP" = 1 ]; then
         log "kept $WORK"
     else
@@ -114,6 +115,20 @@ cleanup() {
     fi
 }
 trap cleanup EXIT
+
+# State directories are set aside, not deleted, until the end: deleting gigabytes on a file
+# system mounted with `discard` slows the next builder's writes for a while, and would charge
+# one builder for another's clean-up.
+TRASH_N=0
+set_aside() { # set_aside DIR...
+    local d
+    mkdir -p "$WORK/trash"
+    for d in "$@"; do
+        [ -e "$d" ] || continue
+        TRASH_N=$((TRASH_N + 1))
+        mv "$d" "$WORK/trash/$TRASH_N"
+    done
+}
 trap 'exit 130' INT TERM
 
 # ---------------------------------------------------------------- registry
@@ -191,7 +206,7 @@ if [ "$need_gcc" = 1 ]; then
     seed_image debian-gcc "$WORK/seed-debian"
 fi
 unmount_under "$WORK/seed-root"
-rm -rf "$WORK/seed-root" "$WORK/seed-busybox" "$WORK/seed-debian"
+set_aside "$WORK/seed-root" "$WORK/seed-busybox" "$WORK/seed-debian"
 
 # ---------------------------------------------------------------- measuring
 now() { date +%s.%N; }
@@ -230,7 +245,7 @@ wait_daemon() { # wait_daemon PID SOCKET: until buildctl gets an answer (30 s), 
     return 1
 }
 bk_start() { # fresh buildkitd with an empty state dir
-    rm -rf "$WORK/bk-root"
+    set_aside "$WORK/bk-root"
     "$BK_BIN/buildkitd" --root "$WORK/bk-root" --addr "unix://$WORK/bk.sock" \
         --oci-worker=true --containerd-worker=false --config "$BKCONF" > "$LOGS/buildkitd-$1.log" 2>&1 &
     BK_PID=$!
@@ -245,7 +260,7 @@ bk_stop() { # records buildkitd's peak RSS (VmHWM) for the case, then stops it
     record buildkitd "$1" all "" "${hwm:-}" ok
     stop_pid "$BK_PID"; BK_PID=""
     unmount_under "$WORK/bk-root"
-    rm -rf "$WORK/bk-root"
+    set_aside "$WORK/bk-root"
 }
 
 buildctl_build() { # buildctl_build BUILDER SOCKET CASE SCENARIO CONTEXT
@@ -271,7 +286,7 @@ buildctl_build() { # buildctl_build BUILDER SOCKET CASE SCENARIO CONTEXT
 bk_build() { buildctl_build buildkit "$WORK/bk.sock" "$@"; }
 
 ke_start() { # `kiln buildkitd` with an empty state dir, on a unix socket
-    unmount_under "$WORK/ke-root"; rm -rf "$WORK/ke-root" "$WORK/ke.sock"
+    unmount_under "$WORK/ke-root"; set_aside "$WORK/ke-root"; rm -f "$WORK/ke.sock"
     "$KILN" --root "$WORK/ke-root" --config "$KCONF" buildkitd --addr "unix://$WORK/ke.sock" \
         > "$LOGS/kiln-buildkitd-$1.log" 2>&1 &
     KE_PID=$!
@@ -286,13 +301,14 @@ ke_stop() { # records the endpoint's peak RSS (VmHWM) for the case, then stops i
     record kiln-buildkitd "$1" all "" "${hwm:-}" ok
     stop_pid "$KE_PID"; KE_PID=""
     unmount_under "$WORK/ke-root"
-    rm -rf "$WORK/ke-root"
+    set_aside "$WORK/ke-root"
 }
 
 fresh_context() { # fresh_context CASE BUILDER -> path of a pristine copy of the case's context
     local dir=$WORK/ctx/$2-$1
     rm -rf "$dir"
     cp -a "$WORK/cases/$1" "$dir"
+    sync # the previous builder's writes are flushed before this one starts
     echo "$dir"
 }
 
@@ -309,12 +325,12 @@ for c in $CASES; do
   for REP in $(seq 1 "$REPEAT"); do
     # kiln: cold = empty --root, warm = same build again, edit = one file changed.
     ctx=$(fresh_context "$c" kiln)
-    unmount_under "$WORK/kiln-root"; rm -rf "$WORK/kiln-root"
+    unmount_under "$WORK/kiln-root"; set_aside "$WORK/kiln-root"
     for sc in $SCENARIOS; do
         [ "$sc" = edit ] && python3 "$HERE/cases.py" edit "$c" "$ctx"
         kiln_build "$c" "$sc" "$ctx"
     done
-    unmount_under "$WORK/kiln-root"; rm -rf "$WORK/kiln-root" "$ctx"
+    unmount_under "$WORK/kiln-root"; set_aside "$WORK/kiln-root" "$ctx"
 
     if [ -n "$BK_BIN" ]; then
         ctx=$(fresh_context "$c" buildkit)
@@ -327,7 +343,7 @@ for c in $CASES; do
         else
             for sc in $SCENARIOS; do record buildkit "$c" "$sc" "" "" fail; done
         fi
-        rm -rf "$ctx"
+        set_aside "$ctx"
     fi
 
     # The same buildctl against kiln's BuildKit endpoint.
@@ -343,7 +359,7 @@ for c in $CASES; do
             KILN_FAILED=1
             for sc in $SCENARIOS; do record endpoint "$c" "$sc" "" "" fail; done
         fi
-        rm -rf "$ctx"
+        set_aside "$ctx"
     fi
   done
 done

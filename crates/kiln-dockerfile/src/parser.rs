@@ -103,7 +103,7 @@ fn re_directive() -> &'static Regex {
 
 fn re_heredoc() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
-    RE.get_or_init(|| Regex::new(r"^(\d*)<<(-?)\s*([^<]*)$").expect("static regex"))
+    RE.get_or_init(|| Regex::new(r"^([0-9]*)<<(-?)\s*([^<]*)$").expect("static regex"))
 }
 
 struct Directives {

@@ -7,6 +7,7 @@ use crate::progress::ProgressSender;
 use crate::snapshot::LayerId;
 use crate::solver::SolveError;
 use crate::{Engine, Solved};
+use futures::{StreamExt, TryStreamExt};
 use kiln_oci::layer::Compression;
 use kiln_oci::reference::Reference;
 use kiln_oci::Digest;
@@ -51,6 +52,38 @@ impl ImageOptions {
 }
 
 /// One layer of a built image.
+/// Push one layer of an image to `r`, with progress under `vertex`.
+async fn push_layer(
+    registry: &kiln_oci::RegistryClient,
+    content: &kiln_oci::ContentStore,
+    r: &Reference,
+    l: &ImageLayer,
+    progress: &ProgressSender,
+    vertex: &str,
+) -> Result<(), SolveError> {
+    let d: Digest = l
+        .blob
+        .digest
+        .parse()
+        .map_err(|e: kiln_oci::DigestParseError| SolveError::msg(format!("{r}: {e}")))?;
+    let from = l
+        .blob
+        .source
+        .as_deref()
+        .and_then(|s| Reference::parse(s).ok());
+    let id = format!("pushing layer {d}");
+    progress.status(vertex, &id, 0, Some(l.blob.size), false);
+    registry
+        .push_blob(r, &d, content, from.as_ref())
+        .await
+        .map_err(|e| SolveError::msg(e.to_string()))?;
+    progress.status(vertex, &id, l.blob.size, Some(l.blob.size), true);
+    Ok(())
+}
+
+/// Layers pushed at once (docker's default for uploads is 5).
+pub const PUSH_CONCURRENCY: usize = 4;
+
 #[derive(Debug, Clone)]
 pub struct ImageLayer {
     pub blob: BlobRecord,
@@ -262,8 +295,9 @@ impl Engine {
         })
     }
 
-    /// Push a built image under each of `names`. Blobs the registry has are skipped; blobs
-    /// from a base image on the same registry are mounted across repositories.
+    /// Push a built image under each of `names`: layers (at most [`PUSH_CONCURRENCY`] at a
+    /// time), then config and manifest. Blobs the registry has are skipped; blobs from a base
+    /// image on the same registry are mounted across repositories.
     pub async fn push_image(
         &self,
         solved: &Solved,
@@ -278,36 +312,17 @@ impl Engine {
             progress.started(&vertex, &format!("pushing {name}"), vec![]);
             let result: Result<(), SolveError> = async {
                 let r = Reference::parse(name).map_err(|e| err(name)(e.to_string()))?;
-                for l in &image.layers {
-                    let d: Digest = l
-                        .blob
-                        .digest
-                        .parse()
-                        .map_err(|e: kiln_oci::DigestParseError| err(name)(e.to_string()))?;
-                    let from = l
-                        .blob
-                        .source
-                        .as_deref()
-                        .and_then(|s| Reference::parse(s).ok());
-                    progress.status(
-                        &vertex,
-                        &format!("pushing layer {}", d),
-                        0,
-                        Some(l.blob.size),
-                        false,
-                    );
-                    registry
-                        .push_blob(&r, &d, &inner.content, from.as_ref())
-                        .await
-                        .map_err(|e| SolveError::msg(e.to_string()))?;
-                    progress.status(
-                        &vertex,
-                        &format!("pushing layer {}", d),
-                        l.blob.size,
-                        Some(l.blob.size),
-                        true,
-                    );
-                }
+                // Several layers at once, like docker's uploads: most are a HEAD that finds the
+                // blob already there, and those are round trips, not bandwidth.
+                let pushes: Vec<_> = image
+                    .layers
+                    .iter()
+                    .map(|l| push_layer(registry, &inner.content, &r, l, progress, &vertex))
+                    .collect();
+                futures::stream::iter(pushes)
+                    .buffer_unordered(PUSH_CONCURRENCY)
+                    .try_collect::<()>()
+                    .await?;
                 registry
                     .push_blob(&r, &image.config_digest, &inner.content, None)
                     .await
