@@ -192,8 +192,12 @@ impl Daemon {
                     None => None,
                 };
                 client_side_caches(&mut plan, open.as_ref());
-                for w in &plan.warnings {
-                    progress.warn(None, w.clone());
+                let insecure = plan
+                    .insecure_refs
+                    .iter()
+                    .filter_map(|r| self.engine.client_insecure_warning(r));
+                for w in plan.warnings.iter().cloned().chain(insecure) {
+                    progress.warn(None, w);
                 }
                 self.engine
                     .import_caches(&plan.imports, session.clone(), progress)

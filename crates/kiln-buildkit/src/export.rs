@@ -40,6 +40,23 @@ pub fn requested(req: &api::SolveRequest) -> Vec<Exporter> {
     }]
 }
 
+/// `registry.insecure=true` on an image output: see [`kiln_engine::Engine::client_insecure_warning`].
+fn warn_client_insecure(
+    engine: &kiln_engine::Engine,
+    attrs: &HashMap<String, String>,
+    names: &[String],
+    progress: &ProgressSender,
+) {
+    if truthy(attrs, "registry.insecure") {
+        for w in names
+            .iter()
+            .filter_map(|n| engine.client_insecure_warning(n))
+        {
+            progress.warn(None, w);
+        }
+    }
+}
+
 fn truthy(attrs: &HashMap<String, String>, key: &str) -> bool {
     attrs
         .get(key)
@@ -100,6 +117,7 @@ pub async fn run(
                     .map_err(solve_status)?;
                 let names = names(&exp.attrs);
                 if truthy(&exp.attrs, "push") {
+                    warn_client_insecure(engine, &exp.attrs, &names, progress);
                     if names.is_empty() {
                         return Err(Status::invalid_argument(
                             "push requires a name (--output type=image,name=…,push=true)",
@@ -126,6 +144,7 @@ pub async fn run(
                     .map_err(solve_status)?;
                 let names = names(&exp.attrs);
                 if truthy(&exp.attrs, "push") && !names.is_empty() {
+                    warn_client_insecure(engine, &exp.attrs, &names, progress);
                     engine
                         .push_image(&result.solved, &image, &names, progress)
                         .await

@@ -129,6 +129,42 @@ pub struct EngineInner {
     _lock: std::fs::File,
 }
 
+/// See [`Engine::client_insecure_warning`].
+fn insecure_warning(config: &RegistryConfig, reference: &str) -> Option<String> {
+    let host = kiln_oci::Reference::parse(reference).ok()?.registry;
+    let allowed = kiln_oci::reference::is_loopback_host(&host)
+        || config
+            .hosts
+            .get(&host)
+            .is_some_and(|h| h.http || h.insecure);
+    (!allowed).then(|| {
+        format!(
+            "registry.insecure=true for {host} is not honoured: kiln's config decides per host \
+             (set [registry.\"{host}\"] http = true or insecure = true in kiln.toml)"
+        )
+    })
+}
+
+#[cfg(test)]
+#[test]
+fn client_insecure_requests_are_answered_by_the_config() {
+    let mut config = RegistryConfig::default();
+    assert_eq!(insecure_warning(&config, "127.0.0.1:5000/a:1"), None);
+    let w = insecure_warning(&config, "registry.example:5000/a:1").unwrap();
+    assert!(
+        w.contains("[registry.\"registry.example:5000\"] http = true"),
+        "{w}"
+    );
+    config.hosts.insert(
+        "registry.example:5000".into(),
+        kiln_oci::HostConfig {
+            http: true,
+            ..Default::default()
+        },
+    );
+    assert_eq!(insecure_warning(&config, "registry.example:5000/a:1"), None);
+}
+
 /// Lists content digests that something outside the cache (an image store) still refers to.
 pub type ContentRoot = Arc<dyn Fn() -> Vec<String> + Send + Sync>;
 
@@ -286,6 +322,13 @@ impl Engine {
             .lock()
             .expect("lock")
             .push(Arc::new(root));
+    }
+
+    /// What to tell a client that asked for `registry.insecure=true` on `reference`'s host when
+    /// kiln's config allows neither plain HTTP nor unverified TLS there (loopback hosts need
+    /// nothing). On a shared builder the daemon's config decides, not a request.
+    pub fn client_insecure_warning(&self, reference: &str) -> Option<String> {
+        insecure_warning(&self.inner.registry_config, reference)
     }
 
     /// A registry client that authenticates with the session's credentials.

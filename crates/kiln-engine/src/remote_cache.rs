@@ -264,6 +264,9 @@ pub struct CachePlan {
     pub inline: bool,
     /// Entries of cache types kiln does not offer, worded for the user.
     pub warnings: Vec<String>,
+    /// Registry caches the client marked `registry.insecure=true` (see
+    /// [`crate::Engine::client_insecure_warning`]).
+    pub insecure_refs: Vec<String>,
 }
 
 impl CachePlan {
@@ -273,6 +276,14 @@ impl CachePlan {
         exports: impl IntoIterator<Item = (&'a str, &'a HashMap<String, String>)>,
     ) -> Result<CachePlan, String> {
         let mut plan = CachePlan::default();
+        let (imports, exports): (Vec<_>, Vec<_>) =
+            (imports.into_iter().collect(), exports.into_iter().collect());
+        for (kind, attrs) in imports.iter().chain(&exports) {
+            let insecure = attrs.get("registry.insecure").is_some_and(|v| v == "true");
+            if *kind == "registry" && insecure {
+                plan.insecure_refs.extend(attrs.get("ref").cloned());
+            }
+        }
         for (kind, attrs) in imports {
             match parse_import(kind, attrs)? {
                 Some(s) => plan.imports.push(s),
@@ -1182,6 +1193,16 @@ impl SolveCtx {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn registry_insecure_attrs_are_collected() {
+        let plan = CachePlan::from_csv(
+            &["type=registry,ref=r.example/a:cache,registry.insecure=true".into()],
+            &["type=registry,ref=r.example/b:cache".into()],
+        )
+        .unwrap();
+        assert_eq!(plan.insecure_refs, ["r.example/a:cache"]);
+    }
 
     #[test]
     fn csv_specs_parse_as_buildx_does() {

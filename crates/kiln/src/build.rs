@@ -428,8 +428,12 @@ async fn build(
     let session: Arc<dyn kiln_engine::session::Session> = session;
     let cache = kiln_engine::remote_cache::CachePlan::from_csv(&args.cache_from, &args.cache_to)
         .map_err(kiln_engine::Error::msg)?;
-    for w in &cache.warnings {
-        progress.warn(None, w.clone());
+    let insecure = cache
+        .insecure_refs
+        .iter()
+        .filter_map(|r| engine.client_insecure_warning(r));
+    for w in cache.warnings.iter().cloned().chain(insecure) {
+        progress.warn(None, w);
     }
     let cache_imports = engine
         .import_caches(&cache.imports, session.clone(), progress)
