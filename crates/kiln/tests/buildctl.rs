@@ -110,23 +110,29 @@ fn buildctl(bin: &Path, daemon: &Daemon, args: &[&str], stdin: Option<&[u8]>) ->
     child.wait_with_output().unwrap()
 }
 
-/// `buildctl build` of the Dockerfile in `ctx` with a local output into `out`.
-fn build_into_dir(bin: &Path, daemon: &Daemon, ctx: &str, out: &Path) -> Output {
-    let output = format!("type=local,dest={}", out.display());
-    let args = [
+/// `buildctl build --progress plain` of the Dockerfile in `ctx` (context and Dockerfile both
+/// from `ctx`), plus `extra` arguments.
+fn dockerfile_build(bin: &Path, daemon: &Daemon, ctx: &str, extra: &[&str]) -> Output {
+    let (context, dockerfile) = (format!("context={ctx}"), format!("dockerfile={ctx}"));
+    let mut args = vec![
         "build",
         "--progress",
         "plain",
         "--frontend",
         "dockerfile.v0",
         "--local",
-        &format!("context={ctx}"),
+        &context,
         "--local",
-        &format!("dockerfile={ctx}"),
-        "--output",
-        &output,
+        &dockerfile,
     ];
+    args.extend_from_slice(extra);
     buildctl(bin, daemon, &args, None)
+}
+
+/// `buildctl build` of the Dockerfile in `ctx` with a local output into `out`.
+fn build_into_dir(bin: &Path, daemon: &Daemon, ctx: &str, out: &Path) -> Output {
+    let output = format!("type=local,dest={}", out.display());
+    dockerfile_build(bin, daemon, ctx, &["--output", &output])
 }
 
 /// `buildctl build` of the Dockerfile in `ctx` to `output`, with one cache flag and its value.
@@ -138,22 +144,12 @@ fn build_with_cache(
     cache_flag: &str,
     cache_value: &str,
 ) -> Output {
-    let args = [
-        "build",
-        "--progress",
-        "plain",
-        "--frontend",
-        "dockerfile.v0",
-        "--local",
-        &format!("context={ctx}"),
-        "--local",
-        &format!("dockerfile={ctx}"),
-        "--output",
-        output,
-        cache_flag,
-        cache_value,
-    ];
-    buildctl(bin, daemon, &args, None)
+    dockerfile_build(
+        bin,
+        daemon,
+        ctx,
+        &["--output", output, cache_flag, cache_value],
+    )
 }
 
 /// Whether buildctl's plain progress shows the vertex named like `step` as CACHED.
@@ -843,15 +839,6 @@ fn buildctl_named_contexts_replace_images_stages_and_copy_sources() {
         let out = env.work.path().join(format!("out-{i}"));
         let base = format!("context:base=docker-image://{}", env.base);
         let args = [
-            "build",
-            "--progress",
-            "plain",
-            "--frontend",
-            "dockerfile.v0",
-            "--local",
-            &format!("context={}", ctx.display()),
-            "--local",
-            &format!("dockerfile={}", ctx.display()),
             "--local",
             &format!("deps={}", deps.display()),
             "--local",
@@ -865,7 +852,7 @@ fn buildctl_named_contexts_replace_images_stages_and_copy_sources() {
             "--output",
             &format!("type=local,dest={}", out.display()),
         ];
-        let run = buildctl(bin, &daemon, &args, None);
+        let run = dockerfile_build(bin, &daemon, ctx.to_str().unwrap(), &args);
         ok(&run, &format!("{} named contexts", bin.display()));
         let err = String::from_utf8_lossy(&run.stderr);
         assert!(err.contains("[context deps] load from client"), "{err}");
@@ -882,21 +869,11 @@ fn buildctl_named_contexts_replace_images_stages_and_copy_sources() {
             "deps/.dockerignore applies"
         );
 
-        let bad = buildctl(
+        let bad = dockerfile_build(
             bin,
             &daemon,
-            &[
-                "build",
-                "--frontend",
-                "dockerfile.v0",
-                "--local",
-                &format!("context={}", ctx.display()),
-                "--local",
-                &format!("dockerfile={}", ctx.display()),
-                "--opt",
-                "context:base=oci-layout:///nowhere",
-            ],
-            None,
+            ctx.to_str().unwrap(),
+            &["--opt", "context:base=oci-layout:///nowhere"],
         );
         assert!(!bad.status.success());
         let err = String::from_utf8_lossy(&bad.stderr);
