@@ -12,9 +12,11 @@ use kiln_oci::layer::Compression;
 use kiln_oci::reference::Reference;
 use kiln_oci::Digest;
 use serde_json::{json, Value};
+use std::collections::HashSet;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
@@ -52,12 +54,45 @@ impl ImageOptions {
 }
 
 /// One layer of a built image.
+/// Push `image` to `r`: layers (at most [`PUSH_CONCURRENCY`] at a time; most are a HEAD that
+/// finds the blob already there, round trips rather than bandwidth), config, manifest. Blobs
+/// listed in `known` as pushed to this repository before are skipped.
+async fn push_once(
+    registry: &kiln_oci::RegistryClient,
+    content: &kiln_oci::ContentStore,
+    r: &Reference,
+    image: &BuiltImage,
+    known: Option<&Mutex<HashSet<String>>>,
+    progress: &ProgressSender,
+    vertex: &str,
+) -> Result<(), SolveError> {
+    let pushes: Vec<_> = image
+        .layers
+        .iter()
+        .map(|l| push_layer(registry, content, r, l, known, progress, vertex))
+        .collect();
+    futures::stream::iter(pushes)
+        .buffer_unordered(PUSH_CONCURRENCY)
+        .try_collect::<()>()
+        .await?;
+    registry
+        .push_blob(r, &image.config_digest, content, None)
+        .await
+        .map_err(|e| SolveError::msg(e.to_string()))?;
+    registry
+        .push_manifest(r, &image.manifest, &image.manifest_media_type)
+        .await
+        .map_err(|e| SolveError::msg(e.to_string()))?;
+    Ok(())
+}
+
 /// Push one layer of an image to `r`, with progress under `vertex`.
 async fn push_layer(
     registry: &kiln_oci::RegistryClient,
     content: &kiln_oci::ContentStore,
     r: &Reference,
     l: &ImageLayer,
+    known: Option<&Mutex<HashSet<String>>>,
     progress: &ProgressSender,
     vertex: &str,
 ) -> Result<(), SolveError> {
@@ -72,11 +107,18 @@ async fn push_layer(
         .as_deref()
         .and_then(|s| Reference::parse(s).ok());
     let id = format!("pushing layer {d}");
-    progress.status(vertex, &id, 0, Some(l.blob.size), false);
-    registry
-        .push_blob(r, &d, content, from.as_ref())
-        .await
-        .map_err(|e| SolveError::msg(e.to_string()))?;
+    let key = format!("{}@{d}", r.repository_ref());
+    let lock = || known.map(|k| k.lock().expect("pushed blobs"));
+    if !lock().is_some_and(|k| k.contains(&key)) {
+        progress.status(vertex, &id, 0, Some(l.blob.size), false);
+        registry
+            .push_blob(r, &d, content, from.as_ref())
+            .await
+            .map_err(|e| SolveError::msg(e.to_string()))?;
+        if let Some(mut k) = lock() {
+            k.insert(key);
+        }
+    }
     progress.status(vertex, &id, l.blob.size, Some(l.blob.size), true);
     Ok(())
 }
@@ -312,26 +354,40 @@ impl Engine {
             progress.started(&vertex, &format!("pushing {name}"), vec![]);
             let result: Result<(), SolveError> = async {
                 let r = Reference::parse(name).map_err(|e| err(name)(e.to_string()))?;
-                // Several layers at once, like docker's uploads: most are a HEAD that finds the
-                // blob already there, and those are round trips, not bandwidth.
-                let pushes: Vec<_> = image
-                    .layers
-                    .iter()
-                    .map(|l| push_layer(registry, &inner.content, &r, l, progress, &vertex))
-                    .collect();
-                futures::stream::iter(pushes)
-                    .buffer_unordered(PUSH_CONCURRENCY)
-                    .try_collect::<()>()
-                    .await?;
-                registry
-                    .push_blob(&r, &image.config_digest, &inner.content, None)
+                // Blobs this engine pushed to the repository before are not checked again. If
+                // the registry lost them meanwhile, the manifest is refused: then everything is
+                // checked and pushed once more.
+                let mut trust_known = true;
+                loop {
+                    let known = trust_known.then_some(&inner.pushed_blobs);
+                    match push_once(
+                        registry,
+                        &inner.content,
+                        &r,
+                        image,
+                        known,
+                        progress,
+                        &vertex,
+                    )
                     .await
-                    .map_err(|e| SolveError::msg(e.to_string()))?;
-                registry
-                    .push_manifest(&r, &image.manifest, &image.manifest_media_type)
-                    .await
-                    .map_err(|e| SolveError::msg(e.to_string()))?;
-                Ok(())
+                    {
+                        Ok(()) => break Ok(()),
+                        Err(e) if trust_known => {
+                            tracing::warn!(
+                                "pushing {name} failed ({}); checking every blob and pushing again",
+                                e.message
+                            );
+                            let repo = format!("{}@", r.repository_ref());
+                            inner
+                                .pushed_blobs
+                                .lock()
+                                .expect("pushed blobs")
+                                .retain(|k| !k.starts_with(&repo));
+                            trust_known = false;
+                        }
+                        Err(e) => break Err(e),
+                    }
+                }
             }
             .await;
             progress.completed(&vertex, result.as_ref().err().map(|e| e.message.clone()));

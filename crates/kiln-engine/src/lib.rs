@@ -124,6 +124,8 @@ pub struct EngineInner {
     building: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
     /// Lists of content digests that prune must keep (see [`Engine::pin_content`]).
     content_roots: Mutex<Vec<ContentRoot>>,
+    /// Blobs pushed so far (`host/repository@digest`): a repeated push skips their HEAD checks.
+    pub(crate) pushed_blobs: Mutex<std::collections::HashSet<String>>,
     /// Digests of local files already read, so an unchanged context is not read again.
     pub(crate) file_hashes: source::local::HashCache,
     _lock: std::fs::File,
@@ -305,6 +307,7 @@ impl Engine {
                 building: Arc::default(),
                 content_roots: Mutex::new(Vec::new()),
                 file_hashes: Default::default(),
+                pushed_blobs: Default::default(),
                 _lock: lock,
             }),
         })

@@ -128,6 +128,11 @@ impl TestRegistry {
     }
 
     /// The registry's own log (errors only).
+    /// The registry's storage (`docker/registry/v2/…` below it).
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("data")
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
     }

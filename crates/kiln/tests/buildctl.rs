@@ -883,3 +883,48 @@ fn buildctl_named_contexts_replace_images_stages_and_copy_sources() {
         );
     }
 }
+
+#[test]
+fn a_repeated_push_survives_a_registry_that_lost_its_blobs() {
+    let test = "a_repeated_push_survives_a_registry_that_lost_its_blobs";
+    let Some((bins, env)) = prerequisites(test) else {
+        return;
+    };
+    let ctx = env.context(
+        "ctx",
+        &[("Dockerfile", "FROM $BASE\nRUN echo pushed > /p.txt\n")],
+    );
+    let dir = env.work.path().join("daemon");
+    std::fs::create_dir_all(&dir).unwrap();
+    let daemon = Daemon::start(&dir.join("root"), &dir);
+    let name = env.image("lost:1");
+    let output = format!("type=image,name={name},push=true");
+    let bin = &bins[0];
+    let ctx_s = ctx.to_str().unwrap();
+    ok(
+        &dockerfile_build(bin, &daemon, ctx_s, &["--output", &output]),
+        "first push",
+    );
+    // The daemon remembers what it pushed and skips those checks next time; the registry
+    // forgets the repository's layer links behind its back.
+    let layers = env
+        .registry
+        .data_dir()
+        .join("docker/registry/v2/repositories/lost/_layers");
+    assert!(layers.is_dir(), "{}", layers.display());
+    std::fs::remove_dir_all(&layers).unwrap();
+    ok(
+        &dockerfile_build(bin, &daemon, ctx_s, &["--output", &output]),
+        "second push",
+    );
+    let log = std::fs::read_to_string(dir.join("buildkitd.log")).unwrap_or_default();
+    assert!(
+        log.contains("checking every blob and pushing again"),
+        "{log}"
+    );
+    let rootfs = env.rootfs_of(&name);
+    assert_eq!(
+        std::fs::read_to_string(rootfs.path().join("p.txt")).unwrap(),
+        "pushed\n"
+    );
+}
