@@ -127,12 +127,12 @@ impl TestRegistry {
         Reference::parse(&format!("{}/{repo}", self.host())).expect("valid test reference")
     }
 
-    /// The registry's own log (errors only).
     /// The registry's storage (`docker/registry/v2/…` below it).
     pub fn data_dir(&self) -> std::path::PathBuf {
         self.dir.path().join("data")
     }
 
+    /// The registry's own log (errors only).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
     }
