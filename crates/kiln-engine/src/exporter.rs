@@ -53,28 +53,27 @@ impl ImageOptions {
     }
 }
 
-/// One layer of a built image.
-/// Push `image` to `r`: layers (at most [`PUSH_CONCURRENCY`] at a time; most are a HEAD that
-/// finds the blob already there, round trips rather than bandwidth), config, manifest. Blobs
-/// listed in `known` as pushed to this repository before are skipped.
+/// Push `image` to `r`: layers, config, manifest. Layers in `known` as pushed to this
+/// repository before are skipped.
 async fn push_once(
     registry: &kiln_oci::RegistryClient,
     content: &kiln_oci::ContentStore,
     r: &Reference,
     image: &BuiltImage,
-    known: Option<&Mutex<HashSet<String>>>,
+    known: &Mutex<HashSet<String>>,
     progress: &ProgressSender,
     vertex: &str,
 ) -> Result<(), SolveError> {
-    let pushes: Vec<_> = image
-        .layers
-        .iter()
-        .map(|l| push_layer(registry, content, r, l, known, progress, vertex))
-        .collect();
-    futures::stream::iter(pushes)
-        .buffer_unordered(PUSH_CONCURRENCY)
-        .try_collect::<()>()
-        .await?;
+    let blobs: Vec<&BlobRecord> = image.layers.iter().map(|l| &l.blob).collect();
+    let push = BlobPush {
+        registry,
+        content,
+        known: Some(known),
+        label: "pushing layer",
+        progress,
+        vertex,
+    };
+    push.all(r, &blobs).await?;
     registry
         .push_blob(r, &image.config_digest, content, None)
         .await
@@ -86,46 +85,62 @@ async fn push_once(
     Ok(())
 }
 
-/// Push one layer of an image to `r`, with progress under `vertex`.
-async fn push_layer(
-    registry: &kiln_oci::RegistryClient,
-    content: &kiln_oci::ContentStore,
-    r: &Reference,
-    l: &ImageLayer,
-    known: Option<&Mutex<HashSet<String>>>,
-    progress: &ProgressSender,
-    vertex: &str,
-) -> Result<(), SolveError> {
-    let d: Digest = l
-        .blob
-        .digest
-        .parse()
-        .map_err(|e: kiln_oci::DigestParseError| SolveError::msg(format!("{r}: {e}")))?;
-    let from = l
-        .blob
-        .source
-        .as_deref()
-        .and_then(|s| Reference::parse(s).ok());
-    let id = format!("pushing layer {d}");
-    let key = format!("{}@{d}", r.repository_ref());
-    let lock = || known.map(|k| k.lock().expect("pushed blobs"));
-    if !lock().is_some_and(|k| k.contains(&key)) {
-        progress.status(vertex, &id, 0, Some(l.blob.size), false);
-        registry
-            .push_blob(r, &d, content, from.as_ref())
+/// Pushing layer blobs to a registry, each with a status `"{label} {digest}"`: an image's
+/// layers, or an exported cache's.
+pub(crate) struct BlobPush<'a> {
+    pub registry: &'a kiln_oci::RegistryClient,
+    pub content: &'a kiln_oci::ContentStore,
+    /// Blobs pushed before (`host/repository@digest`), skipped and recorded when given.
+    pub known: Option<&'a Mutex<HashSet<String>>>,
+    pub label: &'a str,
+    pub progress: &'a ProgressSender,
+    pub vertex: &'a str,
+}
+
+impl BlobPush<'_> {
+    /// Push `blobs` to `r`, at most [`PUSH_CONCURRENCY`] at a time: most are a HEAD that
+    /// finds the blob already there, round trips rather than bandwidth.
+    pub async fn all(&self, r: &Reference, blobs: &[&BlobRecord]) -> Result<(), SolveError> {
+        let pushes: Vec<_> = blobs.iter().map(|b| self.one(r, b)).collect();
+        futures::stream::iter(pushes)
+            .buffer_unordered(PUSH_CONCURRENCY)
+            .try_collect::<()>()
             .await
-            .map_err(|e| SolveError::msg(e.to_string()))?;
-        if let Some(mut k) = lock() {
-            k.insert(key);
-        }
     }
-    progress.status(vertex, &id, l.blob.size, Some(l.blob.size), true);
-    Ok(())
+
+    async fn one(&self, r: &Reference, blob: &BlobRecord) -> Result<(), SolveError> {
+        let d: Digest = blob
+            .digest
+            .parse()
+            .map_err(|e| SolveError::msg(format!("layer blob {}: {e}", blob.digest)))?;
+        let from = blob
+            .source
+            .as_deref()
+            .and_then(|s| Reference::parse(s).ok());
+        let id = format!("{} {d}", self.label);
+        let key = format!("{}@{d}", r.repository_ref());
+        let known = || self.known.map(|k| k.lock().expect("pushed blobs"));
+        if !known().is_some_and(|k| k.contains(&key)) {
+            self.progress
+                .status(self.vertex, &id, 0, Some(blob.size), false);
+            self.registry
+                .push_blob(r, &d, self.content, from.as_ref())
+                .await
+                .map_err(|e| SolveError::msg(e.to_string()))?;
+            if let Some(mut k) = known() {
+                k.insert(key);
+            }
+        }
+        self.progress
+            .status(self.vertex, &id, blob.size, Some(blob.size), true);
+        Ok(())
+    }
 }
 
 /// Layers pushed at once (docker's default for uploads is 5).
 pub const PUSH_CONCURRENCY: usize = 4;
 
+/// One layer of a built image.
 #[derive(Debug, Clone)]
 pub struct ImageLayer {
     pub blob: BlobRecord,
@@ -357,9 +372,14 @@ impl Engine {
                 // Blobs this engine pushed to the repository before are not checked again. If
                 // the registry lost them meanwhile, the manifest is refused: then everything is
                 // checked and pushed once more.
-                let mut trust_known = true;
+                let repo = format!("{}@", r.repository_ref());
+                let known = &inner.pushed_blobs;
+                let mut may_retry = known
+                    .lock()
+                    .expect("pushed blobs")
+                    .iter()
+                    .any(|k| k.starts_with(&repo));
                 loop {
-                    let known = trust_known.then_some(&inner.pushed_blobs);
                     match push_once(
                         registry,
                         &inner.content,
@@ -372,18 +392,16 @@ impl Engine {
                     .await
                     {
                         Ok(()) => break Ok(()),
-                        Err(e) if trust_known => {
+                        Err(e) if may_retry => {
                             tracing::warn!(
                                 "pushing {name} failed ({}); checking every blob and pushing again",
                                 e.message
                             );
-                            let repo = format!("{}@", r.repository_ref());
-                            inner
-                                .pushed_blobs
+                            known
                                 .lock()
                                 .expect("pushed blobs")
                                 .retain(|k| !k.starts_with(&repo));
-                            trust_known = false;
+                            may_retry = false;
                         }
                         Err(e) => break Err(e),
                     }

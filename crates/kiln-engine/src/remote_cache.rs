@@ -574,20 +574,15 @@ impl Engine {
         let store: Arc<dyn BlobStore> = match &export.target {
             CacheTarget::Registry(r) => {
                 let registry = solved.registry();
-                for b in &layer_blobs {
-                    let d: Digest = b
-                        .digest
-                        .parse()
-                        .map_err(|e| SolveError::msg(format!("layer blob {}: {e}", b.digest)))?;
-                    let id = format!("writing layer {d}");
-                    progress.status(vertex, &id, 0, Some(b.size), false);
-                    let from = b.source.as_deref().and_then(|s| Reference::parse(s).ok());
-                    registry
-                        .push_blob(r, &d, &inner.content, from.as_ref())
-                        .await
-                        .map_err(|e| SolveError::msg(e.to_string()))?;
-                    progress.status(vertex, &id, b.size, Some(b.size), true);
-                }
+                let push = crate::exporter::BlobPush {
+                    registry,
+                    content: &inner.content,
+                    known: None,
+                    label: "writing layer",
+                    progress,
+                    vertex,
+                };
+                push.all(r, &layer_blobs).await?;
                 registry
                     .push_blob(r, &config_digest, &inner.content, None)
                     .await

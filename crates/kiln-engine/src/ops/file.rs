@@ -436,9 +436,9 @@ struct Linker {
     src_layers: Vec<PathBuf>,
     dest_mount: PathBuf,
     upper: PathBuf,
-    /// (layer index, parent directory) → whether it is a real directory in that layer,
-    /// reached without symlinks.
-    parents: HashMap<(usize, PathBuf), bool>,
+    /// Parent directory → whether it is a real directory, reached without symlinks, in each
+    /// of `src_layers`.
+    parents: HashMap<PathBuf, Vec<bool>>,
 }
 
 impl Linker {
@@ -470,13 +470,17 @@ impl Linker {
 
     /// The file in the topmost layer that has `rel`, if it is the very inode the mount shows.
     fn layer_file(&mut self, rel: &Path, meta: &fs::Metadata) -> Option<PathBuf> {
-        let parent = rel.parent().unwrap_or(Path::new("")).to_path_buf();
-        for i in 0..self.src_layers.len() {
-            let layer = self.src_layers[i].clone();
-            let plain = *self
-                .parents
-                .entry((i, parent.clone()))
-                .or_insert_with(|| plain_dir(&layer, &parent));
+        let parent = rel.parent().unwrap_or(Path::new(""));
+        let Linker {
+            src_layers,
+            parents,
+            ..
+        } = self;
+        if !parents.contains_key(parent) {
+            let plain = src_layers.iter().map(|l| plain_dir(l, parent)).collect();
+            parents.insert(parent.to_path_buf(), plain);
+        }
+        for (layer, plain) in src_layers.iter().zip(&parents[parent]) {
             if !plain {
                 // Absent here (or not a plain directory): a lower layer may have it.
                 continue;
