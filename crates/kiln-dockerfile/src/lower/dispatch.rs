@@ -36,7 +36,7 @@ pub(crate) struct StageState {
 
 pub(crate) struct Lowerer<'a> {
     pub plan: &'a Plan,
-    configs: &'a HashMap<String, ImageConfig>,
+    configs: &'a HashMap<super::ImageRequest, ImageConfig>,
     /// `None` in the first pass (paths unknown), `Some(paths)` in the final one.
     follow_paths: Option<Option<Vec<String>>>,
     pub graph: Graph,
@@ -52,7 +52,7 @@ pub(crate) struct Lowerer<'a> {
 impl<'a> Lowerer<'a> {
     pub(crate) fn new(
         plan: &'a Plan,
-        configs: &'a HashMap<String, ImageConfig>,
+        configs: &'a HashMap<super::ImageRequest, ImageConfig>,
         follow_paths: Option<Option<Vec<String>>>,
     ) -> Self {
         let n = plan.stages.len();
@@ -319,7 +319,11 @@ impl<'a> Lowerer<'a> {
             }
             Base::Image(reference) | Base::Named(_, NamedContext::Image(reference)) => {
                 let platform = plan.stage_platform(i);
-                let config = self.configs.get(reference).ok_or_else(|| {
+                let request = super::ImageRequest {
+                    reference: reference.clone(),
+                    platform: platform.clone(),
+                };
+                let config = self.configs.get(&request).ok_or_else(|| {
                     Error::new(
                         &self.file,
                         line,
@@ -334,6 +338,8 @@ impl<'a> Lowerer<'a> {
                     image.rootfs.diff_ids.is_empty() && image.history.iter().all(|h| h.empty_layer);
                 triggers = std::mem::take(&mut image.config.on_build);
                 let mut st = new_state(None, image, platform.clone(), counted + 1);
+                // BuildKit names the FROM step with the stage: `[build 1/3] FROM …`.
+                st.name = planned.display_name.clone();
                 if !is_scratch {
                     let name = self.prefix(&mut st, &format!("FROM {reference}"));
                     let meta = OpMeta {
@@ -410,6 +416,11 @@ impl<'a> Lowerer<'a> {
             return s.to_string();
         }
         let mut out = String::from("[");
+        if self.plan.opts.multi_platform {
+            out.push_str(&st.platform.format());
+            out.push_str(&cross_target(&st.platform, &st.build_args));
+            out.push(' ');
+        }
         if !st.name.is_empty() {
             out.push_str(&st.name);
             out.push(' ');
@@ -736,5 +747,48 @@ pub(crate) fn uppercase_cmd(s: &str) -> String {
     match s.split_once(' ') {
         Some((first, rest)) => format!("{} {rest}", first.to_uppercase()),
         None => s.to_uppercase(),
+    }
+}
+
+/// BuildKit's `formatTargetPlatform`: `->arm64` after a stage's own platform when its
+/// `TARGET*` args name another architecture (a stage cross-compiling on the build platform).
+fn cross_target(base: &Platform, args: &[(String, Option<String>)]) -> String {
+    let arg = |k: &str| {
+        args.iter()
+            .find(|(n, _)| n == k)
+            .and_then(|(_, v)| v.clone())
+    };
+    let target = match arg("TARGETPLATFORM").and_then(|v| Platform::parse(&v).ok()) {
+        Some(p) => p,
+        None => {
+            let (os, arch) = (arg("TARGETOS"), arg("TARGETARCH"));
+            if os.is_none() && arch.is_none() && arg("TARGETVARIANT").is_none() {
+                return String::new();
+            }
+            let os = os.filter(|s| !s.is_empty()).unwrap_or(base.os.clone());
+            let arch = arch
+                .filter(|s| !s.is_empty())
+                .unwrap_or(base.architecture.clone());
+            let variant = arg("TARGETVARIANT").filter(|s| !s.is_empty());
+            match Platform::parse(&format!("{os}/{arch}")) {
+                Ok(mut p) => {
+                    if variant.is_some() {
+                        p.variant = variant;
+                    }
+                    p
+                }
+                Err(_) => return String::new(),
+            }
+        }
+    };
+    if target.os != base.os {
+        format!("->{}", target.format())
+    } else if target.architecture != base.architecture {
+        match &target.variant {
+            Some(v) => format!("->{}/{v}", target.architecture),
+            None => format!("->{}", target.architecture),
+        }
+    } else {
+        String::new()
     }
 }

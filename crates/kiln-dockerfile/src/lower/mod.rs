@@ -53,6 +53,9 @@ pub struct LowerOptions {
     pub named_contexts: BTreeMap<String, NamedContext>,
     /// `.dockerignore` patterns of named local contexts, by local name.
     pub named_excludes: BTreeMap<String, Vec<String>>,
+    /// One of several platforms being built: step names carry the platform
+    /// (`[linux/arm64 build 2/3] RUN …`), as BuildKit's do.
+    pub multi_platform: bool,
 }
 
 impl Default for LowerOptions {
@@ -70,12 +73,13 @@ impl Default for LowerOptions {
             source_date_epoch: None,
             named_contexts: BTreeMap::new(),
             named_excludes: BTreeMap::new(),
+            multi_platform: false,
         }
     }
 }
 
 /// An image whose config the lowering needs.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ImageRequest {
     /// Normalised reference, e.g. `docker.io/library/busybox:latest`; the key in [`Plan::lower`]'s map.
     pub reference: String,
@@ -508,8 +512,25 @@ impl Plan {
         self.opts.target_platform.clone()
     }
 
-    /// Lowers the plan given the configs of [`Plan::base_images`] (keyed by reference).
+    /// Lowers the plan given the configs of [`Plan::base_images`], keyed by reference (one
+    /// config per reference, whatever platform it is used at).
     pub fn lower(&self, configs: &HashMap<String, ImageConfig>) -> Result<Lowered, Error> {
+        let by_request = self
+            .base_images()
+            .into_iter()
+            .filter_map(|r| Some((configs.get(&r.reference)?.clone(), r)))
+            .map(|(c, r)| (r, c))
+            .collect();
+        self.lower_resolved(&by_request)
+    }
+
+    /// Lowers the plan given the configs of [`Plan::base_images`], each for the platform it
+    /// was asked for: a stage on the build platform and one on the target platform may use
+    /// the same image.
+    pub fn lower_resolved(
+        &self,
+        configs: &HashMap<ImageRequest, ImageConfig>,
+    ) -> Result<Lowered, Error> {
         // The context source lists the paths every stage reads, which are only known once all
         // stages are dispatched: lower once to collect them, then again with the final context.
         let first = dispatch::Lowerer::new(self, configs, None).run()?;

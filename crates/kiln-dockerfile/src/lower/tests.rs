@@ -779,3 +779,91 @@ fn named_context_names_match_in_short_form_and_bad_values_fail() {
     let err = NamedContext::parse("x", "input:foo").unwrap_err();
     assert!(err.message.contains("not supported"), "{}", err.message);
 }
+
+#[test]
+fn steps_of_a_multi_platform_build_name_their_platform() {
+    let text = "\
+FROM --platform=$BUILDPLATFORM busybox AS build
+ARG TARGETARCH
+RUN echo $TARGETARCH > /arch
+
+FROM busybox
+COPY --from=build /arch /arch
+";
+    let opts = LowerOptions {
+        build_platform: Platform::parse("linux/amd64").unwrap(),
+        target_platform: Platform::parse("linux/arm64").unwrap(),
+        multi_platform: true,
+        ..LowerOptions::default()
+    };
+    let l = lower_text(text, &opts).unwrap();
+    let mut names: Vec<String> = ops(&l)
+        .iter()
+        .map(|(d, _)| custom_name(&l, d))
+        .filter(|n| n.starts_with('['))
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        vec![
+            "[linux/amd64 build 1/2] FROM docker.io/library/busybox:latest",
+            "[linux/amd64->arm64 build 2/2] RUN echo arm64 > /arch",
+            "[linux/arm64 stage-1 1/2] FROM docker.io/library/busybox:latest",
+            "[linux/arm64 stage-1 2/2] COPY --from=build /arch /arch",
+        ],
+        "{names:?}"
+    );
+    // One platform: no prefix, as before.
+    let single = lower_text(
+        text,
+        &LowerOptions {
+            multi_platform: false,
+            ..opts
+        },
+    )
+    .unwrap();
+    assert!(ops(&single)
+        .iter()
+        .map(|(d, _)| custom_name(&single, d))
+        .any(|n| n == "[build 2/2] RUN echo arm64 > /arch"));
+}
+
+#[test]
+fn one_image_on_two_platforms_gets_each_platforms_config() {
+    let text = "\
+FROM --platform=$BUILDPLATFORM busybox AS build
+RUN echo $FLAVOUR > /flavour
+
+FROM busybox
+COPY --from=build /flavour /flavour
+";
+    let opts = LowerOptions {
+        build_platform: Platform::parse("linux/amd64").unwrap(),
+        target_platform: Platform::parse("linux/arm64").unwrap(),
+        ..LowerOptions::default()
+    };
+    let df = parse(text).unwrap();
+    let plan = plan(&df, &opts).unwrap();
+    let configs: HashMap<ImageRequest, ImageConfig> = plan
+        .base_images()
+        .into_iter()
+        .map(|r| {
+            let arch = r.platform.architecture.clone();
+            let json = format!(
+                r#"{{"architecture":"{arch}","os":"linux","config":{{"Env":["FLAVOUR={arch}"]}},
+                    "rootfs":{{"type":"layers","diff_ids":["sha256:aaaa"]}},"history":[{{"created_by":"base"}}]}}"#
+            );
+            (r, ImageConfig::from_json(json.as_bytes()).unwrap())
+        })
+        .collect();
+    assert_eq!(configs.len(), 2);
+    let l = plan.lower_resolved(&configs).unwrap();
+    assert_eq!(l.image_config.architecture, "arm64");
+    assert!(l
+        .image_config
+        .config
+        .env
+        .contains(&"FLAVOUR=arm64".to_string()));
+    let env = execs(&l)[0].meta.clone().unwrap().env;
+    assert!(env.contains(&"FLAVOUR=amd64".to_string()), "{env:?}");
+}
