@@ -78,6 +78,12 @@ async fn unpack_layer(
     if engine.layers.exists(&id) {
         return Ok(id);
     }
+    // Solves that need the same layer at once (the platforms of one build, concurrent builds
+    // from the same base) pull it once: the others wait here, then find it.
+    let _pulling = engine.building(&format!("layer {diff_id}")).await;
+    if engine.layers.exists(&id) {
+        return Ok(id);
+    }
     let digest: kiln_oci::digest::Digest = desc
         .digest()
         .to_string()
