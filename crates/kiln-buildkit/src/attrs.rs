@@ -49,18 +49,9 @@ pub fn dockerfile_request(
     let host = kiln_oci::Platform::host();
     opts.build_platform = kiln_dockerfile::Platform::parse(&host.to_string())
         .map_err(|e| format!("host platform: {e}"))?;
-    opts.target_platform = match attrs.get("platform").filter(|p| !p.is_empty()) {
-        Some(list) => {
-            let first = list.split(',').next().unwrap_or_default().trim();
-            if list.contains(',') {
-                return Err(format!(
-                    "multi-platform builds ({list}) are not supported: kiln builds for {host}"
-                ));
-            }
-            kiln_dockerfile::Platform::parse(first).map_err(|e| format!("platform {first}: {e}"))?
-        }
-        None => opts.build_platform.clone(),
-    };
+    let (platforms, multi) = target_platforms(attrs, &opts.build_platform)?;
+    opts.target_platform = platforms[0].clone();
+    opts.multi_platform = multi;
     let mut req = DockerfileRequest {
         options: opts,
         ..DockerfileRequest::default()
@@ -76,6 +67,33 @@ pub fn dockerfile_request(
     }
     req.options.context_name = req.context_local.clone();
     Ok(req)
+}
+
+/// The platforms to build for (`platform=linux/amd64,linux/arm64`; the build platform when
+/// unset), and whether the result is multi-platform: several platforms, or `multi-platform`
+/// set, as BuildKit's Dockerfile frontend decides.
+pub fn target_platforms(
+    attrs: &HashMap<String, String>,
+    build_platform: &kiln_dockerfile::Platform,
+) -> Result<(Vec<kiln_dockerfile::Platform>, bool), String> {
+    let mut platforms: Vec<kiln_dockerfile::Platform> = Vec::new();
+    if let Some(list) = attrs.get("platform") {
+        for p in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let p =
+                kiln_dockerfile::Platform::parse(p).map_err(|e| format!("platform {p}: {e}"))?;
+            if !platforms.contains(&p) {
+                platforms.push(p);
+            }
+        }
+    }
+    if platforms.is_empty() {
+        platforms.push(build_platform.clone());
+    }
+    let requested = attrs
+        .get("multi-platform")
+        .is_some_and(|v| v.is_empty() || v == "true" || v == "1");
+    let multi = platforms.len() > 1 || requested;
+    Ok((platforms, multi))
 }
 
 #[cfg(test)]
@@ -112,6 +130,27 @@ mod tests {
     }
 
     #[test]
+    fn several_platforms_make_a_multi_platform_build() {
+        let host = kiln_dockerfile::Platform::parse("linux/amd64").unwrap();
+        let (ps, multi) = target_platforms(
+            &attrs(&[("platform", "linux/amd64, linux/arm64,linux/amd64")]),
+            &host,
+        )
+        .unwrap();
+        let names: Vec<String> = ps.iter().map(|p| p.format()).collect();
+        assert_eq!(names, ["linux/amd64", "linux/arm64"]);
+        assert!(multi);
+        let (ps, multi) = target_platforms(&attrs(&[]), &host).unwrap();
+        assert_eq!(ps, std::slice::from_ref(&host));
+        assert!(!multi);
+        let (_, multi) = target_platforms(&attrs(&[("multi-platform", "true")]), &host).unwrap();
+        assert!(multi);
+        let r = dockerfile_request(&attrs(&[("platform", "linux/arm64,linux/amd64")]), "").unwrap();
+        assert_eq!(r.options.target_platform.format(), "linux/arm64");
+        assert!(r.options.multi_platform);
+    }
+
+    #[test]
     fn unsupported_requests_say_so() {
         for (k, v, want) in [
             (
@@ -125,7 +164,7 @@ mod tests {
                 "custom frontends",
             ),
             ("context:base", "oci-layout:///x", "named context base="),
-            ("platform", "linux/amd64,linux/arm64", "multi-platform"),
+            ("platform", "linux/amd64,linux/", "platform linux/"),
         ] {
             let err = dockerfile_request(&attrs(&[(k, v)]), "").unwrap_err();
             assert!(err.contains(want), "{k}: {err}");

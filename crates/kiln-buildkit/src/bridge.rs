@@ -165,15 +165,66 @@ impl LlbBridge for BridgeService {
         let result = task
             .await
             .unwrap_or_else(|e| Err(Status::internal(format!("the solve task failed: {e}"))));
-        let (id, config) = result?;
+        let solved = result?;
         let mut metadata = std::collections::HashMap::new();
-        if let Some(c) = config {
-            metadata.insert("containerimage.config".to_string(), c);
-        }
-        let result = if req.allow_result_array_ref || req.allow_result_return {
-            gw::result::Result::Ref(gw::Ref { id, def: None })
+        let modern = req.allow_result_array_ref || req.allow_result_return;
+        let result = if solved.multi {
+            // As BuildKit's Dockerfile frontend answers a multi-platform build: a ref and a
+            // config per platform, and the list of platforms for the exporter.
+            let platforms: Vec<serde_json::Value> = solved
+                .refs
+                .iter()
+                .map(|r| {
+                    let mut parts = r.platform.split('/');
+                    let mut platform = serde_json::json!({
+                        "os": parts.next(),
+                        "architecture": parts.next(),
+                    });
+                    if let Some(v) = parts.next() {
+                        platform["variant"] = serde_json::json!(v);
+                    }
+                    serde_json::json!({ "ID": r.platform, "Platform": platform })
+                })
+                .collect();
+            metadata.insert(
+                "refs.platforms".to_string(),
+                serde_json::to_vec(&serde_json::json!({ "Platforms": platforms })).expect("json"),
+            );
+            for r in &solved.refs {
+                if let Some(c) = &r.config {
+                    metadata.insert(format!("containerimage.config/{}", r.platform), c.clone());
+                }
+            }
+            if modern {
+                gw::result::Result::Refs(gw::RefMap {
+                    refs: solved
+                        .refs
+                        .iter()
+                        .map(|r| {
+                            let id = gw::Ref {
+                                id: r.id.clone(),
+                                def: None,
+                            };
+                            (r.platform.clone(), id)
+                        })
+                        .collect(),
+                })
+            } else {
+                gw::result::Result::RefsDeprecated(gw::RefMapDeprecated {
+                    refs: solved.ref_ids().into_iter().collect(),
+                })
+            }
         } else {
-            gw::result::Result::RefDeprecated(id)
+            let first = solved.refs.into_iter().next();
+            if let Some(c) = first.as_ref().and_then(|r| r.config.clone()) {
+                metadata.insert("containerimage.config".to_string(), c);
+            }
+            let id = first.map(|r| r.id).unwrap_or_default();
+            if modern {
+                gw::result::Result::Ref(gw::Ref { id, def: None })
+            } else {
+                gw::result::Result::RefDeprecated(id)
+            }
         };
         Ok(Response::new(gw::SolveResponse {
             r#ref: String::new(),
@@ -235,20 +286,18 @@ impl LlbBridge for BridgeService {
                 code: e.code,
                 message: e.message,
             },
-            (_, Some(result)) => Returned::Ref(match result.result {
-                Some(gw::result::Result::Ref(r)) => r.id,
-                Some(gw::result::Result::RefDeprecated(id)) => id,
-                Some(gw::result::Result::Refs(m)) => m
-                    .refs
-                    .into_values()
-                    .next()
-                    .map(|r| r.id)
-                    .unwrap_or_default(),
+            (_, Some(result)) => match result.result {
+                Some(gw::result::Result::Ref(r)) => Returned::Ref(r.id),
+                Some(gw::result::Result::RefDeprecated(id)) => Returned::Ref(id),
+                Some(gw::result::Result::Refs(m)) => Returned::Refs(by_platform(
+                    &result.metadata,
+                    m.refs.into_iter().map(|(p, r)| (p, r.id)),
+                )),
                 Some(gw::result::Result::RefsDeprecated(m)) => {
-                    m.refs.into_values().next().unwrap_or_default()
+                    Returned::Refs(by_platform(&result.metadata, m.refs.into_iter()))
                 }
-                None => String::new(),
-            }),
+                None => Returned::Ref(String::new()),
+            },
             _ => Returned::Ref(String::new()),
         };
         tracing::debug!(build = %build.id, ?returned, "gateway return");
@@ -313,4 +362,31 @@ impl LlbBridge for BridgeService {
     ) -> Result<Response<gw::WarnResponse>, Status> {
         Ok(Response::new(gw::WarnResponse {}))
     }
+}
+
+/// The refs of a multi-platform result in the order of its `refs.platforms` list (the order the
+/// platforms were asked for), any others after them by name.
+fn by_platform(
+    metadata: &std::collections::HashMap<String, Vec<u8>>,
+    refs: impl Iterator<Item = (String, String)>,
+) -> Vec<(String, String)> {
+    let order: Vec<String> = metadata
+        .get("refs.platforms")
+        .and_then(|v| serde_json::from_slice::<serde_json::Value>(v).ok())
+        .and_then(|v| {
+            v["Platforms"].as_array().map(|a| {
+                a.iter()
+                    .filter_map(|p| p["ID"].as_str().map(str::to_string))
+                    .collect()
+            })
+        })
+        .unwrap_or_default();
+    let mut refs: Vec<(String, String)> = refs.collect();
+    refs.sort_by_key(|(p, _)| {
+        (
+            order.iter().position(|o| o == p).unwrap_or(usize::MAX),
+            p.clone(),
+        )
+    });
+    refs
 }

@@ -3,8 +3,8 @@
 
 use crate::status::StatusBuilder;
 use bollard_buildkit_proto::moby::buildkit::v1::StatusResponse;
+use kiln_engine::exporter::PlatformResult;
 use kiln_engine::progress::ProgressEvent;
-use kiln_engine::Solved;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,16 +15,25 @@ use tokio::sync::{broadcast, Notify};
 pub enum Returned {
     /// The id of a result we handed out (or empty: nothing to export).
     Ref(String),
+    /// Results by platform id, from a multi-platform build.
+    Refs(Vec<(String, String)>),
     Error {
         code: i32,
         message: String,
     },
 }
 
-/// A gateway-solved result kept until the build's export.
+/// A gateway-solved result kept until the build's export: one solve per platform.
 pub struct GatewayResult {
-    pub solved: Solved,
-    pub image_config: Option<Vec<u8>>,
+    pub platforms: Vec<PlatformResult>,
+    /// Several platforms were asked for: the image exporter makes an index.
+    pub multi: bool,
+}
+
+impl GatewayResult {
+    pub fn solveds(&self) -> Vec<&kiln_engine::Solved> {
+        self.platforms.iter().map(|p| &p.solved).collect()
+    }
 }
 
 pub struct Build {

@@ -8,6 +8,7 @@ use crate::session::{ClientSession, SessionManager};
 use bollard_buildkit_proto::moby::buildkit::v1 as api;
 use bollard_buildkit_proto::moby::buildkit::v1::types::{BuildkitVersion, WorkerRecord};
 use bollard_buildkit_proto::pb;
+use kiln_engine::exporter::PlatformResult;
 use kiln_engine::progress::ProgressSender;
 use kiln_engine::session::{Session, SessionError};
 use kiln_engine::{Engine, SolveOptions};
@@ -48,6 +49,38 @@ pub struct FrontendRequest<'a> {
     pub frontend: &'a str,
     pub attrs: &'a HashMap<String, String>,
     pub definition: Option<pb::Definition>,
+}
+
+/// What one platform's solve starts from.
+struct Target {
+    platform: kiln_oci::Platform,
+    definition: pb::Definition,
+    config: Option<Vec<u8>>,
+    resolved: HashMap<String, Arc<kiln_oci::ResolvedImage>>,
+}
+
+/// A result handed out by [`Daemon::frontend_solve`].
+pub struct FrontendRef {
+    /// `linux/amd64`: the key of the result in a multi-platform build.
+    pub platform: String,
+    pub id: String,
+    pub config: Option<Vec<u8>>,
+}
+
+/// What [`Daemon::frontend_solve`] handed out.
+pub struct FrontendSolved {
+    /// Several platforms (or `multi-platform`) were asked for.
+    pub multi: bool,
+    pub refs: Vec<FrontendRef>,
+}
+
+impl FrontendSolved {
+    pub fn ref_ids(&self) -> Vec<(String, String)> {
+        self.refs
+            .iter()
+            .map(|r| (r.platform.clone(), r.id.clone()))
+            .collect()
+    }
 }
 
 /// A session for requests that name none: every call fails clearly.
@@ -143,7 +176,8 @@ impl Daemon {
         }
     }
 
-    /// Run a frontend (or raw LLB) for a build; the result stays with the build by id.
+    /// Run a frontend (or raw LLB) for a build: one solve per target platform, run at once.
+    /// Each platform's result stays with the build under its own ref id.
     pub async fn frontend_solve(
         &self,
         build: &Arc<Build>,
@@ -151,15 +185,23 @@ impl Daemon {
         session: Arc<dyn Session>,
         progress: &ProgressSender,
         cancel: CancellationToken,
-    ) -> Result<(String, Option<Vec<u8>>), Status> {
+    ) -> Result<FrontendSolved, Status> {
         let FrontendRequest {
             frontend,
             attrs,
             definition,
         } = request;
         let no_cache = attrs.contains_key("no-cache");
-        let (definition, image_config, resolved) = match (frontend, definition) {
-            ("", Some(def)) if !def.def.is_empty() => (def, None, HashMap::new()),
+        let (targets, multi) = match (frontend, definition) {
+            ("", Some(def)) if !def.def.is_empty() => (
+                vec![Target {
+                    platform: kiln_oci::Platform::host(),
+                    definition: def,
+                    config: None,
+                    resolved: HashMap::new(),
+                }],
+                false,
+            ),
             ("dockerfile.v0", _) => self.dockerfile(attrs, &session, progress).await?,
             ("gateway.v0", _) => {
                 let source = attrs.get("source").cloned().unwrap_or_default();
@@ -205,53 +247,98 @@ impl Daemon {
             })
             .await
             .clone();
-        let solved = self
-            .engine
-            .solve(
-                &definition,
-                SolveOptions {
-                    no_cache,
-                    resolved,
-                    cache_imports,
-                },
-                session,
-                progress.clone(),
-                cancel,
-            )
+        let solves = targets.into_iter().map(|t| {
+            let (session, progress, cancel) = (session.clone(), progress.clone(), cancel.clone());
+            let cache_imports = cache_imports.clone();
+            async move {
+                let solved = self
+                    .engine
+                    .solve(
+                        &t.definition,
+                        SolveOptions {
+                            no_cache,
+                            resolved: t.resolved,
+                            cache_imports,
+                        },
+                        session,
+                        progress,
+                        cancel,
+                    )
+                    .await?;
+                Ok::<_, kiln_engine::Error>(PlatformResult {
+                    platform: t.platform,
+                    solved,
+                    config: t.config,
+                })
+            }
+        });
+        let results = futures::future::try_join_all(solves)
             .await
             .map_err(solve_status)?;
-        let id = uuid::Uuid::new_v4().simple().to_string();
-        build.results.lock().expect("results").insert(
-            id.clone(),
-            Arc::new(GatewayResult {
-                solved,
-                image_config: image_config.clone(),
-            }),
-        );
-        Ok((id, image_config))
+        let mut refs = Vec::new();
+        let mut stored = build.results.lock().expect("results");
+        for r in results {
+            let id = uuid::Uuid::new_v4().simple().to_string();
+            refs.push(FrontendRef {
+                platform: kiln_engine::exporter::platform_id(&r.platform),
+                id: id.clone(),
+                config: r.config.clone(),
+            });
+            stored.insert(
+                id,
+                Arc::new(GatewayResult {
+                    platforms: vec![r],
+                    multi: false,
+                }),
+            );
+        }
+        Ok(FrontendSolved { multi, refs })
     }
 
+    /// The build result made of results handed out before: one ref, or one per platform.
+    pub fn result_of(
+        build: &Build,
+        refs: &[(String, String)],
+        multi: bool,
+    ) -> Result<Arc<GatewayResult>, Status> {
+        let stored = build.results.lock().expect("results");
+        let mut platforms = Vec::new();
+        for (_, id) in refs {
+            let r = stored
+                .get(id)
+                .ok_or_else(|| Status::not_found(format!("no result {id} in build")))?;
+            platforms.extend(r.platforms.iter().cloned());
+        }
+        Ok(Arc::new(GatewayResult { platforms, multi }))
+    }
+
+    /// The Dockerfile frontend, once per target platform.
     async fn dockerfile(
         &self,
         attrs: &HashMap<String, String>,
         session: &Arc<dyn Session>,
         progress: &ProgressSender,
-    ) -> Result<
-        (
-            pb::Definition,
-            Option<Vec<u8>>,
-            HashMap<String, Arc<kiln_oci::ResolvedImage>>,
-        ),
-        Status,
-    > {
+    ) -> Result<(Vec<Target>, bool), Status> {
         // The session travels with the solve itself; the LLB needs no `local.session` attribute.
         let req = crate::attrs::dockerfile_request(attrs, "").map_err(Status::invalid_argument)?;
-        let fe = self
+        let (platforms, multi) = crate::attrs::target_platforms(attrs, &req.options.build_platform)
+            .map_err(Status::invalid_argument)?;
+        let fes = self
             .engine
-            .dockerfile_frontend(&req, session.clone(), progress)
+            .dockerfile_frontend_platforms(&req, &platforms, session.clone(), progress)
             .await
             .map_err(solve_status)?;
-        Ok((fe.definition, Some(fe.image_config), fe.resolved))
+        let targets = fes
+            .into_iter()
+            .zip(platforms)
+            .map(|(fe, p)| Target {
+                platform: kiln_oci::Platform::new(&p.os, &p.architecture, p.variant.as_deref()),
+                definition: fe.definition,
+                config: Some(fe.image_config),
+                resolved: fe.resolved,
+            })
+            .collect();
+        Ok((targets, multi))
     }
 
     /// `Control/Solve`: the whole build, including waiting for a gateway client's `Return`.
@@ -323,21 +410,15 @@ impl Daemon {
             tracing::debug!(build = %build.id, "waiting for the client's result");
             match build.wait_return().await {
                 Returned::Ref(id) if id.is_empty() => None,
-                Returned::Ref(id) => Some(
-                    build
-                        .results
-                        .lock()
-                        .expect("results")
-                        .get(&id)
-                        .cloned()
-                        .ok_or_else(|| Status::not_found(format!("no result {id} in build")))?,
-                ),
+                Returned::Ref(id) => Some(Self::result_of(build, &[(String::new(), id)], false)?),
+                Returned::Refs(refs) if refs.is_empty() => None,
+                Returned::Refs(refs) => Some(Self::result_of(build, &refs, true)?),
                 Returned::Error { code, message } => {
                     return Err(Status::new(tonic::Code::from(code), message));
                 }
             }
         } else {
-            let (id, _) = self
+            let solved = self
                 .frontend_solve(
                     build,
                     FrontendRequest {
@@ -350,7 +431,7 @@ impl Daemon {
                     cancel,
                 )
                 .await?;
-            build.results.lock().expect("results").get(&id).cloned()
+            Some(Self::result_of(build, &solved.ref_ids(), solved.multi)?)
         };
         let exporters = crate::export::requested(&req);
         tracing::debug!(build = %build.id, result = result.is_some(), "exporting");
@@ -371,7 +452,7 @@ impl Daemon {
             for export in &plan.exports {
                 let descriptor = self
                     .engine
-                    .export_cache(&result.solved, export, progress)
+                    .export_cache(&result.solveds(), export, progress)
                     .await
                     .map_err(solve_status)?;
                 // The client records a local cache's manifest in its index.json.

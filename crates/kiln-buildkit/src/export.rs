@@ -89,7 +89,7 @@ pub async fn run(
     let mut response = HashMap::new();
     for (index, exp) in exporters.iter().enumerate() {
         let image_opts = || {
-            let mut o = ImageOptions::new(result.image_config.clone(), kiln_oci::Platform::host());
+            let mut o = ImageOptions::new(None, kiln_oci::Platform::host());
             if exp
                 .attrs
                 .get("oci-mediatypes")
@@ -109,12 +109,20 @@ pub async fn run(
             o.inline_cache = inline_cache;
             o
         };
+        let build_images = || async {
+            engine
+                .build_images(&result.platforms, &image_opts(), result.multi, progress)
+                .await
+                .map_err(solve_status)
+        };
+        let registry = result
+            .platforms
+            .first()
+            .map(|p| p.solved.registry())
+            .ok_or_else(|| Status::internal("a result without platforms"))?;
         match exp.kind.as_str() {
             "image" => {
-                let image = engine
-                    .build_image(&result.solved, &image_opts(), progress)
-                    .await
-                    .map_err(solve_status)?;
+                let built = build_images().await?;
                 let names = names(&exp.attrs);
                 if truthy(&exp.attrs, "push") {
                     warn_client_insecure(engine, &exp.attrs, &names, progress);
@@ -124,11 +132,11 @@ pub async fn run(
                         ));
                     }
                     engine
-                        .push_image(&result.solved, &image, &names, progress)
+                        .push_built(registry, &built, &names, progress)
                         .await
                         .map_err(solve_status)?;
                 }
-                describe(&mut response, &image, &names);
+                describe(&mut response, &built, &names);
             }
             // dockerd's image exporter: the image lands in the local image store (and is pushed
             // with push=true), as `docker buildx build` with the docker driver expects.
@@ -138,48 +146,54 @@ pub async fn run(
                         "exporter \"moby\" needs kiln's Docker API (kiln buildkitd --docker-addr); use type=image here",
                     ));
                 };
-                let image = engine
-                    .build_image(&result.solved, &image_opts(), progress)
-                    .await
-                    .map_err(solve_status)?;
+                let built = build_images().await?;
+                let kiln_engine::exporter::Built::Image(image) = &built else {
+                    return Err(Status::invalid_argument(
+                        "kiln's Docker image store holds single-platform images: push a \
+                         multi-platform build (--push) or export it with type=oci",
+                    ));
+                };
                 let names = names(&exp.attrs);
                 if truthy(&exp.attrs, "push") && !names.is_empty() {
                     warn_client_insecure(engine, &exp.attrs, &names, progress);
                     engine
-                        .push_image(&result.solved, &image, &names, progress)
+                        .push_built(registry, &built, &names, progress)
                         .await
                         .map_err(solve_status)?;
                 }
                 local
-                    .store(&image, &names)
+                    .store(image, &names)
                     .map_err(|e| Status::internal(format!("storing the image: {e}")))?;
-                describe(&mut response, &image, &names);
+                describe(&mut response, &built, &names);
             }
             "oci" | "docker" | "tar" => {
                 let channel = file_send_channel(session)?;
-                let image = if exp.kind == "tar" {
+                let built = if exp.kind == "tar" {
                     None
                 } else {
-                    Some(
-                        engine
-                            .build_image(&result.solved, &image_opts(), progress)
-                            .await
-                            .map_err(solve_status)?,
-                    )
+                    Some(build_images().await?)
                 };
+                if exp.kind == "docker"
+                    && matches!(built, Some(kiln_engine::exporter::Built::Index(_)))
+                {
+                    return Err(Status::invalid_argument(
+                        "docker exporter does not currently support exporting manifest lists \
+                         (a multi-platform build): use type=oci, or type=image with push=true",
+                    ));
+                }
                 let names = names(&exp.attrs);
                 let engine2 = engine.clone();
                 let result2 = result.clone();
-                let image2 = image.clone();
+                let built2 = built.clone();
                 let kind = exp.kind.clone();
                 let names2 = names.clone();
-                send_bytes(channel, index, move |w| match &image2 {
-                    Some(img) => engine2.write_image_tar(img, &names2, kind == "docker", w),
-                    None => engine2.export_tar(&result2.solved, w),
+                send_bytes(channel, index, move |w| match &built2 {
+                    Some(b) => engine2.write_built_tar(b, &names2, kind == "docker", w),
+                    None => engine2.export_tar_all(&result2.platforms, w),
                 })
                 .await?;
-                if let Some(image) = &image {
-                    describe(&mut response, image, &names);
+                if let Some(built) = &built {
+                    describe(&mut response, built, &names);
                 }
             }
             "local" => {
@@ -191,7 +205,7 @@ pub async fn run(
                     .map_err(|e| Status::internal(format!("local export: {e}")))?;
                 let out = dir.join("out");
                 engine
-                    .export_local(&result.solved, &out)
+                    .export_local_all(&result.platforms, &out)
                     .map_err(solve_status)?;
                 let opts = crate::session::filesend::SendOptions {
                     exporter_id: index as u32,
@@ -213,22 +227,18 @@ pub async fn run(
 
 fn describe(
     response: &mut HashMap<String, String>,
-    image: &kiln_engine::exporter::BuiltImage,
+    built: &kiln_engine::exporter::Built,
     names: &[String],
 ) {
     use base64::Engine as _;
-    response.insert(
-        "containerimage.digest".into(),
-        image.manifest_digest.to_string(),
-    );
-    response.insert(
-        "containerimage.config.digest".into(),
-        image.config_digest.to_string(),
-    );
+    response.insert("containerimage.digest".into(), built.digest().to_string());
+    if let Some(config) = built.config_digest() {
+        response.insert("containerimage.config.digest".into(), config.to_string());
+    }
     let descriptor = serde_json::json!({
-        "mediaType": image.manifest_media_type,
-        "digest": image.manifest_digest.to_string(),
-        "size": image.manifest.len(),
+        "mediaType": built.media_type(),
+        "digest": built.digest().to_string(),
+        "size": built.bytes().len(),
     });
     response.insert(
         "containerimage.descriptor".into(),

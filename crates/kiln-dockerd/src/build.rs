@@ -459,7 +459,7 @@ impl BuildJob {
             .map_err(|e| (e.message, None))?;
         for export in &cache.exports {
             engine
-                .export_cache(&solved, export, progress)
+                .export_cache(&[&solved], export, progress)
                 .await
                 .map_err(|e| (e.message, None))?;
         }

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -53,8 +53,8 @@ impl ImageOptions {
     }
 }
 
-/// Push `image` to `r`: layers, config, manifest. Layers in `known` as pushed to this
-/// repository before are skipped.
+/// Push `image` to `r`: layers, config, manifest (under `r`'s tag, or its digest when it has
+/// no tag). Layers in `known` as pushed to this repository before are skipped.
 async fn push_once(
     registry: &kiln_oci::RegistryClient,
     content: &kiln_oci::ContentStore,
@@ -83,6 +83,41 @@ async fn push_once(
         .await
         .map_err(|e| SolveError::msg(e.to_string()))?;
     Ok(())
+}
+
+/// Push a single image, or an index after each platform's image by digest.
+async fn push_built_once(
+    registry: &kiln_oci::RegistryClient,
+    content: &kiln_oci::ContentStore,
+    r: &Reference,
+    built: &Built,
+    known: &Mutex<HashSet<String>>,
+    progress: &ProgressSender,
+    vertex: &str,
+) -> Result<(), SolveError> {
+    match built {
+        Built::Image(image) => {
+            push_once(registry, content, r, image, known, progress, vertex).await
+        }
+        Built::Index(index) => {
+            for (_, image) in &index.images {
+                let by_digest = Reference {
+                    tag: None,
+                    digest: Some(image.manifest_digest.clone()),
+                    ..r.clone()
+                };
+                push_once(
+                    registry, content, &by_digest, image, known, progress, vertex,
+                )
+                .await?;
+            }
+            registry
+                .push_manifest(r, &index.index, &index.media_type)
+                .await
+                .map_err(|e| SolveError::msg(e.to_string()))?;
+            Ok(())
+        }
+    }
 }
 
 /// Pushing layer blobs to a registry, each with a status `"{label} {digest}"`: an image's
@@ -158,6 +193,106 @@ pub struct BuiltImage {
     pub layers: Vec<ImageLayer>,
 }
 
+/// What a build produced for one target platform, ready for export.
+#[derive(Clone)]
+pub struct PlatformResult {
+    pub platform: kiln_oci::Platform,
+    pub solved: Solved,
+    /// The image config from the frontend (`containerimage.config`), if any.
+    pub config: Option<Vec<u8>>,
+}
+
+/// Images for several platforms under one index: what a multi-platform build exports.
+#[derive(Debug, Clone)]
+pub struct BuiltIndex {
+    pub index: Vec<u8>,
+    pub digest: Digest,
+    pub media_type: String,
+    pub images: Vec<(kiln_oci::Platform, BuiltImage)>,
+}
+
+/// An exported image: one manifest, or an index of per-platform manifests.
+#[derive(Debug, Clone)]
+pub enum Built {
+    Image(BuiltImage),
+    Index(BuiltIndex),
+}
+
+impl Built {
+    /// The digest clients pull by: the manifest's, or the index's.
+    pub fn digest(&self) -> &Digest {
+        match self {
+            Built::Image(i) => &i.manifest_digest,
+            Built::Index(i) => &i.digest,
+        }
+    }
+
+    pub fn media_type(&self) -> &str {
+        match self {
+            Built::Image(i) => &i.manifest_media_type,
+            Built::Index(i) => &i.media_type,
+        }
+    }
+
+    /// The manifest or index itself.
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Built::Image(i) => &i.manifest,
+            Built::Index(i) => &i.index,
+        }
+    }
+
+    /// The config digest of a single image (an index has one per platform).
+    pub fn config_digest(&self) -> Option<&Digest> {
+        match self {
+            Built::Image(i) => Some(&i.config_digest),
+            Built::Index(_) => None,
+        }
+    }
+
+    /// Every image, with its platform when part of an index.
+    pub fn images(&self) -> Vec<(Option<&kiln_oci::Platform>, &BuiltImage)> {
+        match self {
+            Built::Image(i) => vec![(None, i)],
+            Built::Index(i) => i.images.iter().map(|(p, img)| (Some(p), img)).collect(),
+        }
+    }
+}
+
+/// A platform as BuildKit names it in results (`linux/arm64`, `linux/arm/v7`): normalized,
+/// with arm64's default variant left out, as containerd's `platforms.Format` does.
+pub fn platform_id(p: &kiln_oci::Platform) -> String {
+    let p = p.clone().normalized();
+    match p.variant.as_deref() {
+        Some(v) if !(p.architecture == "arm64" && v == "v8") => {
+            format!("{}/{}/{v}", p.os, p.architecture)
+        }
+        _ => format!("{}/{}", p.os, p.architecture),
+    }
+}
+
+/// The directory (or tar prefix) a platform's files go to when several are exported at once:
+/// `linux_amd64`, `linux_arm_v7`, as BuildKit's `platform-split` names them.
+pub fn platform_dir(p: &kiln_oci::Platform) -> String {
+    platform_id(p).replace('/', "_")
+}
+
+/// The `platform` of an index entry.
+fn platform_json(p: &kiln_oci::Platform) -> Value {
+    let id = platform_id(p);
+    let mut parts = id.splitn(3, '/');
+    let mut v = json!({
+        "architecture": parts.nth(1).unwrap_or_default(),
+        "os": p.os,
+    });
+    if let Some(variant) = parts.next() {
+        v["variant"] = json!(variant);
+    }
+    v
+}
+
+pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+
 fn err(context: &str) -> impl Fn(String) -> SolveError + '_ {
     move |e| SolveError::msg(format!("{context}: {e}"))
 }
@@ -223,6 +358,80 @@ impl Engine {
         let result = self.build_image_inner(solved, opts, progress, vertex).await;
         progress.completed(vertex, result.as_ref().err().map(|e| e.message.clone()));
         result
+    }
+
+    /// The images of a build: one image, or an index of one image per platform when several
+    /// platforms were built or `index` asks for one (`multi-platform=true`). Each platform's
+    /// config comes from its result; the rest of `opts` applies to all.
+    pub async fn build_images(
+        &self,
+        results: &[PlatformResult],
+        opts: &ImageOptions,
+        index: bool,
+        progress: &ProgressSender,
+    ) -> Result<Built, SolveError> {
+        let vertex = "exporting to image";
+        progress.started(vertex, "exporting to image", vec![]);
+        let result: Result<Built, SolveError> = async {
+            let mut images = Vec::new();
+            for r in results {
+                let o = ImageOptions {
+                    config: r.config.clone(),
+                    platform: r.platform.clone(),
+                    ..opts.clone()
+                };
+                let image = self
+                    .build_image_inner(&r.solved, &o, progress, vertex)
+                    .await?;
+                images.push((r.platform.clone(), image));
+            }
+            if images.len() == 1 && !index {
+                return Ok(Built::Image(images.remove(0).1));
+            }
+            let built = self.build_index(images, opts.oci_mediatypes)?;
+            let what = format!("exporting manifest list {}", built.digest);
+            progress.status(vertex, &what, 0, None, true);
+            Ok(Built::Index(built))
+        }
+        .await;
+        progress.completed(vertex, result.as_ref().err().map(|e| e.message.clone()));
+        result
+    }
+
+    /// An index of per-platform images (an OCI index, or a Docker manifest list for Docker
+    /// media types), written to the content store.
+    pub fn build_index(
+        &self,
+        images: Vec<(kiln_oci::Platform, BuiltImage)>,
+        oci_mediatypes: bool,
+    ) -> Result<BuiltIndex, SolveError> {
+        let media_type = if oci_mediatypes {
+            OCI_INDEX
+        } else {
+            DOCKER_MANIFEST_LIST
+        };
+        let index = json!({
+            "schemaVersion": 2,
+            "mediaType": media_type,
+            "manifests": images.iter().map(|(p, img)| json!({
+                "mediaType": img.manifest_media_type,
+                "digest": img.manifest_digest.to_string(),
+                "size": img.manifest.len(),
+                "platform": platform_json(p),
+            })).collect::<Vec<_>>(),
+        });
+        let bytes = serde_json::to_vec(&index).map_err(|e| err("index")(e.to_string()))?;
+        let digest = self
+            .inner()
+            .content
+            .write_bytes(&bytes)
+            .map_err(|e| err("writing index")(e.to_string()))?;
+        Ok(BuiltIndex {
+            index: bytes,
+            digest,
+            media_type: media_type.to_string(),
+            images,
+        })
     }
 
     async fn build_image_inner(
@@ -342,6 +551,20 @@ impl Engine {
             .content
             .write_bytes(&manifest_bytes)
             .map_err(|e| err("writing manifest")(e.to_string()))?;
+        progress.status(
+            vertex,
+            &format!("exporting manifest {manifest_digest}"),
+            0,
+            None,
+            true,
+        );
+        progress.status(
+            vertex,
+            &format!("exporting config {config_digest}"),
+            0,
+            None,
+            true,
+        );
         Ok(BuiltImage {
             manifest: manifest_bytes,
             manifest_digest,
@@ -362,8 +585,25 @@ impl Engine {
         names: &[String],
         progress: &ProgressSender,
     ) -> Result<(), SolveError> {
+        self.push_built(
+            solved.registry(),
+            &Built::Image(image.clone()),
+            names,
+            progress,
+        )
+        .await
+    }
+
+    /// [`Engine::push_image`] for an image or an index: an index's images are pushed by digest
+    /// first, then the index under each name.
+    pub async fn push_built(
+        &self,
+        registry: &kiln_oci::RegistryClient,
+        built: &Built,
+        names: &[String],
+        progress: &ProgressSender,
+    ) -> Result<(), SolveError> {
         let inner = self.inner();
-        let registry = solved.registry();
         for name in names {
             let vertex = format!("pushing {name}");
             progress.started(&vertex, &format!("pushing {name}"), vec![]);
@@ -380,11 +620,11 @@ impl Engine {
                     .iter()
                     .any(|k| k.starts_with(&repo));
                 loop {
-                    match push_once(
+                    match push_built_once(
                         registry,
                         &inner.content,
                         &r,
-                        image,
+                        built,
                         known,
                         progress,
                         &vertex,
@@ -423,6 +663,24 @@ impl Engine {
         docker_compat: bool,
         out: &mut dyn Write,
     ) -> Result<(), SolveError> {
+        self.write_built_tar(&Built::Image(image.clone()), names, docker_compat, out)
+    }
+
+    /// [`Engine::write_image_tar`] for an image or an index. Docker's `manifest.json` has no
+    /// place for an index, so `docker_compat` refuses one, as BuildKit's docker exporter does.
+    pub fn write_built_tar(
+        &self,
+        built: &Built,
+        names: &[String],
+        docker_compat: bool,
+        out: &mut dyn Write,
+    ) -> Result<(), SolveError> {
+        if docker_compat && matches!(built, Built::Index(_)) {
+            return Err(SolveError::msg(
+                "docker exporter does not currently support exporting manifest lists \
+                 (a multi-platform build): use type=oci, or type=image with push=true",
+            ));
+        }
         let inner = self.inner();
         let fail = |e: std::io::Error| SolveError::msg(format!("writing image tar: {e}"));
         let mut tar = tar::Builder::new(out);
@@ -438,38 +696,42 @@ impl Engine {
             tar.append_data(&mut h, path, data).map_err(fail)
         };
         add_bytes(&mut tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-        let mut blobs: Vec<(Digest, PathBuf)> = Vec::new();
-        for l in &image.layers {
-            let d: Digest = l
-                .blob
-                .digest
-                .parse()
-                .map_err(|e: kiln_oci::DigestParseError| SolveError::msg(e.to_string()))?;
-            let p = inner.content.path(&d);
-            if !blobs.iter().any(|(x, _)| *x == d) {
-                blobs.push((d, p));
+        let mut written: HashSet<Digest> = HashSet::new();
+        for (_, image) in built.images() {
+            for l in &image.layers {
+                let d: Digest = l
+                    .blob
+                    .digest
+                    .parse()
+                    .map_err(|e: kiln_oci::DigestParseError| SolveError::msg(e.to_string()))?;
+                if !written.insert(d.clone()) {
+                    continue;
+                }
+                let mut f = std::fs::File::open(inner.content.path(&d)).map_err(fail)?;
+                let mut h = tar::Header::new_ustar();
+                h.set_size(f.metadata().map_err(fail)?.len());
+                h.set_mode(0o644);
+                h.set_mtime(0);
+                h.set_entry_type(tar::EntryType::Regular);
+                tar.append_data(&mut h, format!("blobs/sha256/{}", d.hex()), &mut f)
+                    .map_err(fail)?;
+            }
+            for (d, bytes) in [
+                (&image.config_digest, &image.config),
+                (&image.manifest_digest, &image.manifest),
+            ] {
+                if written.insert(d.clone()) {
+                    add_bytes(&mut tar, &format!("blobs/sha256/{}", d.hex()), bytes)?;
+                }
             }
         }
-        for (d, p) in &blobs {
-            let mut f = std::fs::File::open(p).map_err(fail)?;
-            let mut h = tar::Header::new_ustar();
-            h.set_size(f.metadata().map_err(fail)?.len());
-            h.set_mode(0o644);
-            h.set_mtime(0);
-            h.set_entry_type(tar::EntryType::Regular);
-            tar.append_data(&mut h, format!("blobs/sha256/{}", d.hex()), &mut f)
-                .map_err(fail)?;
+        if let Built::Index(index) = built {
+            add_bytes(
+                &mut tar,
+                &format!("blobs/sha256/{}", index.digest.hex()),
+                &index.index,
+            )?;
         }
-        add_bytes(
-            &mut tar,
-            &format!("blobs/sha256/{}", image.config_digest.hex()),
-            &image.config,
-        )?;
-        add_bytes(
-            &mut tar,
-            &format!("blobs/sha256/{}", image.manifest_digest.hex()),
-            &image.manifest,
-        )?;
         let mut annotations = serde_json::Map::new();
         if let Some(first) = names.first() {
             annotations.insert("io.containerd.image.name".into(), json!(first));
@@ -483,9 +745,9 @@ impl Engine {
             "schemaVersion": 2,
             "mediaType": OCI_INDEX,
             "manifests": [{
-                "mediaType": image.manifest_media_type,
-                "digest": image.manifest_digest.to_string(),
-                "size": image.manifest.len(),
+                "mediaType": built.media_type(),
+                "digest": built.digest().to_string(),
+                "size": built.bytes().len(),
                 "annotations": annotations,
             }],
         });
@@ -494,7 +756,7 @@ impl Engine {
             "index.json",
             &serde_json::to_vec(&index).expect("json"),
         )?;
-        if docker_compat {
+        if let (true, Built::Image(image)) = (docker_compat, built) {
             let tags: Vec<String> = names
                 .iter()
                 .filter_map(|n| Reference::parse(n).ok())
@@ -529,11 +791,68 @@ impl Engine {
         copy_tree(guard.path(), dest).map_err(SolveError::io("exporting files"))
     }
 
+    /// Copy each platform's filesystem into `dest`: directly for one platform, else into a
+    /// subdirectory per platform ([`platform_dir`]), as BuildKit's local exporter does.
+    pub fn export_local_all(
+        &self,
+        results: &[PlatformResult],
+        dest: &Path,
+    ) -> Result<(), SolveError> {
+        match results {
+            [one] => self.export_local(&one.solved, dest),
+            many => {
+                for r in many {
+                    self.export_local(&r.solved, &dest.join(platform_dir(&r.platform)))?;
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// Write the solved filesystem as a tar stream.
     pub fn export_tar(&self, solved: &Solved, out: &mut dyn Write) -> Result<(), SolveError> {
         let fail = |e: std::io::Error| SolveError::msg(format!("writing tar: {e}"));
         let mut tar = tar::Builder::new(out);
         tar.follow_symlinks(false);
+        self.append_tree(&mut tar, solved, None)?;
+        tar.into_inner().map_err(fail)?.flush().map_err(fail)?;
+        Ok(())
+    }
+
+    /// [`Engine::export_tar`] of several platforms: each under its [`platform_dir`].
+    pub fn export_tar_all(
+        &self,
+        results: &[PlatformResult],
+        out: &mut dyn Write,
+    ) -> Result<(), SolveError> {
+        if let [one] = results {
+            return self.export_tar(&one.solved, out);
+        }
+        let fail = |e: std::io::Error| SolveError::msg(format!("writing tar: {e}"));
+        let mut tar = tar::Builder::new(out);
+        tar.follow_symlinks(false);
+        for r in results {
+            let dir = platform_dir(&r.platform);
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_mode(0o755);
+            h.set_size(0);
+            h.set_mtime(0);
+            tar.append_data(&mut h, &dir, std::io::empty())
+                .map_err(fail)?;
+            self.append_tree(&mut tar, &r.solved, Some(Path::new(&dir)))?;
+        }
+        tar.into_inner().map_err(fail)?.flush().map_err(fail)?;
+        Ok(())
+    }
+
+    fn append_tree(
+        &self,
+        tar: &mut tar::Builder<&mut dyn Write>,
+        solved: &Solved,
+        prefix: Option<&Path>,
+    ) -> Result<(), SolveError> {
+        let fail = |e: std::io::Error| SolveError::msg(format!("writing tar: {e}"));
         if let Some(chain) = solved.chain() {
             let guard = self
                 .inner()
@@ -547,10 +866,14 @@ impl Engine {
             {
                 let entry = entry.map_err(|e| SolveError::msg(format!("writing tar: {e}")))?;
                 let rel = entry.path().strip_prefix(&root).expect("under root");
-                tar.append_path_with_name(entry.path(), rel).map_err(fail)?;
+                let name = match prefix {
+                    Some(p) => p.join(rel),
+                    None => rel.to_path_buf(),
+                };
+                tar.append_path_with_name(entry.path(), name)
+                    .map_err(fail)?;
             }
         }
-        tar.into_inner().map_err(fail)?.flush().map_err(fail)?;
         Ok(())
     }
 }

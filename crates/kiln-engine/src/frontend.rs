@@ -43,13 +43,30 @@ pub struct FrontendResult {
 }
 
 impl Engine {
-    /// Run the Dockerfile frontend.
+    /// Run the Dockerfile frontend for `req`'s target platform.
     pub async fn dockerfile_frontend(
         &self,
         req: &DockerfileRequest,
         session: Arc<dyn Session>,
         progress: &ProgressSender,
     ) -> Result<FrontendResult, SolveError> {
+        let platform = req.options.target_platform.clone();
+        let mut results = self
+            .dockerfile_frontend_platforms(req, &[platform], session, progress)
+            .await?;
+        Ok(results.remove(0))
+    }
+
+    /// Run the Dockerfile frontend once per target platform (a multi-platform build, with
+    /// `req.options.multi_platform` set): the Dockerfile is read once, each base image is
+    /// resolved once per platform it is needed for, and each platform gets its own LLB.
+    pub async fn dockerfile_frontend_platforms(
+        &self,
+        req: &DockerfileRequest,
+        platforms: &[kiln_dockerfile::Platform],
+        session: Arc<dyn Session>,
+        progress: &ProgressSender,
+    ) -> Result<Vec<FrontendResult>, SolveError> {
         let load = format!("[internal] load build definition from {}", req.filename);
         progress.started(&load, &load, vec![]);
         let read = async {
@@ -129,17 +146,36 @@ impl Engine {
                     .insert(local.clone(), rules.patterns().to_vec());
             }
         }
-        let plan = kiln_dockerfile::lower::plan(&df, &options)
-            .map_err(|e| SolveError::msg(e.to_string()))?;
+        let mut plans = Vec::new();
+        for p in platforms {
+            let mut options = options.clone();
+            options.target_platform = p.clone();
+            let plan = kiln_dockerfile::lower::plan(&df, &options)
+                .map_err(|e| SolveError::msg(e.to_string()))?;
+            plans.push(plan);
+        }
 
+        // Every base image of every platform, each (reference, platform) once.
+        let mut requests: Vec<kiln_dockerfile::lower::ImageRequest> = Vec::new();
+        for plan in &plans {
+            for r in plan.base_images() {
+                if !requests.contains(&r) {
+                    requests.push(r);
+                }
+            }
+        }
         let registry = self.registry_client(session.clone());
-        let mut configs: HashMap<String, ImageConfig> = HashMap::new();
-        let requests = plan.base_images();
+        let multi = req.options.multi_platform;
         let resolved = futures::future::try_join_all(requests.iter().map(|req| {
             let registry = registry.clone();
             let progress = progress.clone();
             async move {
-                let name = format!("[internal] load metadata for {}", req.reference);
+                let prefix = if multi {
+                    format!("[{} internal]", req.platform.format())
+                } else {
+                    "[internal]".to_string()
+                };
+                let name = format!("{prefix} load metadata for {}", req.reference);
                 progress.started(&name, &name, vec![]);
                 let res = async {
                     let r = kiln_oci::Reference::parse(&req.reference)
@@ -161,31 +197,40 @@ impl Engine {
                 }
                 .await;
                 progress.completed(&name, res.as_ref().err().map(|e| e.message.clone()));
-                res.map(|(c, key, img)| (req.reference.clone(), c, key, img))
+                res.map(|(c, key, img)| (req.clone(), c, key, img))
             }
         }))
         .await?;
-        let mut images = HashMap::new();
-        for (reference, config, key, img) in resolved {
-            configs.insert(reference, config);
-            images.insert(key, img);
-        }
-        let mut lowered = plan
-            .lower(&configs)
-            .map_err(|e| SolveError::msg(e.to_string()))?;
-        // Like BuildKit, the source map carries the Dockerfile itself, so errors can quote it.
-        if let Some(source) = lowered.definition.source.as_mut() {
-            if let Some(info) = source.infos.first_mut() {
-                info.data = text.into_bytes();
+
+        let mut results = Vec::new();
+        for plan in &plans {
+            let wanted = plan.base_images();
+            let mut configs = HashMap::new();
+            let mut images = HashMap::new();
+            for (request, config, key, img) in &resolved {
+                if wanted.contains(request) {
+                    configs.insert(request.clone(), config.clone());
+                    images.insert(key.clone(), img.clone());
+                }
             }
+            let mut lowered = plan
+                .lower_resolved(&configs)
+                .map_err(|e| SolveError::msg(e.to_string()))?;
+            // Like BuildKit, the source map carries the Dockerfile itself, so errors can quote it.
+            if let Some(source) = lowered.definition.source.as_mut() {
+                if let Some(info) = source.infos.first_mut() {
+                    info.data = text.clone().into_bytes();
+                }
+            }
+            let image_config = serde_json::to_vec(&lowered.image_config)
+                .map_err(|e| SolveError::msg(format!("image config: {e}")))?;
+            results.push(FrontendResult {
+                definition: lowered.definition,
+                image_config,
+                resolved: images,
+            });
         }
-        let image_config = serde_json::to_vec(&lowered.image_config)
-            .map_err(|e| SolveError::msg(format!("image config: {e}")))?;
-        Ok(FrontendResult {
-            definition: lowered.definition,
-            image_config,
-            resolved: images,
-        })
+        Ok(results)
     }
 }
 

@@ -248,6 +248,7 @@ pub struct SolveOptions {
 }
 
 /// The result of a solve, ready for export.
+#[derive(Clone)]
 pub struct Solved {
     chain: Option<Chain>,
     ctx: Arc<SolveCtx>,

@@ -353,16 +353,17 @@ struct Exportable {
     outputs: Vec<Chain>,
 }
 
-/// The steps of a solve whose results can be exported, in a stable order.
-fn exportable(solved: &Solved, mode: CacheMode) -> Vec<Exportable> {
-    let final_layers: std::collections::HashSet<&LayerId> = solved
-        .chain()
-        .map(|c| c.layers().iter().collect())
-        .unwrap_or_default();
-    let mut out: Vec<Exportable> = solved
-        .ctx
-        .finished()
-        .into_iter()
+/// The steps of the solves (one per platform built) whose results can be exported, in a
+/// stable order.
+fn exportable(solveds: &[&Solved], mode: CacheMode) -> Vec<Exportable> {
+    let final_layers: std::collections::HashSet<&LayerId> = solveds
+        .iter()
+        .filter_map(|s| s.chain())
+        .flat_map(|c| c.layers().iter())
+        .collect();
+    let mut out: Vec<Exportable> = solveds
+        .iter()
+        .flat_map(|s| s.ctx.finished())
         .filter(|(v, _)| v.exportable())
         .filter(|(_, r)| {
             mode == CacheMode::Max
@@ -432,7 +433,7 @@ pub(crate) fn inline_config(
             .collect(),
         records: Vec::new(),
     };
-    for rec in exportable(solved, CacheMode::Min) {
+    for rec in exportable(&[solved], CacheMode::Min) {
         let tops: Option<Vec<i64>> = rec
             .outputs
             .iter()
@@ -454,11 +455,12 @@ pub(crate) fn inline_config(
 }
 
 impl Engine {
-    /// Export the cache records of `solved` (see the module docs). Returns the descriptor of the
-    /// cache manifest, as BuildKit's `cache.manifest` exporter response has it.
+    /// Export the cache records of the solves of a build, one per platform built (see the module
+    /// docs). Returns the descriptor of the cache manifest, as BuildKit's `cache.manifest`
+    /// exporter response has it.
     pub async fn export_cache(
         &self,
-        solved: &Solved,
+        solved: &[&Solved],
         export: &CacheExport,
         progress: &ProgressSender,
     ) -> Result<Value, SolveError> {
@@ -485,7 +487,7 @@ impl Engine {
 
     async fn export_cache_inner(
         &self,
-        solved: &Solved,
+        solved: &[&Solved],
         export: &CacheExport,
         progress: &ProgressSender,
         vertex: &str,
@@ -573,7 +575,10 @@ impl Engine {
         });
         let store: Arc<dyn BlobStore> = match &export.target {
             CacheTarget::Registry(r) => {
-                let registry = solved.registry();
+                let Some(first) = solved.first() else {
+                    return Ok(Value::Null);
+                };
+                let registry = first.registry();
                 let push = crate::exporter::BlobPush {
                     registry,
                     content: &inner.content,

@@ -192,6 +192,54 @@ pub async fn push_busybox(name: &str, auth: Option<(&str, &str)>) {
 
 /// [`push_busybox`] with another `Cmd` in the image config (a service that runs by itself).
 pub async fn push_busybox_with_cmd(name: &str, auth: Option<(&str, &str)>, cmd: &[&str]) {
+    let arch = crate::Platform::host().architecture;
+    push_busybox_image(name, auth, cmd, &arch, true).await;
+}
+
+/// A multi-platform busybox: one image per architecture in `archs` (pushed by digest) under an
+/// OCI index tagged `name`. Every image holds this host's busybox, whatever its config says:
+/// for tests of builds whose steps for other platforms run no programs (cross-compiling
+/// stages, `COPY`), which is what a machine without an emulator can build.
+pub async fn push_busybox_index(name: &str, archs: &[&str]) {
+    let r = Reference::parse(name).unwrap();
+    let client = crate::RegistryClient::new(
+        Default::default(),
+        std::sync::Arc::new(crate::NoCredentials),
+    );
+    let mut manifests = Vec::new();
+    for arch in archs {
+        let (digest, size) = push_busybox_image(name, None, &["sh"], arch, false).await;
+        manifests.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": digest.to_string(),
+            "size": size,
+            "platform": {"architecture": arch, "os": "linux"},
+        }));
+    }
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": manifests,
+    });
+    client
+        .push_manifest(
+            &r,
+            &serde_json::to_vec(&index).unwrap(),
+            "application/vnd.oci.image.index.v1+json",
+        )
+        .await
+        .unwrap();
+}
+
+/// Push one busybox image for `arch`: under `name`'s tag when `tagged`, else by digest.
+/// Returns the manifest's digest and size.
+async fn push_busybox_image(
+    name: &str,
+    auth: Option<(&str, &str)>,
+    cmd: &[&str],
+    arch: &str,
+    tagged: bool,
+) -> (crate::Digest, usize) {
     use crate::{Compression, ContentStore, LayerWriter};
     use std::sync::Arc;
     let tmp = tempfile::tempdir().unwrap();
@@ -214,7 +262,6 @@ pub async fn push_busybox_with_cmd(name: &str, auth: Option<(&str, &str)>, cmd: 
         w.add_path(&rel, &p).unwrap();
     }
     let layer = w.finish().unwrap();
-    let arch = crate::Platform::host().architecture;
     let config = serde_json::json!({
         "architecture": arch,
         "os": "linux",
@@ -250,14 +297,26 @@ pub async fn push_busybox_with_cmd(name: &str, auth: Option<(&str, &str)>, cmd: 
         .push_blob(&r, &config_digest, &store, None)
         .await
         .unwrap();
+    let bytes = serde_json::to_vec(&manifest).unwrap();
+    let digest = crate::Digest::sha256(&bytes);
+    let target = if tagged {
+        r.clone()
+    } else {
+        Reference {
+            tag: None,
+            digest: Some(digest.clone()),
+            ..r.clone()
+        }
+    };
     client
         .push_manifest(
-            &r,
-            &serde_json::to_vec(&manifest).unwrap(),
+            &target,
+            &bytes,
             "application/vnd.oci.image.manifest.v1+json",
         )
         .await
         .unwrap();
+    (digest, bytes.len())
 }
 
 /// A throwaway `dockerd` (Debian's docker.io) for container-mode tests: its own data root, exec

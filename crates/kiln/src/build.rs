@@ -3,7 +3,7 @@
 use crate::config::KilnConfig;
 use crate::progress_ui::{self, ProgressMode};
 use anyhow::{bail, Context};
-use kiln_engine::exporter::ImageOptions;
+use kiln_engine::exporter::{ImageOptions, PlatformResult};
 use kiln_engine::progress::ProgressSender;
 use kiln_engine::session::{LocalSession, SecretSource};
 use std::collections::BTreeMap;
@@ -27,9 +27,12 @@ pub struct BuildArgs {
     /// Stage to build.
     #[arg(long)]
     pub target: Option<String>,
-    /// Target platform (only the host's platform can run RUN steps).
-    #[arg(long)]
-    pub platform: Option<String>,
+    /// Target platform `os/arch[/variant]`; several (comma-separated or repeated) build one
+    /// image per platform under an index. RUN steps for another architecture need an emulator
+    /// registered with binfmt_misc; cross-compiling stages (`FROM --platform=$BUILDPLATFORM`)
+    /// need none.
+    #[arg(long, value_delimiter = ',')]
+    pub platform: Vec<String>,
     /// Do not use the cache for RUN/COPY steps.
     #[arg(long)]
     pub no_cache: bool,
@@ -214,10 +217,21 @@ pub async fn run(args: BuildArgs, config: &KilnConfig, root: PathBuf) -> anyhow:
 
     let host = kiln_oci::Platform::host();
     let build_platform = platform_of(&host.to_string())?;
-    let target_platform = match &args.platform {
-        Some(p) => platform_of(p)?,
-        None => build_platform.clone(),
-    };
+    let mut target_platforms: Vec<kiln_dockerfile::Platform> = Vec::new();
+    for p in args
+        .platform
+        .iter()
+        .map(|p| p.trim())
+        .filter(|p| !p.is_empty())
+    {
+        let p = platform_of(p)?;
+        if !target_platforms.contains(&p) {
+            target_platforms.push(p);
+        }
+    }
+    if target_platforms.is_empty() {
+        target_platforms.push(build_platform.clone());
+    }
     let mut outputs: Vec<Output> = args
         .outputs
         .iter()
@@ -311,7 +325,7 @@ pub async fn run(args: BuildArgs, config: &KilnConfig, root: PathBuf) -> anyhow:
         BuildInputs {
             cancel,
             filename,
-            target_platform,
+            target_platforms,
             build_platform,
             build_args,
             labels,
@@ -359,7 +373,7 @@ pub async fn run(args: BuildArgs, config: &KilnConfig, root: PathBuf) -> anyhow:
 struct BuildInputs {
     cancel: CancellationToken,
     filename: String,
-    target_platform: kiln_dockerfile::Platform,
+    target_platforms: Vec<kiln_dockerfile::Platform>,
     build_platform: kiln_dockerfile::Platform,
     build_args: BTreeMap<String, String>,
     labels: BTreeMap<String, String>,
@@ -409,14 +423,15 @@ async fn build(
     inputs: BuildInputs,
     failed_at: &mut Option<kiln_engine::frontend::ErrorContext>,
 ) -> Result<serde_json::Map<String, serde_json::Value>, kiln_engine::Error> {
+    let multi = inputs.target_platforms.len() > 1;
     let mut options = kiln_dockerfile::lower::LowerOptions {
         target: args.target.clone(),
         build_args: inputs.build_args,
         labels: inputs.labels,
         build_platform: inputs.build_platform,
-        target_platform: inputs.target_platform.clone(),
         no_cache: args.no_cache,
         named_contexts: inputs.named_contexts,
+        multi_platform: multi,
         ..Default::default()
     };
     options.context_name = "context".into();
@@ -438,68 +453,87 @@ async fn build(
     let cache_imports = engine
         .import_caches(&cache.imports, session.clone(), progress)
         .await;
-    let fe = engine
-        .dockerfile_frontend(&req, session.clone(), progress)
+    // One frontend run and one solve per platform, all at once: steps they share (a stage on
+    // the build platform) are built once and found in the cache by the others.
+    let fes = engine
+        .dockerfile_frontend_platforms(&req, &inputs.target_platforms, session.clone(), progress)
         .await?;
-    let solved = engine
-        .solve(
-            &fe.definition,
-            kiln_engine::SolveOptions {
-                no_cache: args.no_cache,
-                resolved: fe.resolved.clone(),
-                cache_imports,
-            },
-            session,
-            progress.clone(),
-            inputs.cancel.clone(),
-        )
+    let solves = fes.iter().map(|fe| {
+        let opts = kiln_engine::SolveOptions {
+            no_cache: args.no_cache,
+            resolved: fe.resolved.clone(),
+            cache_imports: cache_imports.clone(),
+        };
+        let (session, cancel) = (session.clone(), inputs.cancel.clone());
+        async move {
+            engine
+                .solve(&fe.definition, opts, session, progress.clone(), cancel)
+                .await
+        }
+    });
+    let solved = futures::future::try_join_all(solves)
         .await
         .inspect_err(|e| {
             // Quote the Dockerfile lines of the failed step once progress output is done.
-            *failed_at = e
-                .vertex
-                .as_deref()
-                .and_then(|v| kiln_engine::frontend::ErrorContext::find(&fe.definition, v));
+            *failed_at = e.vertex.as_deref().and_then(|v| {
+                fes.iter()
+                    .find_map(|fe| kiln_engine::frontend::ErrorContext::find(&fe.definition, v))
+            });
         })?;
+    let results: Vec<PlatformResult> = solved
+        .into_iter()
+        .zip(&fes)
+        .zip(&inputs.target_platforms)
+        .map(|((solved, fe), p)| PlatformResult {
+            platform: kiln_oci::Platform {
+                os: p.os.clone(),
+                architecture: p.architecture.clone(),
+                variant: p.variant.clone(),
+            },
+            solved,
+            config: Some(fe.image_config.clone()),
+        })
+        .collect();
 
     let mut metadata = serde_json::Map::new();
-    let platform = kiln_oci::Platform {
-        os: inputs.target_platform.os.clone(),
-        architecture: inputs.target_platform.architecture.clone(),
-        variant: inputs.target_platform.variant.clone(),
-    };
-    let mut image_opts = ImageOptions::new(Some(fe.image_config.clone()), platform);
+    let mut image_opts = ImageOptions::new(None, kiln_oci::Platform::host());
     image_opts.inline_cache = cache.inline;
+    let registry = results[0].solved.registry();
     for out in outputs {
         match out {
             Output::Image { names, push } => {
-                let image = engine.build_image(&solved, &image_opts, progress).await?;
+                let built = engine
+                    .build_images(&results, &image_opts, multi, progress)
+                    .await?;
                 if *push {
                     if names.is_empty() {
                         return Err(kiln_engine::Error::msg(
                             "--push needs an image name (-t NAME)",
                         ));
                     }
-                    engine.push_image(&solved, &image, names, progress).await?;
+                    engine.push_built(registry, &built, names, progress).await?;
                 }
-                record_image(&mut metadata, &image, names);
+                record_image(&mut metadata, &built, names);
             }
             Output::Oci { dest, names } | Output::Docker { dest, names } => {
-                let image = engine.build_image(&solved, &image_opts, progress).await?;
+                let built = engine
+                    .build_images(&results, &image_opts, multi, progress)
+                    .await?;
                 let docker = matches!(out, Output::Docker { .. });
                 let mut w = open_dest(dest)?;
-                engine.write_image_tar(&image, names, docker, &mut w)?;
-                record_image(&mut metadata, &image, names);
+                engine.write_built_tar(&built, names, docker, &mut w)?;
+                record_image(&mut metadata, &built, names);
             }
-            Output::Local { dest } => engine.export_local(&solved, dest)?,
+            Output::Local { dest } => engine.export_local_all(&results, dest)?,
             Output::Tar { dest } => {
                 let mut w = open_dest(dest)?;
-                engine.export_tar(&solved, &mut w)?;
+                engine.export_tar_all(&results, &mut w)?;
             }
         }
     }
+    let solveds: Vec<&kiln_engine::Solved> = results.iter().map(|r| &r.solved).collect();
     for export in &cache.exports {
-        engine.export_cache(&solved, export, progress).await?;
+        engine.export_cache(&solveds, export, progress).await?;
     }
     Ok(metadata)
 }
@@ -516,17 +550,19 @@ fn docker_config() -> kiln_oci::DockerConfigCredentials {
 
 fn record_image(
     metadata: &mut serde_json::Map<String, serde_json::Value>,
-    image: &kiln_engine::exporter::BuiltImage,
+    built: &kiln_engine::exporter::Built,
     names: &[String],
 ) {
     metadata.insert(
         "containerimage.digest".into(),
-        image.manifest_digest.to_string().into(),
+        built.digest().to_string().into(),
     );
-    metadata.insert(
-        "containerimage.config.digest".into(),
-        image.config_digest.to_string().into(),
-    );
+    if let Some(config) = built.config_digest() {
+        metadata.insert(
+            "containerimage.config.digest".into(),
+            config.to_string().into(),
+        );
+    }
     if !names.is_empty() {
         metadata.insert("image.name".into(), names.join(",").into());
     }

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::setup;
+use common::{rt, setup};
 use std::fs;
 
 #[test]
@@ -1019,4 +1019,137 @@ fn a_git_repository_as_the_build_context() {
     let bad = format!("git://127.0.0.1:{}/ctx.git#nope", daemon.port());
     env.kiln(&["build", &bad])
         .assert_err_contains("no branch, tag or commit \"nope\"");
+}
+
+#[test]
+fn several_platforms_build_one_image_each_under_an_index() {
+    let Some(env) = setup("several_platforms_build_one_image_each_under_an_index") else {
+        return;
+    };
+    let base = env.image("multiarch:1");
+    rt().block_on(kiln_oci::testing::push_busybox_index(
+        &base,
+        &["amd64", "arm64"],
+    ));
+    // The usual cross-compiling shape: the work runs on the build platform, the last stage
+    // only copies, so no emulator is needed for arm64.
+    let dockerfile = format!(
+        "FROM --platform=$BUILDPLATFORM {base} AS build\n\
+         ARG TARGETARCH\n\
+         RUN echo \"built for $TARGETARCH\" > /out\n\
+         FROM {base}\n\
+         COPY --from=build /out /out\n"
+    );
+    let ctx = env.context("multi", &[("Dockerfile", &dockerfile)]);
+    let name = env.image("multi:1");
+    let (run, meta) = env.build(
+        &ctx,
+        &[
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "-t",
+            &name,
+            "--push",
+        ],
+    );
+    run.assert_ok();
+    let err = run.stderr();
+    assert!(
+        err.contains("[linux/amd64->arm64 build 2/2] RUN echo \"built for arm64\" > /out"),
+        "{err}"
+    );
+    assert!(
+        err.contains("[linux/arm64 stage-1 2/2] COPY --from=build"),
+        "{err}"
+    );
+
+    let (index, media_type) = env.manifest_of(&name);
+    assert_eq!(media_type, "application/vnd.oci.image.index.v1+json");
+    let archs: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["platform"]["architecture"].as_str().unwrap())
+        .collect();
+    assert_eq!(archs, ["amd64", "arm64"]);
+    let digest = meta.unwrap()["containerimage.digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_, _, pushed) = rt().block_on(async {
+        kiln_oci::RegistryClient::new(
+            Default::default(),
+            std::sync::Arc::new(kiln_oci::NoCredentials),
+        )
+        .get_manifest(&kiln_oci::Reference::parse(&name).unwrap())
+        .await
+        .unwrap()
+    });
+    assert_eq!(digest, pushed.to_string());
+    for arch in ["amd64", "arm64"] {
+        let platform = kiln_oci::Platform::new("linux", arch, None);
+        let root = env.rootfs_for(&name, &platform);
+        assert_eq!(
+            fs::read_to_string(root.path().join("out")).unwrap(),
+            format!("built for {arch}\n")
+        );
+        let config = rt().block_on(async {
+            kiln_oci::RegistryClient::new(
+                Default::default(),
+                std::sync::Arc::new(kiln_oci::NoCredentials),
+            )
+            .resolve(&kiln_oci::Reference::parse(&name).unwrap(), &platform)
+            .await
+            .unwrap()
+            .config_bytes
+        });
+        let config: serde_json::Value = serde_json::from_slice(&config).unwrap();
+        assert_eq!(config["architecture"], arch);
+    }
+
+    // Files land in a directory per platform; the build is cached by now.
+    let dest = env.work.path().join("multi-out");
+    let (run, _) = env.build(
+        &ctx,
+        &[
+            "--platform",
+            "linux/amd64",
+            "--platform",
+            "linux/arm64",
+            "-o",
+            &format!("type=local,dest={}", dest.display()),
+        ],
+    );
+    run.assert_ok();
+    assert!(run.cached("RUN echo"), "{}", run.stderr());
+    for arch in ["amd64", "arm64"] {
+        assert_eq!(
+            fs::read_to_string(dest.join(format!("linux_{arch}/out"))).unwrap(),
+            format!("built for {arch}\n")
+        );
+    }
+    // A Docker tar has no place for an index.
+    let (run, _) = env.build(
+        &ctx,
+        &[
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "-o",
+            &format!(
+                "type=docker,dest={}",
+                env.work.path().join("x.tar").display()
+            ),
+        ],
+    );
+    run.assert_err_contains("docker exporter does not currently support exporting manifest lists");
+
+    // A RUN for arm64 needs an emulator; without one it is refused before it starts.
+    if !std::path::Path::new("/proc/sys/fs/binfmt_misc/qemu-aarch64").exists() {
+        let foreign = env.context(
+            "foreign",
+            &[("Dockerfile", &format!("FROM {base}\nRUN true\n"))],
+        );
+        let (run, _) = env.build(&foreign, &["--platform", "linux/arm64"]);
+        run.assert_err_contains("no emulator for arm64 is registered with binfmt_misc");
+    }
 }

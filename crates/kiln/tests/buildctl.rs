@@ -928,3 +928,120 @@ fn a_repeated_push_survives_a_registry_that_lost_its_blobs() {
         "pushed\n"
     );
 }
+
+#[test]
+fn buildctl_builds_several_platforms_into_an_index() {
+    let test = "buildctl_builds_several_platforms_into_an_index";
+    let Some((bins, env)) = prerequisites(test) else {
+        return;
+    };
+    let base = env.image("multiarch:1");
+    common::rt().block_on(kiln_oci::testing::push_busybox_index(
+        &base,
+        &["amd64", "arm64"],
+    ));
+    let ctx = env.context(
+        "multi",
+        &[(
+            "Dockerfile",
+            &format!(
+                "FROM --platform=$BUILDPLATFORM {base} AS build\nARG TARGETARCH\n\
+                 RUN echo \"for $TARGETARCH\" > /arch\nFROM {base}\nCOPY --from=build /arch /arch\n"
+            ),
+        )],
+    );
+    let dir = env.work.path().join("daemon");
+    std::fs::create_dir_all(&dir).unwrap();
+    let daemon = Daemon::start(&dir.join("root"), &dir);
+    for (i, bin) in bins.iter().enumerate() {
+        let image = env.image(&format!("multi-{i}:1"));
+        let meta = env.work.path().join(format!("meta-{i}.json"));
+        let out = env.work.path().join(format!("out-{i}"));
+        let oci = env.work.path().join(format!("multi-{i}.oci.tar"));
+        let run = dockerfile_build(
+            bin,
+            &daemon,
+            ctx.to_str().unwrap(),
+            &[
+                "--opt",
+                "platform=linux/amd64,linux/arm64",
+                "--metadata-file",
+                meta.to_str().unwrap(),
+                "--output",
+                &format!("type=image,name={image},push=true"),
+            ],
+        );
+        ok(&run, &format!("{} multi-platform push", bin.display()));
+        let (index, media_type) = env.manifest_of(&image);
+        assert_eq!(media_type, "application/vnd.oci.image.index.v1+json");
+        let archs: Vec<&str> = index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["platform"]["architecture"].as_str().unwrap())
+            .collect();
+        assert_eq!(archs, ["amd64", "arm64"]);
+        let meta: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+        let digest = meta["containerimage.digest"].as_str().unwrap();
+        let pushed = common::rt().block_on(async {
+            kiln_oci::RegistryClient::new(
+                Default::default(),
+                std::sync::Arc::new(kiln_oci::NoCredentials),
+            )
+            .get_manifest(&kiln_oci::Reference::parse(&image).unwrap())
+            .await
+            .unwrap()
+            .2
+        });
+        assert_eq!(digest, pushed.to_string());
+        for arch in ["amd64", "arm64"] {
+            let root = env.rootfs_for(&image, &kiln_oci::Platform::new("linux", arch, None));
+            assert_eq!(
+                std::fs::read_to_string(root.path().join("arch")).unwrap(),
+                format!("for {arch}\n")
+            );
+        }
+
+        // Local files split by platform; an OCI tar holds the index.
+        for output in [
+            format!("type=local,dest={}", out.display()),
+            format!("type=oci,dest={}", oci.display()),
+        ] {
+            let run = dockerfile_build(
+                bin,
+                &daemon,
+                ctx.to_str().unwrap(),
+                &[
+                    "--opt",
+                    "platform=linux/amd64,linux/arm64",
+                    "--output",
+                    &output,
+                ],
+            );
+            ok(&run, &format!("{} multi-platform {output}", bin.display()));
+        }
+        for arch in ["amd64", "arm64"] {
+            assert_eq!(
+                std::fs::read_to_string(out.join(format!("linux_{arch}/arch"))).unwrap(),
+                format!("for {arch}\n")
+            );
+        }
+        let mut index = String::new();
+        for e in tar::Archive::new(std::fs::File::open(&oci).unwrap())
+            .entries()
+            .unwrap()
+        {
+            let mut e = e.unwrap();
+            if e.path().unwrap().to_string_lossy() == "index.json" {
+                use std::io::Read;
+                e.read_to_string(&mut index).unwrap();
+            }
+        }
+        let index: serde_json::Value = serde_json::from_str(&index).unwrap();
+        assert_eq!(
+            index["manifests"][0]["mediaType"],
+            "application/vnd.oci.image.index.v1+json"
+        );
+    }
+}

@@ -457,6 +457,62 @@ fn docker_buildx_with_the_remote_driver() {
         std::fs::read_to_string(dest.join("lib.txt")).unwrap(),
         "from a named context\n"
     );
+
+    // `--platform a,b --push`: buildx gets one result per platform and kiln pushes an index.
+    let base = env.image("multiarch:1");
+    common::rt().block_on(kiln_oci::testing::push_busybox_index(
+        &base,
+        &["amd64", "arm64"],
+    ));
+    let multi = env.context(
+        "multi",
+        &[(
+            "Dockerfile",
+            &format!(
+                "FROM --platform=$BUILDPLATFORM {base} AS build\nARG TARGETARCH\n\
+                 RUN echo \"for $TARGETARCH\" > /arch\nFROM {base}\nCOPY --from=build /arch /arch\n"
+            ),
+        )],
+    );
+    let image = env.image("remote-multi:1");
+    let out = docker.run(
+        &multi,
+        &[
+            "buildx",
+            "build",
+            "--builder",
+            "kiln",
+            "--progress",
+            "plain",
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--push",
+            "-t",
+            &image,
+            ".",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}\n---\n{}",
+        text(&out),
+        engine.log()
+    );
+    assert!(
+        text(&out).contains("[linux/amd64->arm64 build 2/2] RUN"),
+        "{}",
+        text(&out)
+    );
+    let (index, media_type) = env.manifest_of(&image);
+    assert_eq!(media_type, "application/vnd.oci.image.index.v1+json");
+    assert_eq!(index["manifests"].as_array().map(|m| m.len()), Some(2));
+    for arch in ["amd64", "arm64"] {
+        let root = env.rootfs_for(&image, &kiln_oci::Platform::new("linux", arch, None));
+        assert_eq!(
+            std::fs::read_to_string(root.path().join("arch")).unwrap(),
+            format!("for {arch}\n")
+        );
+    }
 }
 
 /// The shared builder as the issue shows it: `docker buildx create --driver remote` with client

@@ -134,14 +134,28 @@ impl Env {
 
     /// Pull an image and unpack its layers into a directory.
     pub fn rootfs_of(&self, name: &str) -> tempfile::TempDir {
+        self.rootfs_for(name, &kiln_oci::Platform::host())
+    }
+
+    /// The manifest (or index) `name` points at, with its media type.
+    pub fn manifest_of(&self, name: &str) -> (serde_json::Value, String) {
+        rt().block_on(async {
+            let client = RegistryClient::new(Default::default(), Arc::new(NoCredentials));
+            let (bytes, media_type, _) = client
+                .get_manifest(&Reference::parse(name).unwrap())
+                .await
+                .unwrap();
+            (serde_json::from_slice(&bytes).unwrap(), media_type)
+        })
+    }
+
+    /// [`Env::rootfs_of`] the image for `platform` (from an index).
+    pub fn rootfs_for(&self, name: &str, platform: &kiln_oci::Platform) -> tempfile::TempDir {
         let out = tempfile::tempdir().unwrap();
         rt().block_on(async {
             let client = RegistryClient::new(Default::default(), Arc::new(NoCredentials));
             let r = Reference::parse(name).unwrap();
-            let img = client
-                .resolve(&r, &kiln_oci::Platform::host())
-                .await
-                .unwrap();
+            let img = client.resolve(&r, platform).await.unwrap();
             let store = ContentStore::open(self.work.path().join("pull-store")).unwrap();
             for l in img.manifest.layers() {
                 let d: kiln_oci::Digest = l.digest().to_string().parse().unwrap();
