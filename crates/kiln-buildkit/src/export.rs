@@ -115,10 +115,10 @@ pub async fn run(
                 .await
                 .map_err(solve_status)
         };
-        let registry = result
+        let first = result
             .platforms
             .first()
-            .map(|p| p.solved.registry())
+            .map(|p| &p.solved)
             .ok_or_else(|| Status::internal("a result without platforms"))?;
         match exp.kind.as_str() {
             "image" => {
@@ -132,7 +132,7 @@ pub async fn run(
                         ));
                     }
                     engine
-                        .push_built(registry, &built, &names, progress)
+                        .push_built(first, &built, &names, progress)
                         .await
                         .map_err(solve_status)?;
                 }
@@ -157,10 +157,14 @@ pub async fn run(
                 if truthy(&exp.attrs, "push") && !names.is_empty() {
                     warn_client_insecure(engine, &exp.attrs, &names, progress);
                     engine
-                        .push_built(registry, &built, &names, progress)
+                        .push_built(first, &built, &names, progress)
                         .await
                         .map_err(solve_status)?;
                 }
+                engine
+                    .ensure_blobs(first, &built)
+                    .await
+                    .map_err(solve_status)?;
                 local
                     .store(image, &names)
                     .map_err(|e| Status::internal(format!("storing the image: {e}")))?;
@@ -181,6 +185,11 @@ pub async fn run(
                          (a multi-platform build): use type=oci, or type=image with push=true",
                     ));
                 }
+                match &built {
+                    Some(b) => engine.ensure_blobs(first, b).await,
+                    None => engine.materialize_all(&result.platforms, progress).await,
+                }
+                .map_err(solve_status)?;
                 let names = names(&exp.attrs);
                 let engine2 = engine.clone();
                 let result2 = result.clone();
@@ -204,6 +213,10 @@ pub async fn run(
                     .scratch_dir()
                     .map_err(|e| Status::internal(format!("local export: {e}")))?;
                 let out = dir.join("out");
+                engine
+                    .materialize_all(&result.platforms, progress)
+                    .await
+                    .map_err(solve_status)?;
                 engine
                     .export_local_all(&result.platforms, &out)
                     .map_err(solve_status)?;

@@ -457,6 +457,11 @@ impl BuildJob {
             .build_image(&solved, &opts, progress)
             .await
             .map_err(|e| (e.message, None))?;
+        // The image store (docker save, docker push) reads every blob from the content store.
+        engine
+            .ensure_blobs(&solved, &kiln_engine::exporter::Built::Image(image.clone()))
+            .await
+            .map_err(|e| (e.message, None))?;
         for export in &cache.exports {
             engine
                 .export_cache(&[&solved], export, progress)

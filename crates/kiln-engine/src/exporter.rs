@@ -56,7 +56,7 @@ impl ImageOptions {
 /// Push `image` to `r`: layers, config, manifest (under `r`'s tag, or its digest when it has
 /// no tag). Layers in `known` as pushed to this repository before are skipped.
 async fn push_once(
-    registry: &kiln_oci::RegistryClient,
+    solved: &Solved,
     content: &kiln_oci::ContentStore,
     r: &Reference,
     image: &BuiltImage,
@@ -64,9 +64,10 @@ async fn push_once(
     progress: &ProgressSender,
     vertex: &str,
 ) -> Result<(), SolveError> {
+    let registry = solved.registry();
     let blobs: Vec<&BlobRecord> = image.layers.iter().map(|l| &l.blob).collect();
     let push = BlobPush {
-        registry,
+        solved,
         content,
         known: Some(known),
         label: "pushing layer",
@@ -87,7 +88,7 @@ async fn push_once(
 
 /// Push a single image, or an index after each platform's image by digest.
 async fn push_built_once(
-    registry: &kiln_oci::RegistryClient,
+    solved: &Solved,
     content: &kiln_oci::ContentStore,
     r: &Reference,
     built: &Built,
@@ -96,9 +97,7 @@ async fn push_built_once(
     vertex: &str,
 ) -> Result<(), SolveError> {
     match built {
-        Built::Image(image) => {
-            push_once(registry, content, r, image, known, progress, vertex).await
-        }
+        Built::Image(image) => push_once(solved, content, r, image, known, progress, vertex).await,
         Built::Index(index) => {
             for (_, image) in &index.images {
                 let by_digest = Reference {
@@ -106,12 +105,10 @@ async fn push_built_once(
                     digest: Some(image.manifest_digest.clone()),
                     ..r.clone()
                 };
-                push_once(
-                    registry, content, &by_digest, image, known, progress, vertex,
-                )
-                .await?;
+                push_once(solved, content, &by_digest, image, known, progress, vertex).await?;
             }
-            registry
+            solved
+                .registry()
                 .push_manifest(r, &index.index, &index.media_type)
                 .await
                 .map_err(|e| SolveError::msg(e.to_string()))?;
@@ -123,7 +120,9 @@ async fn push_built_once(
 /// Pushing layer blobs to a registry, each with a status `"{label} {digest}"`: an image's
 /// layers, or an exported cache's.
 pub(crate) struct BlobPush<'a> {
-    pub registry: &'a kiln_oci::RegistryClient,
+    /// The solve the blobs come from: its registry client, and its lazy layers' origins for
+    /// blobs that must be uploaded but were never fetched.
+    pub solved: &'a Solved,
     pub content: &'a kiln_oci::ContentStore,
     /// Blobs pushed before (`host/repository@digest`), skipped and recorded when given.
     pub known: Option<&'a Mutex<HashSet<String>>>,
@@ -158,10 +157,21 @@ impl BlobPush<'_> {
         if !known().is_some_and(|k| k.contains(&key)) {
             self.progress
                 .status(self.vertex, &id, 0, Some(blob.size), false);
-            self.registry
-                .push_blob(r, &d, self.content, from.as_ref())
-                .await
-                .map_err(|e| SolveError::msg(e.to_string()))?;
+            let registry = self.solved.registry();
+            let pushed = registry.push_blob(r, &d, self.content, from.as_ref()).await;
+            match pushed {
+                Ok(()) => {}
+                // A lazy layer's blob (never fetched): the registry neither had it nor could
+                // mount it, so fetch it now and upload it.
+                Err(_) if !self.content.has(&d) => {
+                    self.solved.ensure_blob(&d).await?;
+                    registry
+                        .push_blob(r, &d, self.content, None)
+                        .await
+                        .map_err(|e| SolveError::msg(e.to_string()))?;
+                }
+                Err(e) => return Err(SolveError::msg(e.to_string())),
+            }
             if let Some(mut k) = known() {
                 k.insert(key);
             }
@@ -323,6 +333,11 @@ impl Engine {
                 }
             }
         }
+        // A layer not unpacked yet keeps the blob it came as, whatever compression was asked
+        // for (as BuildKit keeps base layers unless compression is forced).
+        if let Some(lazy) = inner.lazy.get(id) {
+            return Ok(lazy.blob.clone());
+        }
         let dir = inner.layers.dir(id);
         let inner2 = inner.clone();
         let blob = tokio::task::spawn_blocking(move || {
@@ -454,10 +469,8 @@ impl Engine {
                 {
                     blob.media_type = DOCKER_LAYER_GZIP.to_string();
                 }
-                if blob.source.is_none() || blob.imported {
-                    if let Ok(m) = std::fs::metadata(inner.layers.dir(id)) {
-                        newest = newest.max(m.mtime());
-                    }
+                if let Some(t) = crate::remote_cache::built_at(self, id, &blob) {
+                    newest = newest.max(t);
                 }
                 layers.push(ImageLayer {
                     blob,
@@ -585,20 +598,15 @@ impl Engine {
         names: &[String],
         progress: &ProgressSender,
     ) -> Result<(), SolveError> {
-        self.push_built(
-            solved.registry(),
-            &Built::Image(image.clone()),
-            names,
-            progress,
-        )
-        .await
+        self.push_built(solved, &Built::Image(image.clone()), names, progress)
+            .await
     }
 
     /// [`Engine::push_image`] for an image or an index: an index's images are pushed by digest
     /// first, then the index under each name.
     pub async fn push_built(
         &self,
-        registry: &kiln_oci::RegistryClient,
+        solved: &Solved,
         built: &Built,
         names: &[String],
         progress: &ProgressSender,
@@ -621,7 +629,7 @@ impl Engine {
                     .any(|k| k.starts_with(&repo));
                 loop {
                     match push_built_once(
-                        registry,
+                        solved,
                         &inner.content,
                         &r,
                         built,
@@ -789,6 +797,46 @@ impl Engine {
             .mount_ro(chain)
             .map_err(SolveError::io("mounting result"))?;
         copy_tree(guard.path(), dest).map_err(SolveError::io("exporting files"))
+    }
+
+    /// Unpack what the results' filesystems still hold as lazy layers (see [`crate::lazy`]),
+    /// before a `local` or `tar` export reads their files.
+    pub async fn materialize_all(
+        &self,
+        results: &[PlatformResult],
+        progress: &ProgressSender,
+    ) -> Result<(), SolveError> {
+        let lazy = results.iter().any(|r| {
+            r.solved
+                .chain()
+                .is_some_and(|c| c.layers().iter().any(|l| !self.inner().layers.exists(l)))
+        });
+        if !lazy {
+            return Ok(());
+        }
+        let vertex = "unpacking the result";
+        progress.started(vertex, vertex, vec![]);
+        let unpacked =
+            futures::future::try_join_all(results.iter().map(|r| r.solved.materialize(vertex)))
+                .await
+                .map(|_| ());
+        progress.completed(vertex, unpacked.as_ref().err().map(|e| e.message.clone()));
+        unpacked
+    }
+
+    /// Fetch the blobs of `built` that are still only known by digest (lazy layers' blobs),
+    /// before the image is written to a tar or kept in an image store.
+    pub async fn ensure_blobs(&self, solved: &Solved, built: &Built) -> Result<(), SolveError> {
+        for (_, image) in built.images() {
+            for l in &image.layers {
+                let d: Digest =
+                    l.blob.digest.parse().map_err(|e| {
+                        SolveError::msg(format!("layer blob {}: {e}", l.blob.digest))
+                    })?;
+                solved.ensure_blob(&d).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Copy each platform's filesystem into `dest`: directly for one platform, else into a

@@ -25,6 +25,7 @@ pub mod exporter;
 pub mod frontend;
 pub mod fsutil;
 mod glob;
+mod lazy;
 pub mod llb;
 mod ops;
 pub mod progress;
@@ -128,6 +129,8 @@ pub struct EngineInner {
     pub(crate) pushed_blobs: Mutex<std::collections::HashSet<String>>,
     /// Digests of local files already read, so an unchanged context is not read again.
     pub(crate) file_hashes: source::local::HashCache,
+    /// Layers known by their blob, unpacked when first needed (see [`lazy`]).
+    pub(crate) lazy: lazy::LazyLayers,
     _lock: std::fs::File,
 }
 
@@ -263,6 +266,23 @@ impl Solved {
     pub fn registry(&self) -> &RegistryClient {
         &self.ctx.registry
     }
+
+    /// Unpack the result's lazy layers (base image and imported layers not needed so far), for
+    /// exports that read its files; downloads are reported under `vertex`.
+    pub async fn materialize(&self, vertex: &str) -> Result<(), SolveError> {
+        match &self.chain {
+            Some(chain) => {
+                let cancel = CancellationToken::new();
+                self.ctx.materialize(vertex, chain, &cancel).await
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Make sure blob `digest` (a layer of the result) is in the content store.
+    pub async fn ensure_blob(&self, digest: &kiln_oci::Digest) -> Result<(), SolveError> {
+        self.ctx.ensure_blob(digest).await
+    }
 }
 
 /// Registry credentials come from the session (the client's Docker config, or a job's login).
@@ -308,6 +328,7 @@ impl Engine {
                 building: Arc::default(),
                 content_roots: Mutex::new(Vec::new()),
                 file_hashes: Default::default(),
+                lazy: Default::default(),
                 pushed_blobs: Default::default(),
                 _lock: lock,
             }),

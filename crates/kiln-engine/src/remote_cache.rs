@@ -47,6 +47,8 @@ const MAX_CONFIG: usize = 64 * 1024 * 1024;
 /// (`buildctl --export-cache type=local,dest=DIR` keeps DIR on the client's machine).
 #[async_trait::async_trait]
 pub trait BlobStore: Send + Sync + std::fmt::Debug {
+    /// Whether the store has the blob.
+    async fn has(&self, digest: &Digest) -> Result<bool, String>;
     /// A whole (small) blob, verified.
     async fn read(&self, digest: &Digest, limit: usize) -> Result<Vec<u8>, String>;
     /// Copy a blob into `content`, verified.
@@ -580,7 +582,7 @@ impl Engine {
                 };
                 let registry = first.registry();
                 let push = crate::exporter::BlobPush {
-                    registry,
+                    solved: first,
                     content: &inner.content,
                     known: None,
                     label: "writing layer",
@@ -603,6 +605,16 @@ impl Engine {
             CacheTarget::Store { store, .. } => store.clone(),
             CacheTarget::Local { dir, .. } => Arc::new(LayoutDir(dir.clone())),
         };
+        // Blobs of layers never unpacked here are copied from where they came from first.
+        if let Some(first) = solved.first() {
+            for b in &layer_blobs {
+                let d: Digest = b
+                    .digest
+                    .parse()
+                    .map_err(|e| SolveError::msg(format!("layer blob {}: {e}", b.digest)))?;
+                first.ensure_blob(&d).await?;
+            }
+        }
         self.write_to_store(
             store.as_ref(),
             &layer_blobs,
@@ -693,6 +705,9 @@ pub(crate) fn built_at(engine: &Engine, id: &LayerId, blob: &BlobRecord) -> Opti
     if blob.source.is_some() && !blob.imported {
         return None;
     }
+    if let Some(lazy) = engine.inner().lazy.get(id) {
+        return lazy.created;
+    }
     std::fs::metadata(engine.inner().layers.dir(id))
         .ok()
         .map(|m| m.mtime())
@@ -746,6 +761,10 @@ impl LayoutDir {
 
 #[async_trait::async_trait]
 impl BlobStore for LayoutDir {
+    async fn has(&self, digest: &Digest) -> Result<bool, String> {
+        Ok(self.blob_path(digest).is_file())
+    }
+
     async fn read(&self, digest: &Digest, limit: usize) -> Result<Vec<u8>, String> {
         let path = self.blob_path(digest);
         let meta = std::fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -821,6 +840,8 @@ pub struct ImportedCache {
     origin: BlobOrigin,
     layers: Vec<ImportedLayer>,
     records: HashMap<String, Vec<Option<usize>>>,
+    /// Blobs asked about so far, and whether the origin has them.
+    present: tokio::sync::Mutex<HashMap<Digest, bool>>,
 }
 
 /// A blob's description in a manifest: (size, media type, uncompressed digest if annotated).
@@ -1043,6 +1064,7 @@ impl ImportedCache {
             origin,
             layers,
             records,
+            present: Default::default(),
         })
     }
 
@@ -1060,9 +1082,9 @@ impl ImportedCache {
 }
 
 impl SolveCtx {
-    /// The result of `key` from an imported cache: its layers are fetched and unpacked, and the
-    /// record is kept in the local cache. `None` when no import has the key (or its layers
-    /// cannot be fetched, which is reported and leaves the step to run).
+    /// The result of `key` from an imported cache, recorded in the local cache. Its layers are
+    /// not fetched now but registered as lazy (see [`crate::lazy`]): a build whose every step
+    /// comes from the cache downloads none of them. `None` when no import has the key.
     pub async fn imported(
         self: &Arc<Self>,
         vertex: &crate::llb::Vertex,
@@ -1075,19 +1097,12 @@ impl SolveCtx {
             let Some(outputs) = cache.records.get(key) else {
                 continue;
             };
-            let mut chains = Vec::with_capacity(outputs.len());
-            let mut failed = None;
-            for top in outputs {
-                match self.fetch_chain(vertex, cache, *top).await {
-                    Ok(c) => chains.push(c),
-                    Err(e) if e.canceled => return Err(e),
-                    Err(e) => {
-                        failed = Some(e);
-                        break;
-                    }
+            // Layers are fetched only when needed, maybe by a later step: make sure now that
+            // the cache still has them, or the step runs instead.
+            if let Err(e) = self.check_layers(cache, outputs).await {
+                if e.canceled {
+                    return Err(e);
                 }
-            }
-            if let Some(e) = failed {
                 self.progress.warn(
                     Some(&vertex.digest),
                     format!(
@@ -1097,6 +1112,10 @@ impl SolveCtx {
                 );
                 continue;
             }
+            let chains: Vec<Chain> = outputs
+                .iter()
+                .map(|top| self.register_chain(cache, *top))
+                .collect();
             self.record(vertex, key, &chains)?;
             self.progress.cached(&vertex.digest);
             return Ok(Some(VertexResult {
@@ -1108,85 +1127,85 @@ impl SolveCtx {
         Ok(None)
     }
 
-    async fn fetch_chain(
-        self: &Arc<Self>,
-        vertex: &crate::llb::Vertex,
+    /// Check that the cache's origin has every layer of these outputs that is not here yet.
+    async fn check_layers(
+        &self,
         cache: &ImportedCache,
-        top: Option<usize>,
-    ) -> Result<Chain, SolveError> {
+        outputs: &[Option<usize>],
+    ) -> Result<(), SolveError> {
+        let mut present = cache.present.lock().await;
+        for top in outputs {
+            for layer in cache.chain(*top) {
+                let id = crate::source::image::layer_id_for_diff(&layer.diff_id);
+                if self.engine.layers.exists(&id) || self.engine.content.has(&layer.digest) {
+                    continue;
+                }
+                let has = match present.get(&layer.digest) {
+                    Some(has) => *has,
+                    None => {
+                        let has = tokio::select! {
+                            r = self.origin_has(cache, &layer.digest) => r,
+                            _ = self.cancel.cancelled() => return Err(SolveError::canceled()),
+                        }
+                        .map_err(|e| SolveError::msg(format!("layer {}: {e}", layer.digest)))?;
+                        present.insert(layer.digest.clone(), has);
+                        has
+                    }
+                };
+                if !has {
+                    return Err(SolveError::msg(format!(
+                        "layer {} is missing from the cache",
+                        layer.digest
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn origin_has(&self, cache: &ImportedCache, digest: &Digest) -> Result<bool, String> {
+        match &cache.origin {
+            BlobOrigin::Registry(r) => self
+                .registry
+                .blob_exists(r, digest)
+                .await
+                .map_err(|e| e.to_string()),
+            BlobOrigin::Store(store) => store.has(digest).await,
+        }
+    }
+
+    fn register_chain(&self, cache: &ImportedCache, top: Option<usize>) -> Chain {
         let mut chain = Chain::scratch();
         for layer in cache.chain(top) {
             let id = crate::source::image::layer_id_for_diff(&layer.diff_id);
             if !self.engine.layers.exists(&id) {
-                self.fetch_layer(vertex, cache, layer, &id).await?;
+                let (origin, source) = match &cache.origin {
+                    BlobOrigin::Registry(r) => (
+                        crate::lazy::Origin::Registry(r.clone()),
+                        Some(r.repository_ref()),
+                    ),
+                    BlobOrigin::Store(store) => (crate::lazy::Origin::Store(store.clone()), None),
+                };
+                self.engine.lazy.add(
+                    &id,
+                    crate::lazy::LazyLayer {
+                        blob: BlobRecord {
+                            digest: layer.digest.to_string(),
+                            diff_id: layer.diff_id.clone(),
+                            size: layer.size,
+                            media_type: layer.media_type.clone(),
+                            source,
+                            imported: true,
+                        },
+                        origin,
+                        created: layer.created,
+                        what: format!("cache {}", cache.name),
+                    },
+                );
             }
             chain = chain.with(id);
         }
-        Ok(chain)
-    }
-
-    async fn fetch_layer(
-        self: &Arc<Self>,
-        vertex: &crate::llb::Vertex,
-        cache: &ImportedCache,
-        layer: &ImportedLayer,
-        id: &LayerId,
-    ) -> Result<(), SolveError> {
-        let status = format!("sha256:{}", layer.digest.hex());
-        self.progress
-            .status(&vertex.digest, &status, 0, Some(layer.size), false);
-        let fetched = tokio::select! {
-            r = self.fetch_blob(cache, &layer.digest) => r,
-            _ = self.cancel.cancelled() => return Err(SolveError::canceled()),
-        };
-        fetched.map_err(|e| SolveError::msg(format!("layer {}: {e}", layer.digest)))?;
-        let source = match &cache.origin {
-            BlobOrigin::Registry(r) => Some(r.repository_ref()),
-            BlobOrigin::Store(_) => None,
-        };
-        crate::source::image::unpack_blob(
-            self,
-            id,
-            &format!("cache {}: layer {}", cache.name, layer.digest),
-            crate::source::image::compression_of(&layer.media_type),
-            BlobRecord {
-                digest: layer.digest.to_string(),
-                diff_id: layer.diff_id.clone(),
-                size: layer.size,
-                media_type: layer.media_type.clone(),
-                source,
-                imported: true,
-            },
-        )
-        .await?;
-        // The layer keeps its build time, so the image made from it is the same image.
-        if let Some(t) = layer.created.and_then(|t| u64::try_from(t).ok()) {
-            let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(t);
-            let dir = self.engine.layers.dir(id);
-            if let Err(e) = std::fs::File::open(&dir).and_then(|f| f.set_modified(when)) {
-                tracing::debug!(dir = %dir.display(), "setting the layer's time: {e}");
-            }
-        }
-        self.progress
-            .status(&vertex.digest, &status, layer.size, Some(layer.size), true);
-        Ok(())
-    }
-
-    async fn fetch_blob(&self, cache: &ImportedCache, digest: &Digest) -> Result<(), String> {
-        let content = &self.engine.content;
-        match &cache.origin {
-            BlobOrigin::Registry(r) => self
-                .registry
-                .fetch_blob(r, digest, content)
-                .await
-                .map_err(|e| e.to_string()),
-            BlobOrigin::Store(store) => {
-                if content.has(digest) {
-                    return Ok(());
-                }
-                store.fetch(digest, content).await
-            }
-        }
+        chain
     }
 }
 

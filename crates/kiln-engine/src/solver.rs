@@ -252,7 +252,7 @@ impl SolveCtx {
         let complete = rec
             .outputs
             .iter()
-            .all(|c| c.layers().iter().all(|l| self.engine.layers.exists(l)));
+            .all(|c| c.layers().iter().all(|l| self.layer_available(l)));
         if !complete {
             return Ok(None);
         }

@@ -498,7 +498,7 @@ async fn build(
     let mut metadata = serde_json::Map::new();
     let mut image_opts = ImageOptions::new(None, kiln_oci::Platform::host());
     image_opts.inline_cache = cache.inline;
-    let registry = results[0].solved.registry();
+    let first = &results[0].solved;
     for out in outputs {
         match out {
             Output::Image { names, push } => {
@@ -511,7 +511,7 @@ async fn build(
                             "--push needs an image name (-t NAME)",
                         ));
                     }
-                    engine.push_built(registry, &built, names, progress).await?;
+                    engine.push_built(first, &built, names, progress).await?;
                 }
                 record_image(&mut metadata, &built, names);
             }
@@ -520,12 +520,17 @@ async fn build(
                     .build_images(&results, &image_opts, multi, progress)
                     .await?;
                 let docker = matches!(out, Output::Docker { .. });
+                engine.ensure_blobs(first, &built).await?;
                 let mut w = open_dest(dest)?;
                 engine.write_built_tar(&built, names, docker, &mut w)?;
                 record_image(&mut metadata, &built, names);
             }
-            Output::Local { dest } => engine.export_local_all(&results, dest)?,
+            Output::Local { dest } => {
+                engine.materialize_all(&results, progress).await?;
+                engine.export_local_all(&results, dest)?
+            }
             Output::Tar { dest } => {
+                engine.materialize_all(&results, progress).await?;
                 let mut w = open_dest(dest)?;
                 engine.export_tar_all(&results, &mut w)?;
             }

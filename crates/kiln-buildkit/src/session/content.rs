@@ -199,6 +199,10 @@ impl SessionContentStore {
 
 #[async_trait]
 impl BlobStore for SessionContentStore {
+    async fn has(&self, digest: &Digest) -> Result<bool, String> {
+        Ok(self.size(digest).await?.is_some())
+    }
+
     async fn read(&self, digest: &Digest, limit: usize) -> Result<Vec<u8>, String> {
         let mut out = Vec::new();
         self.read_with(digest, |data| {

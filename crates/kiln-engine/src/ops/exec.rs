@@ -141,6 +141,8 @@ pub async fn solve(
             )));
         }
     }
+    // The step reads its inputs' files: unpack their lazy layers (without an exec slot).
+    super::materialize_inputs(ctx, vertex, inputs).await?;
     let _slot = ctx
         .engine
         .exec_slots

@@ -42,6 +42,8 @@ pub async fn solve(
     if let Some(imported) = ctx.imported(vertex, &key).await? {
         return Ok(imported);
     }
+    // The step reads its inputs' files: unpack their lazy layers (without an exec slot).
+    super::materialize_inputs(ctx, vertex, inputs).await?;
     let _slot = ctx
         .engine
         .exec_slots

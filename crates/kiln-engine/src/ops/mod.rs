@@ -21,6 +21,19 @@ fn input_chain(
     r.output(vertex.op.inputs[i].index).cloned()
 }
 
+/// Unpack the lazy layers of every input a step reads (see [`crate::lazy`]).
+pub(crate) async fn materialize_inputs(
+    ctx: &Arc<SolveCtx>,
+    vertex: &Vertex,
+    inputs: &[Arc<VertexResult>],
+) -> Result<(), SolveError> {
+    for (i, r) in inputs.iter().enumerate() {
+        let chain = r.output(vertex.op.inputs[i].index)?;
+        ctx.materialize(&vertex.digest, chain, &ctx.cancel).await?;
+    }
+    Ok(())
+}
+
 fn parts(vertex: &Vertex, inputs: &[Arc<VertexResult>]) -> Vec<String> {
     vertex
         .op

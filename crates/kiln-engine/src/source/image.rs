@@ -2,9 +2,9 @@
 //! layer directory (keyed by diff id, so images sharing a base share its layers on disk).
 
 use crate::cache::BlobRecord;
+use crate::lazy::{LazyLayer, Origin};
 use crate::snapshot::{Chain, LayerId};
 use crate::solver::{SolveCtx, SolveError};
-use futures::stream::{self, StreamExt, TryStreamExt};
 use kiln_oci::layer::{ApplyOptions, WhiteoutMode};
 use kiln_oci::registry::ResolvedImage;
 use std::sync::Arc;
@@ -24,7 +24,9 @@ pub(crate) fn compression_of(media_type: &str) -> &'static str {
     }
 }
 
-/// Make sure every layer of `image` is unpacked; return the chain.
+/// The chain of `image`. Layers not unpacked yet are registered as lazy (see [`crate::lazy`]):
+/// the steps that need their files unpack them. Without imported caches a build nearly always
+/// does, so they are unpacked right away, under this vertex, as BuildKit shows the pull.
 pub async fn unpack(
     ctx: &Arc<SolveCtx>,
     vertex: &str,
@@ -46,80 +48,34 @@ pub async fn unpack(
             layers.len()
         )));
     }
-    let jobs: Vec<(usize, String, oci_spec::image::Descriptor)> = layers
-        .iter()
-        .cloned()
-        .enumerate()
-        .map(|(i, d)| (i, diff_ids[i].clone(), d))
-        .collect();
-    let chain: Vec<LayerId> = stream::iter(jobs)
-        .map(|(i, diff_id, desc)| {
-            let ctx = ctx.clone();
-            let vertex = vertex.to_string();
-            let image_ref = image.reference.clone();
-            async move { unpack_layer(&ctx, &vertex, &image_ref, i, &diff_id, &desc).await }
-        })
-        .buffered(3)
-        .try_collect()
-        .await?;
-    Ok(Chain(chain))
-}
-
-async fn unpack_layer(
-    ctx: &Arc<SolveCtx>,
-    vertex: &str,
-    image_ref: &kiln_oci::reference::Reference,
-    index: usize,
-    diff_id: &str,
-    desc: &oci_spec::image::Descriptor,
-) -> Result<LayerId, SolveError> {
-    let engine = &ctx.engine;
-    let id = layer_id_for_diff(diff_id);
-    if engine.layers.exists(&id) {
-        return Ok(id);
+    let mut chain = Chain::scratch();
+    for (desc, diff_id) in layers.iter().zip(&diff_ids) {
+        let id = layer_id_for_diff(diff_id);
+        if !ctx.engine.layers.exists(&id) {
+            let media_type = desc.media_type().to_string();
+            ctx.engine.lazy.add(
+                &id,
+                LazyLayer {
+                    blob: BlobRecord {
+                        digest: desc.digest().to_string(),
+                        diff_id: diff_id.clone(),
+                        size: desc.size(),
+                        media_type,
+                        source: Some(image.reference.repository_ref()),
+                        imported: false,
+                    },
+                    origin: Origin::Registry(image.reference.clone()),
+                    created: None,
+                    what: format!("image {}", image.reference),
+                },
+            );
+        }
+        chain = chain.with(id);
     }
-    // Solves that need the same layer at once (the platforms of one build, concurrent builds
-    // from the same base) pull it once: the others wait here, then find it.
-    let _pulling = engine.building(&format!("layer {diff_id}")).await;
-    if engine.layers.exists(&id) {
-        return Ok(id);
+    if ctx.imports.is_empty() {
+        ctx.materialize(vertex, &chain, &ctx.cancel).await?;
     }
-    let digest: kiln_oci::digest::Digest = desc
-        .digest()
-        .to_string()
-        .parse()
-        .map_err(|e| SolveError::msg(format!("image {image_ref}: layer {index}: {e}")))?;
-    let status_id = format!("sha256:{}", digest.hex());
-    let size = desc.size();
-    ctx.progress
-        .status(vertex, &status_id, 0, Some(size), false);
-    ctx.registry
-        .fetch_blob(image_ref, &digest, &engine.content)
-        .await
-        .map_err(|e| SolveError::msg(e.to_string()))?;
-    ctx.progress
-        .status(vertex, &status_id, size, Some(size), false);
-
-    let media_type = desc.media_type().to_string();
-    let record = BlobRecord {
-        digest: digest.to_string(),
-        diff_id: diff_id.to_string(),
-        size,
-        media_type: media_type.clone(),
-        source: Some(image_ref.repository_ref()),
-        imported: false,
-    };
-    unpack_blob(
-        ctx,
-        &id,
-        &format!("image {image_ref}: layer {digest}"),
-        compression_of(&media_type),
-        record,
-    )
-    .await?;
-    ctx.progress
-        .status(vertex, &status_id, size, Some(size), true);
-    Ok(id)
+    Ok(chain)
 }
 
 /// Unpack a blob that is already in the content store into layer `id`, and remember the blob
