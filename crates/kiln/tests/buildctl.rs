@@ -734,6 +734,16 @@ fn buildctl_exports_a_registry_cache_that_a_fresh_kiln_imports() {
             std::fs::read_to_string(rootfs.path().join("final.txt")).unwrap(),
             "cached content\n"
         );
+        // Every step came from the cache and the registry had every blob: the fresh daemon
+        // downloaded no layer, of the base image or of the cache.
+        let (manifest, _) = env.manifest_of(&image);
+        for layer in manifest["layers"].as_array().unwrap() {
+            let hex = layer["digest"].as_str().unwrap().trim_start_matches("sha256:");
+            assert!(
+                !dir_b.join("root/content/blobs/sha256").join(hex).exists(),
+                "layer {hex} was downloaded:\n{err}"
+            );
+        }
     }
 }
 
