@@ -493,8 +493,9 @@ impl Engine {
         obj.entry("architecture")
             .or_insert_with(|| json!(opts.platform.architecture));
         obj.entry("os").or_insert_with(|| json!(opts.platform.os));
-        if let Some(v) = &opts.platform.variant {
-            obj.entry("variant").or_insert_with(|| json!(v));
+        // arm64's default variant is left out, as BuildKit's normalized platforms do.
+        if let Some(v) = platform_json(&opts.platform).get("variant") {
+            obj.entry("variant").or_insert_with(|| v.clone());
         }
         obj.entry("config").or_insert_with(|| json!({}));
         let created_secs = opts.epoch.unwrap_or(if newest > 0 { newest } else { 0 });
@@ -997,6 +998,23 @@ fn copy_tree(src: &Path, dest: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn platforms_are_named_as_buildkit_names_them() {
+        let p = |s: &str| kiln_oci::Platform::parse(s).unwrap();
+        assert_eq!(platform_id(&p("linux/arm64")), "linux/arm64");
+        assert_eq!(platform_id(&p("linux/arm64/v8")), "linux/arm64");
+        assert_eq!(platform_id(&p("linux/arm/v7")), "linux/arm/v7");
+        assert_eq!(platform_dir(&p("linux/arm/v7")), "linux_arm_v7");
+        assert_eq!(
+            platform_json(&p("linux/arm64")),
+            json!({"architecture": "arm64", "os": "linux"})
+        );
+        assert_eq!(
+            platform_json(&p("linux/arm/v6")),
+            json!({"architecture": "arm", "os": "linux", "variant": "v6"})
+        );
+    }
 
     #[test]
     fn rfc3339_formats_known_instants() {

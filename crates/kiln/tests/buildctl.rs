@@ -738,7 +738,10 @@ fn buildctl_exports_a_registry_cache_that_a_fresh_kiln_imports() {
         // downloaded no layer, of the base image or of the cache.
         let (manifest, _) = env.manifest_of(&image);
         for layer in manifest["layers"].as_array().unwrap() {
-            let hex = layer["digest"].as_str().unwrap().trim_start_matches("sha256:");
+            let hex = layer["digest"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("sha256:");
             assert!(
                 !dir_b.join("root/content/blobs/sha256").join(hex).exists(),
                 "layer {hex} was downloaded:\n{err}"
@@ -952,13 +955,17 @@ fn buildctl_builds_several_platforms_into_an_index() {
     ));
     let ctx = env.context(
         "multi",
-        &[(
-            "Dockerfile",
-            &format!(
-                "FROM --platform=$BUILDPLATFORM {base} AS build\nARG TARGETARCH\n\
-                 RUN echo \"for $TARGETARCH\" > /arch\nFROM {base}\nCOPY --from=build /arch /arch\n"
+        &[
+            (
+                "Dockerfile",
+                &format!(
+                    "FROM --platform=$BUILDPLATFORM {base} AS build\nARG TARGETARCH\n\
+                 RUN echo \"for $TARGETARCH\" > /arch\nFROM {base}\nCOPY --from=build /arch /arch\n\
+                 COPY app.txt /app.txt\n"
+                ),
             ),
-        )],
+            ("app.txt", "from the context\n"),
+        ],
     );
     let dir = env.work.path().join("daemon");
     std::fs::create_dir_all(&dir).unwrap();
@@ -1011,7 +1018,20 @@ fn buildctl_builds_several_platforms_into_an_index() {
                 std::fs::read_to_string(root.path().join("arch")).unwrap(),
                 format!("for {arch}\n")
             );
+            assert_eq!(
+                std::fs::read_to_string(root.path().join("app.txt")).unwrap(),
+                "from the context\n"
+            );
         }
+        // Both platforms read the context: it is transferred once.
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(
+            err.lines()
+                .filter(|l| l.ends_with("[internal] load build context"))
+                .count(),
+            1,
+            "{err}"
+        );
 
         // Local files split by platform; an OCI tar holds the index.
         for output in [

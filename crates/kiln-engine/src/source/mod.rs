@@ -143,6 +143,12 @@ pub(crate) async fn layer_once(
         ctx.progress.cached(&vertex.digest);
         return Ok(id);
     }
+    // Solves making the same layer at once (the platforms of one build) make it once.
+    let _building = ctx.engine.building(key).await;
+    if ctx.engine.layers.exists(&id) {
+        ctx.progress.cached(&vertex.digest);
+        return Ok(id);
+    }
     let pending = ctx
         .engine
         .layers
