@@ -129,7 +129,6 @@ impl Daemon {
     }
 
     pub fn worker(&self) -> WorkerRecord {
-        let host = kiln_oci::Platform::host();
         let mut labels = HashMap::new();
         let l = |k: &str| format!("org.mobyproject.buildkit.worker.{k}");
         labels.insert(l("executor"), "oci".to_string());
@@ -149,12 +148,15 @@ impl Daemon {
         WorkerRecord {
             id: self.worker_id.clone(),
             labels,
-            platforms: vec![pb::Platform {
-                architecture: host.architecture.clone(),
-                os: host.os.clone(),
-                variant: host.variant.clone().unwrap_or_default(),
-                ..pb::Platform::default()
-            }],
+            platforms: kiln_engine::executor::runnable_platforms()
+                .into_iter()
+                .map(|p| pb::Platform {
+                    architecture: p.architecture,
+                    os: p.os,
+                    variant: p.variant.unwrap_or_default(),
+                    ..pb::Platform::default()
+                })
+                .collect(),
             gc_policy: vec![],
             buildkit_version: Some(version()),
             cdi_devices: vec![],

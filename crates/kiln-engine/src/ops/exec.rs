@@ -131,7 +131,7 @@ pub async fn solve(
         let host = kiln_oci::Platform::host();
         if !p.architecture.is_empty()
             && p.architecture != host.architecture
-            && !emulator_registered(&p.architecture)
+            && !crate::executor::emulator_registered(&p.architecture)
         {
             return Err(SolveError::msg(format!(
                 "RUN for platform {}/{} cannot run on this {host} host: no emulator for {} is \
@@ -530,24 +530,4 @@ fn only_empty_dirs(p: &Path) -> bool {
 fn next_run() -> u64 {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-}
-
-/// Whether the kernel runs binaries of `arch` (GOARCH spelling) through an emulator registered
-/// with binfmt_misc, as Debian's qemu-user-static (or `tonistiigi/binfmt`) sets up: then RUN
-/// steps for that platform work here, as they do in BuildKit.
-fn emulator_registered(arch: &str) -> bool {
-    let qemu = match arch {
-        "arm64" => "aarch64",
-        "amd64" => "x86_64",
-        "386" => "i386",
-        "ppc64le" => "ppc64le",
-        "s390x" => "s390x",
-        "riscv64" => "riscv64",
-        "arm" => "arm",
-        "mips64le" => "mips64el",
-        "loong64" => "loongarch64",
-        _ => return false,
-    };
-    std::fs::read_to_string(format!("/proc/sys/fs/binfmt_misc/qemu-{qemu}"))
-        .is_ok_and(|s| s.lines().next() == Some("enabled"))
 }
