@@ -460,12 +460,35 @@ pub fn remove_tree(path: &Path) -> io::Result<()> {
     }
 }
 
+/// Bytes the regular files under `path` take.
+///
+/// A file with several hard links counts its size divided among them: layers share unchanged
+/// files by hard link (see `ops::file`), and summed over every layer that shares it a file then
+/// counts once, as it takes disk space once.
 pub fn dir_size(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
     walkdir::WalkDir::new(path)
         .into_iter()
         .flatten()
         .filter(|e| e.file_type().is_file())
         .filter_map(|e| e.metadata().ok())
-        .map(|m| m.len())
+        .map(|m| m.len().div_ceil(m.nlink().max(1)))
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hard_linked_files_count_once_across_the_directories_sharing_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+        std::fs::create_dir_all(&a).unwrap();
+        std::fs::create_dir_all(&b).unwrap();
+        std::fs::write(a.join("shared"), vec![0u8; 1000]).unwrap();
+        std::fs::hard_link(a.join("shared"), b.join("shared")).unwrap();
+        std::fs::write(a.join("own"), vec![0u8; 10]).unwrap();
+        assert_eq!(super::dir_size(&a), 510);
+        assert_eq!(super::dir_size(&b), 500);
+        assert_eq!(super::dir_size(tmp.path()), 1010);
+    }
 }
