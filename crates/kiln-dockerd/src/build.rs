@@ -12,7 +12,7 @@ use crate::Shared;
 use async_trait::async_trait;
 use axum::extract::Request;
 use axum::response::Response;
-use kiln_engine::exporter::ImageOptions;
+use kiln_engine::exporter::{Built, ImageOptions};
 use kiln_engine::progress::{ProgressEvent, ProgressSender};
 use kiln_engine::session::{Session, SessionError};
 use kiln_oci::{CredentialSource, Reference, StaticCredentials};
@@ -46,6 +46,10 @@ struct BuildParams {
     /// `kilncacheto`: buildx-style `--cache-to` specs (kiln's own parameter; the Docker API has
     /// none).
     cache_to: Vec<String>,
+    /// `kilnpush`: push a multi-platform result to the tags from the build itself (kiln's own
+    /// parameter: the image store holds single-platform images, so `POST /images/…/push`
+    /// cannot push an index).
+    push: bool,
 }
 
 impl BuildParams {
@@ -93,6 +97,7 @@ impl BuildParams {
             plain_progress: q.get("kilnprogress") == Some("plain"),
             cache_from: json_list("cachefrom")?,
             cache_to: json_list("kilncacheto")?,
+            push: q.flag("kilnpush"),
         })
     }
 }
@@ -107,7 +112,7 @@ pub async fn build(api: &Arc<Shared>, query: &Query, req: Request) -> Result<Res
         )));
     }
     let params = BuildParams::from_query(query)?;
-    let platform = target_platform(params.platform.as_deref())?;
+    let platforms = target_platforms(params.platform.as_deref())?;
     let header = req
         .headers()
         .get("X-Registry-Config")
@@ -158,7 +163,7 @@ pub async fn build(api: &Arc<Shared>, query: &Query, req: Request) -> Result<Res
         let job = BuildJob {
             context,
             dockerfile,
-            platform,
+            platforms,
             creds,
             params,
             secrets,
@@ -255,6 +260,24 @@ fn target_platform(p: Option<&str>) -> Result<kiln_dockerfile::Platform, ApiErro
         .map_err(|e| ApiError::BadRequest(format!("invalid platform {text:?}: {e}")))
 }
 
+/// `platform=linux/amd64,linux/arm64`: each platform once, in order; the host's when unset.
+fn target_platforms(p: Option<&str>) -> Result<Vec<kiln_dockerfile::Platform>, ApiError> {
+    let mut out: Vec<kiln_dockerfile::Platform> = Vec::new();
+    for text in p.unwrap_or_default().split(',').map(str::trim) {
+        if text.is_empty() {
+            continue;
+        }
+        let p = target_platform(Some(text))?;
+        if !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    if out.is_empty() {
+        out.push(target_platform(None)?);
+    }
+    Ok(out)
+}
+
 /// The session of a tar-context build: the unpacked directory and the client's credentials.
 struct ContextSession {
     locals: BTreeMap<String, PathBuf>,
@@ -318,7 +341,7 @@ struct BuildJob {
     context: PathBuf,
     /// Relative to the context, checked to stay inside it.
     dockerfile: PathBuf,
-    platform: kiln_dockerfile::Platform,
+    platforms: Vec<kiln_dockerfile::Platform>,
     creds: StaticCredentials,
     params: BuildParams,
     secrets: BTreeMap<String, Vec<u8>>,
@@ -341,8 +364,8 @@ impl BuildJob {
         let result = self.solve(api, &progress, cancel).await;
         drop(progress);
         let _ = printer.await;
-        let image = match result {
-            Ok(image) => image,
+        let built = match result {
+            Ok(built) => built,
             Err((message, lines)) => {
                 if let (Some(lines), false) = (lines, self.params.quiet) {
                     messages.stream(lines);
@@ -351,7 +374,11 @@ impl BuildJob {
             }
         };
 
-        let id = api.add_built_image(&image, &self.params.tags)?;
+        let id = match &built {
+            Built::Image(image) => api.add_built_image(image, &self.params.tags)?,
+            // Pushed (or left in the build cache) by `solve`: the store keeps single images.
+            Built::Index(index) => index.digest.to_string(),
+        };
         messages.aux(json!({ "ID": id }));
         if self.params.quiet {
             messages.stream(format!("{id}\n"));
@@ -372,7 +399,7 @@ impl BuildJob {
         api: &Shared,
         progress: &ProgressSender,
         cancel: CancellationToken,
-    ) -> Result<kiln_engine::exporter::BuiltImage, (String, Option<String>)> {
+    ) -> Result<Built, (String, Option<String>)> {
         let engine = &api.engine;
         let dockerfile_dir = self
             .context
@@ -391,14 +418,16 @@ impl BuildJob {
             secrets: self.secrets.clone(),
         });
         let build_platform = target_platform(None).map_err(|e| (e.to_string(), None))?;
+        let multi = self.platforms.len() > 1;
         let options = kiln_dockerfile::lower::LowerOptions {
             target: self.params.target.clone(),
             build_args: self.params.build_args.clone(),
             labels: self.params.labels.clone(),
             build_platform,
-            target_platform: self.platform.clone(),
+            target_platform: self.platforms[0].clone(),
             no_cache: self.params.no_cache,
             context_name: "context".into(),
+            multi_platform: multi,
             ..Default::default()
         };
         let req = kiln_engine::frontend::DockerfileRequest {
@@ -406,10 +435,6 @@ impl BuildJob {
             options,
             ..Default::default()
         };
-        let fe = engine
-            .dockerfile_frontend(&req, session.clone(), progress)
-            .await
-            .map_err(|e| (e.message, None))?;
         let cache = kiln_engine::remote_cache::CachePlan::from_csv(
             &self.params.cache_from,
             &self.params.cache_to,
@@ -421,54 +446,59 @@ impl BuildJob {
         let cache_imports = engine
             .import_caches(&cache.imports, session.clone(), progress)
             .await;
-        let solved = engine
-            .solve(
-                &fe.definition,
+        let results = engine
+            .solve_dockerfile(
+                &req,
+                &self.platforms,
                 kiln_engine::SolveOptions {
                     no_cache: self.params.no_cache,
-                    resolved: fe.resolved.clone(),
+                    resolved: Default::default(),
                     cache_imports,
                 },
                 session,
-                progress.clone(),
+                progress,
                 cancel,
             )
             .await
-            .map_err(|e| {
-                let lines = e
-                    .vertex
-                    .as_deref()
-                    .and_then(|v| kiln_engine::frontend::ErrorContext::find(&fe.definition, v))
-                    .map(|c| error_context(&c));
-                (e.message, lines)
-            })?;
-        let platform = kiln_oci::Platform {
-            os: self.platform.os.clone(),
-            architecture: self.platform.architecture.clone(),
-            variant: self.platform.variant.clone(),
-        };
+            .map_err(|f| (f.error.message, f.context.as_ref().map(error_context)))?;
         // Docker media types, as dockerd's own builder produces.
         let opts = ImageOptions {
             oci_mediatypes: false,
             inline_cache: cache.inline,
-            ..ImageOptions::new(Some(fe.image_config.clone()), platform)
+            ..ImageOptions::new(None, kiln_oci::Platform::host())
         };
-        let image = engine
-            .build_image(&solved, &opts, progress)
+        let built = engine
+            .build_images(&results, &opts, multi, progress)
             .await
             .map_err(|e| (e.message, None))?;
-        // The image store (docker save, docker push) reads every blob from the content store.
-        engine
-            .ensure_blobs(&solved, &kiln_engine::exporter::Built::Image(image.clone()))
-            .await
-            .map_err(|e| (e.message, None))?;
+        let first = &results[0].solved;
+        match &built {
+            // The image store (docker save, docker push) reads every blob from the content
+            // store.
+            Built::Image(_) => engine.ensure_blobs(first, &built).await,
+            Built::Index(_) if self.params.push => {
+                let names: Vec<String> = self.params.tags.iter().map(|t| t.to_string()).collect();
+                engine.push_built(first, &built, &names, progress).await
+            }
+            Built::Index(_) => {
+                progress.warn(
+                    None,
+                    "a multi-platform build is not kept in the image store: it remains in the \
+                     build cache (push it with push: true)"
+                        .to_string(),
+                );
+                Ok(())
+            }
+        }
+        .map_err(|e| (e.message, None))?;
+        let solveds: Vec<&kiln_engine::Solved> = results.iter().map(|r| &r.solved).collect();
         for export in &cache.exports {
             engine
-                .export_cache(&[&solved], export, progress)
+                .export_cache(&solveds, export, progress)
                 .await
                 .map_err(|e| (e.message, None))?;
         }
-        Ok(image)
+        Ok(built)
     }
 }
 

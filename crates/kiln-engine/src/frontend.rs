@@ -234,6 +234,72 @@ impl Engine {
     }
 }
 
+/// A failed Dockerfile build: the error, and the Dockerfile lines of the step that failed.
+#[derive(Debug)]
+pub struct BuildFailure {
+    pub error: SolveError,
+    pub context: Option<ErrorContext>,
+}
+
+impl From<SolveError> for BuildFailure {
+    fn from(error: SolveError) -> Self {
+        BuildFailure {
+            error,
+            context: None,
+        }
+    }
+}
+
+impl Engine {
+    /// A whole Dockerfile build for each of `platforms` (one for a single-platform build): the
+    /// frontend, then the solves, all at once (steps the platforms share are built once).
+    pub async fn solve_dockerfile(
+        &self,
+        req: &DockerfileRequest,
+        platforms: &[kiln_dockerfile::Platform],
+        opts: crate::SolveOptions,
+        session: Arc<dyn Session>,
+        progress: &ProgressSender,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> Result<Vec<crate::exporter::PlatformResult>, BuildFailure> {
+        let fes = self
+            .dockerfile_frontend_platforms(req, platforms, session.clone(), progress)
+            .await?;
+        let solves = fes.iter().map(|fe| {
+            let mut opts = opts.clone();
+            opts.resolved.extend(fe.resolved.clone());
+            let (session, cancel) = (session.clone(), cancel.clone());
+            async move {
+                self.solve(&fe.definition, opts, session, progress.clone(), cancel)
+                    .await
+            }
+        });
+        let solved = futures::future::try_join_all(solves)
+            .await
+            .map_err(|error| BuildFailure {
+                context: error.vertex.as_deref().and_then(|v| {
+                    fes.iter()
+                        .find_map(|fe| ErrorContext::find(&fe.definition, v))
+                }),
+                error,
+            })?;
+        Ok(solved
+            .into_iter()
+            .zip(fes)
+            .zip(platforms)
+            .map(|((solved, fe), p)| crate::exporter::PlatformResult {
+                platform: kiln_oci::Platform {
+                    os: p.os.clone(),
+                    architecture: p.architecture.clone(),
+                    variant: p.variant.clone(),
+                },
+                solved,
+                config: Some(fe.image_config),
+            })
+            .collect())
+    }
+}
+
 /// Frontend images that the built-in Dockerfile frontend stands in for
 /// (`# syntax=docker/dockerfile:1.7`, `docker/dockerfile-upstream:…`).
 pub fn is_dockerfile_frontend_image(image: &str) -> bool {

@@ -57,6 +57,9 @@ pub enum ProgressEvent {
 #[derive(Clone)]
 pub struct ProgressSender {
     sink: Sink,
+    /// Steps (LLB vertices, `sha256:…`) reported complete. The solves of one build (one per
+    /// platform) share steps: a step another solve finished is not reported again.
+    finished: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 #[derive(Clone)]
@@ -72,6 +75,7 @@ impl ProgressSender {
         (
             ProgressSender {
                 sink: Sink::Channel(tx),
+                finished: Default::default(),
             },
             rx,
         )
@@ -81,6 +85,7 @@ impl ProgressSender {
     pub fn from_fn(f: impl Fn(ProgressEvent) + Send + Sync + 'static) -> ProgressSender {
         ProgressSender {
             sink: Sink::Func(std::sync::Arc::new(f)),
+            finished: Default::default(),
         }
     }
 
@@ -88,10 +93,28 @@ impl ProgressSender {
     pub fn discard() -> ProgressSender {
         ProgressSender {
             sink: Sink::Discard,
+            finished: Default::default(),
         }
     }
 
     pub fn send(&self, event: ProgressEvent) {
+        let step = match &event {
+            ProgressEvent::VertexStarted { vertex, .. }
+            | ProgressEvent::VertexCached { vertex, .. }
+            | ProgressEvent::VertexCompleted { vertex, .. } => {
+                Some(vertex).filter(|v| v.starts_with("sha256:"))
+            }
+            _ => None,
+        };
+        if let Some(vertex) = step {
+            let mut finished = self.finished.lock().expect("finished steps");
+            if finished.contains(vertex) {
+                return;
+            }
+            if matches!(event, ProgressEvent::VertexCompleted { .. }) {
+                finished.insert(vertex.clone());
+            }
+        }
         match &self.sink {
             Sink::Discard => {}
             Sink::Channel(tx) => {

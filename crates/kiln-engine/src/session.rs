@@ -46,6 +46,13 @@ pub trait Session: Send + Sync {
         false
     }
 
+    /// Whether [`Session::local_dir`] transfers directories from elsewhere and reports that
+    /// through its progress callback. A session that hands out directories at hand does not:
+    /// the solve then reports the directory's size itself.
+    fn transfers_local_dirs(&self) -> bool {
+        false
+    }
+
     /// The value of a secret, or `NoSuchSecret`.
     async fn secret(&self, id: &str) -> Result<Vec<u8>, SessionError>;
 

@@ -3,9 +3,10 @@
 //! engine as `BUILDKIT_HOST`), so those workflows run unchanged without buildx or a Docker daemon.
 //!
 //! What maps: context, file, tags, push, load (built images are always in the runner's image
-//! store), build-args, target, labels, no-cache, pull, platforms (one), secrets; registry, username,
+//! store), build-args, target, labels, no-cache, pull, platforms (several make an index, pushed
+//! by the build itself with push: true), secrets; registry, username,
 //! password, `cache-from`/`cache-to` (registry, local and inline caches; other types are a warning).
-//! What does not: `outputs` other than image/registry/docker, several platforms (a clear error). Credentials from login-action go to the job's `DOCKER_CONFIG`, as `docker login` does.
+//! What does not: `outputs` other than image/registry/docker (a clear error). Credentials from login-action go to the job's `DOCKER_CONFIG`, as `docker login` does.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -290,12 +291,9 @@ async fn build_push(step: &NativeStep) -> Result<NativeOutcome, String> {
     let tags = list(step, "tags");
     let push = flag(step, "push");
     let platforms = list(step, "platforms");
-    if platforms.len() > 1 {
-        return Err(format!(
-            "platforms {}: kiln builds one platform per step; use a matrix over platforms",
-            platforms.join(",")
-        ));
-    }
+    // Several platforms make an index, which the build pushes itself (kiln's image store keeps
+    // single-platform images); without push it stays in the build cache, as with buildx.
+    let multi = platforms.len() > 1;
     for output in lines(step, "outputs") {
         let kind = output
             .split(',')
@@ -386,8 +384,11 @@ async fn build_push(step: &NativeStep) -> Result<NativeOutcome, String> {
     if !cache_to.is_empty() {
         query.push(("kilncacheto".into(), json!(cache_to).to_string()));
     }
-    if let Some(p) = platforms.first() {
-        query.push(("platform".into(), p.clone()));
+    if !platforms.is_empty() {
+        query.push(("platform".into(), platforms.join(",")));
+    }
+    if multi && push {
+        query.push(("kilnpush".into(), "1".into()));
     }
     let mut headers = vec![("Content-Type".to_string(), "application/x-tar".to_string())];
     if let Some(config) = registry_config(&step.env) {
@@ -411,7 +412,10 @@ async fn build_push(step: &NativeStep) -> Result<NativeOutcome, String> {
         .map(str::to_string)
         .ok_or("the build did not report an image id")?;
     let mut digest = String::new();
-    if push {
+    if multi && push {
+        // The index the build pushed.
+        digest = image_id.clone();
+    } else if push {
         for tag in &tags {
             let (name, t) = split_tag(tag);
             let auth = registry_auth(&step.env, tag);
@@ -432,7 +436,9 @@ async fn build_push(step: &NativeStep) -> Result<NativeOutcome, String> {
         }
     }
     let mut metadata = serde_json::Map::new();
-    metadata.insert("containerimage.config.digest".into(), json!(image_id));
+    if !multi {
+        metadata.insert("containerimage.config.digest".into(), json!(image_id));
+    }
     if !digest.is_empty() {
         metadata.insert("containerimage.digest".into(), json!(digest));
     }

@@ -3,7 +3,7 @@
 use crate::config::KilnConfig;
 use crate::progress_ui::{self, ProgressMode};
 use anyhow::{bail, Context};
-use kiln_engine::exporter::{ImageOptions, PlatformResult};
+use kiln_engine::exporter::ImageOptions;
 use kiln_engine::progress::ProgressSender;
 use kiln_engine::session::{LocalSession, SecretSource};
 use std::collections::BTreeMap;
@@ -453,47 +453,25 @@ async fn build(
     let cache_imports = engine
         .import_caches(&cache.imports, session.clone(), progress)
         .await;
-    // One frontend run and one solve per platform, all at once: steps they share (a stage on
-    // the build platform) are built once and found in the cache by the others.
-    let fes = engine
-        .dockerfile_frontend_platforms(&req, &inputs.target_platforms, session.clone(), progress)
-        .await?;
-    let solves = fes.iter().map(|fe| {
-        let opts = kiln_engine::SolveOptions {
-            no_cache: args.no_cache,
-            resolved: fe.resolved.clone(),
-            cache_imports: cache_imports.clone(),
-        };
-        let (session, cancel) = (session.clone(), inputs.cancel.clone());
-        async move {
-            engine
-                .solve(&fe.definition, opts, session, progress.clone(), cancel)
-                .await
-        }
-    });
-    let solved = futures::future::try_join_all(solves)
-        .await
-        .inspect_err(|e| {
-            // Quote the Dockerfile lines of the failed step once progress output is done.
-            *failed_at = e.vertex.as_deref().and_then(|v| {
-                fes.iter()
-                    .find_map(|fe| kiln_engine::frontend::ErrorContext::find(&fe.definition, v))
-            });
-        })?;
-    let results: Vec<PlatformResult> = solved
-        .into_iter()
-        .zip(&fes)
-        .zip(&inputs.target_platforms)
-        .map(|((solved, fe), p)| PlatformResult {
-            platform: kiln_oci::Platform {
-                os: p.os.clone(),
-                architecture: p.architecture.clone(),
-                variant: p.variant.clone(),
+    let results = engine
+        .solve_dockerfile(
+            &req,
+            &inputs.target_platforms,
+            kiln_engine::SolveOptions {
+                no_cache: args.no_cache,
+                resolved: Default::default(),
+                cache_imports,
             },
-            solved,
-            config: Some(fe.image_config.clone()),
-        })
-        .collect();
+            session,
+            progress,
+            inputs.cancel.clone(),
+        )
+        .await
+        .map_err(|f| {
+            // Quote the Dockerfile lines of the failed step once progress output is done.
+            *failed_at = f.context;
+            f.error
+        })?;
 
     let mut metadata = serde_json::Map::new();
     let mut image_opts = ImageOptions::new(None, kiln_oci::Platform::host());

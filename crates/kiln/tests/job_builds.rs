@@ -289,6 +289,63 @@ jobs:
     );
     assert!(rows.contains(&format!("cache {cache} not used")), "{rows}");
 
+    // Several platforms: the build pushes an index with the job's login.
+    let multiarch = env.image("multiarch:1");
+    common::rt().block_on(kiln_oci::testing::push_busybox_index(
+        &multiarch,
+        &["amd64", "arm64"],
+    ));
+    let multi_image = format!("{}/native-multi:1", private.host());
+    let multi = format!(
+        r#"
+on: push
+jobs:
+  docker:
+    runs-on: linux
+    steps:
+      - run: |
+          printf 'FROM --platform=$BUILDPLATFORM {multiarch} AS build\nARG TARGETARCH\nRUN echo "for $TARGETARCH" > /arch\nFROM {multiarch}\nCOPY --from=build /arch /arch\n' > Dockerfile
+      - uses: docker/login-action@v3
+        with:
+          registry: {registry}
+          username: ${{{{ secrets.REGISTRY_USER }}}}
+          password: ${{{{ secrets.REGISTRY_PASSWORD }}}}
+      - id: push
+        uses: docker/build-push-action@v6
+        with:
+          context: .
+          platforms: linux/amd64,linux/arm64
+          push: true
+          tags: {multi_image}
+      - run: echo "index=${{{{ steps.push.outputs.digest }}}}"
+"#,
+        registry = private.host(),
+    );
+    let task = runner.run(&multi, "docker", &secrets);
+    let rows = task.rows.join("\n");
+    assert_eq!(task.result, proto::Result::Success, "{rows}");
+    let (index, media_type, digest) = common::rt().block_on(async {
+        let r = kiln_oci::Reference::parse(&multi_image).unwrap();
+        let creds = kiln_oci::StaticCredentials::default().with(
+            &r.registry,
+            kiln_oci::Credentials {
+                username: USER.into(),
+                password: PASSWORD.into(),
+            },
+        );
+        kiln_oci::RegistryClient::new(Default::default(), std::sync::Arc::new(creds))
+            .get_manifest(&r)
+            .await
+            .unwrap()
+    });
+    assert_eq!(
+        media_type,
+        "application/vnd.docker.distribution.manifest.list.v2+json"
+    );
+    let index: serde_json::Value = serde_json::from_slice(&index).unwrap();
+    assert_eq!(index["manifests"].as_array().map(|m| m.len()), Some(2));
+    assert!(rows.contains(&format!("index={digest}")), "{rows}");
+
     // Wrong credentials: a clear error in the step log, and the job fails.
     let bad = workflow.replace("${{ secrets.REGISTRY_PASSWORD }}", "wrong-password");
     let task = runner.run(&bad, "docker", &secrets);

@@ -218,6 +218,10 @@ impl Session for ClientSession {
         true
     }
 
+    fn transfers_local_dirs(&self) -> bool {
+        true
+    }
+
     async fn secret(&self, id: &str) -> Result<Vec<u8>, SessionError> {
         if !self
             .session

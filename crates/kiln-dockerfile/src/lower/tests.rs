@@ -867,3 +867,32 @@ COPY --from=build /flavour /flavour
     let env = execs(&l)[0].meta.clone().unwrap().env;
     assert!(env.contains(&"FLAVOUR=amd64".to_string()), "{env:?}");
 }
+
+#[test]
+fn every_platform_reads_the_same_context_paths() {
+    let text = "\
+FROM --platform=$BUILDPLATFORM busybox AS build
+ARG TARGETARCH
+RUN echo $TARGETARCH > /arch
+FROM busybox
+COPY --from=build /arch /arch
+COPY app.txt /app.txt
+";
+    let attrs_for = |target: &str| {
+        let opts = LowerOptions {
+            build_platform: Platform::parse("linux/amd64").unwrap(),
+            target_platform: Platform::parse(target).unwrap(),
+            multi_platform: true,
+            ..LowerOptions::default()
+        };
+        let l = lower_text(text, &opts).unwrap();
+        sources(&l)
+            .into_iter()
+            .find(|s| s.identifier == "local://context")
+            .unwrap()
+            .attrs
+    };
+    let amd = attrs_for("linux/amd64");
+    assert_eq!(amd, attrs_for("linux/arm64"));
+    assert_eq!(amd["local.followpaths"], r#"["app.txt"]"#);
+}

@@ -110,7 +110,11 @@ async fn solve_local(
     .await
     .map_err(|e| SolveError::msg(format!("scanning local {name:?}: {e}")))?
     .map_err(|e| SolveError::msg(e.to_string()))?;
-    if !transferred.load(std::sync::atomic::Ordering::Relaxed) {
+    // Without a transfer of its own: a directory at hand reports its size; a directory another
+    // solve of the build synced (the other platforms') was reported by that solve.
+    if !transferred.load(std::sync::atomic::Ordering::Relaxed)
+        && !ctx.session.transfers_local_dirs()
+    {
         ctx.progress
             .status(&vertex.digest, &status, snapshot.bytes, None, true);
     }
