@@ -188,6 +188,8 @@ impl Session for ClientSession {
             include_patterns: include.to_vec(),
             exclude_patterns: exclude.to_vec(),
             progress: progress.map(|report| -> filesync::ProgressFn {
+                // The transfer starts now: clients time it from its first status, as BuildKit's.
+                report(0, false);
                 Arc::new(move |p: filesync::Progress| report(p.bytes, p.done))
             }),
             ..Default::default()
