@@ -1063,48 +1063,18 @@ fn several_platforms_build_one_image_each_under_an_index() {
         "{err}"
     );
 
-    let (index, media_type) = env.manifest_of(&name);
-    assert_eq!(media_type, "application/vnd.oci.image.index.v1+json");
-    let archs: Vec<&str> = index["manifests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["platform"]["architecture"].as_str().unwrap())
-        .collect();
-    assert_eq!(archs, ["amd64", "arm64"]);
+    assert_eq!(env.index_archs(&name), ["amd64", "arm64"]);
     let digest = meta.unwrap()["containerimage.digest"]
         .as_str()
         .unwrap()
         .to_string();
-    let (_, _, pushed) = rt().block_on(async {
-        kiln_oci::RegistryClient::new(
-            Default::default(),
-            std::sync::Arc::new(kiln_oci::NoCredentials),
-        )
-        .get_manifest(&kiln_oci::Reference::parse(&name).unwrap())
-        .await
-        .unwrap()
-    });
-    assert_eq!(digest, pushed.to_string());
+    assert_eq!(digest, env.digest_of(&name));
     for arch in ["amd64", "arm64"] {
-        let platform = kiln_oci::Platform::new("linux", arch, None);
-        let root = env.rootfs_for(&name, &platform);
         assert_eq!(
-            fs::read_to_string(root.path().join("out")).unwrap(),
+            env.file_for(&name, arch, "out"),
             format!("built for {arch}\n")
         );
-        let config = rt().block_on(async {
-            kiln_oci::RegistryClient::new(
-                Default::default(),
-                std::sync::Arc::new(kiln_oci::NoCredentials),
-            )
-            .resolve(&kiln_oci::Reference::parse(&name).unwrap(), &platform)
-            .await
-            .unwrap()
-            .config_bytes
-        });
-        let config: serde_json::Value = serde_json::from_slice(&config).unwrap();
-        assert_eq!(config["architecture"], arch);
+        assert_eq!(env.config_for(&name, arch)["architecture"], arch);
     }
 
     // Files land in a directory per platform; the build is cached by now.

@@ -736,17 +736,8 @@ fn buildctl_exports_a_registry_cache_that_a_fresh_kiln_imports() {
         );
         // Every step came from the cache and the registry had every blob: the fresh daemon
         // downloaded no layer, of the base image or of the cache.
-        let (manifest, _) = env.manifest_of(&image);
-        for layer in manifest["layers"].as_array().unwrap() {
-            let hex = layer["digest"]
-                .as_str()
-                .unwrap()
-                .trim_start_matches("sha256:");
-            assert!(
-                !dir_b.join("root/content/blobs/sha256").join(hex).exists(),
-                "layer {hex} was downloaded:\n{err}"
-            );
-        }
+        let downloaded = env.layers_downloaded_into(&image, &dir_b.join("root"));
+        assert!(downloaded.is_empty(), "{downloaded:?} downloaded:\n{err}");
     }
 }
 
@@ -989,39 +980,14 @@ fn buildctl_builds_several_platforms_into_an_index() {
             ],
         );
         ok(&run, &format!("{} multi-platform push", bin.display()));
-        let (index, media_type) = env.manifest_of(&image);
-        assert_eq!(media_type, "application/vnd.oci.image.index.v1+json");
-        let archs: Vec<&str> = index["manifests"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["platform"]["architecture"].as_str().unwrap())
-            .collect();
-        assert_eq!(archs, ["amd64", "arm64"]);
+        assert_eq!(env.index_archs(&image), ["amd64", "arm64"]);
         let meta: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
         let digest = meta["containerimage.digest"].as_str().unwrap();
-        let pushed = common::rt().block_on(async {
-            kiln_oci::RegistryClient::new(
-                Default::default(),
-                std::sync::Arc::new(kiln_oci::NoCredentials),
-            )
-            .get_manifest(&kiln_oci::Reference::parse(&image).unwrap())
-            .await
-            .unwrap()
-            .2
-        });
-        assert_eq!(digest, pushed.to_string());
+        assert_eq!(digest, env.digest_of(&image));
         for arch in ["amd64", "arm64"] {
-            let root = env.rootfs_for(&image, &kiln_oci::Platform::new("linux", arch, None));
-            assert_eq!(
-                std::fs::read_to_string(root.path().join("arch")).unwrap(),
-                format!("for {arch}\n")
-            );
-            assert_eq!(
-                std::fs::read_to_string(root.path().join("app.txt")).unwrap(),
-                "from the context\n"
-            );
+            assert_eq!(env.file_for(&image, arch, "arch"), format!("for {arch}\n"));
+            assert_eq!(env.file_for(&image, arch, "app.txt"), "from the context\n");
         }
         // Both platforms read the context: it is transferred once.
         let err = String::from_utf8_lossy(&run.stderr);

@@ -149,6 +149,70 @@ impl Env {
         })
     }
 
+    /// The architectures an OCI index `name` lists, in order (panics unless it is an index).
+    pub fn index_archs(&self, name: &str) -> Vec<String> {
+        let (index, media_type) = self.manifest_of(name);
+        assert_eq!(
+            media_type, "application/vnd.oci.image.index.v1+json",
+            "{index}"
+        );
+        index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["platform"]["architecture"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// The image config of `name` for linux/`arch` (from an index).
+    pub fn config_for(&self, name: &str, arch: &str) -> serde_json::Value {
+        rt().block_on(async {
+            let client = RegistryClient::new(Default::default(), Arc::new(NoCredentials));
+            let img = client
+                .resolve(
+                    &Reference::parse(name).unwrap(),
+                    &kiln_oci::Platform::new("linux", arch, None),
+                )
+                .await
+                .unwrap();
+            serde_json::from_slice(&img.config_bytes).unwrap()
+        })
+    }
+
+    /// A file of the linux/`arch` image of the index `name`.
+    pub fn file_for(&self, name: &str, arch: &str, path: &str) -> String {
+        let root = self.rootfs_for(name, &kiln_oci::Platform::new("linux", arch, None));
+        fs::read_to_string(root.path().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    /// The digest `name` resolves to in the registry (a manifest's or an index's).
+    pub fn digest_of(&self, name: &str) -> String {
+        rt().block_on(async {
+            let client = RegistryClient::new(Default::default(), Arc::new(NoCredentials));
+            let (_, _, digest) = client
+                .get_manifest(&Reference::parse(name).unwrap())
+                .await
+                .unwrap();
+            digest.to_string()
+        })
+    }
+
+    /// The layer blobs of `name` that the content store of the state directory `root` holds:
+    /// none when a build pushed the image without downloading its layers.
+    pub fn layers_downloaded_into(&self, name: &str, root: &Path) -> Vec<String> {
+        let (manifest, _) = self.manifest_of(name);
+        manifest["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["digest"].as_str().unwrap().to_string())
+            .filter(|d| {
+                let hex = d.trim_start_matches("sha256:");
+                root.join("content/blobs/sha256").join(hex).exists()
+            })
+            .collect()
+    }
+
     /// [`Env::rootfs_of`] the image for `platform` (from an index).
     pub fn rootfs_for(&self, name: &str, platform: &kiln_oci::Platform) -> tempfile::TempDir {
         let out = tempfile::tempdir().unwrap();
