@@ -76,16 +76,9 @@ pub fn target_platforms(
     attrs: &HashMap<String, String>,
     build_platform: &kiln_dockerfile::Platform,
 ) -> Result<(Vec<kiln_dockerfile::Platform>, bool), String> {
-    let mut platforms: Vec<kiln_dockerfile::Platform> = Vec::new();
-    if let Some(list) = attrs.get("platform") {
-        for p in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let p =
-                kiln_dockerfile::Platform::parse(p).map_err(|e| format!("platform {p}: {e}"))?;
-            if !platforms.contains(&p) {
-                platforms.push(p);
-            }
-        }
-    }
+    let mut platforms =
+        kiln_dockerfile::Platform::parse_list(attrs.get("platform").map(String::as_str))
+            .map_err(|(p, e)| format!("platform {p}: {e}"))?;
     if platforms.is_empty() {
         platforms.push(build_platform.clone());
     }

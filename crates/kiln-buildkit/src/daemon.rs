@@ -51,14 +51,6 @@ pub struct FrontendRequest<'a> {
     pub definition: Option<pb::Definition>,
 }
 
-/// What one platform's solve starts from.
-struct Target {
-    platform: kiln_oci::Platform,
-    definition: pb::Definition,
-    config: Option<Vec<u8>>,
-    resolved: HashMap<String, Arc<kiln_oci::ResolvedImage>>,
-}
-
 /// A result handed out by [`Daemon::frontend_solve`].
 pub struct FrontendRef {
     /// `linux/amd64`: the key of the result in a multi-platform build.
@@ -193,18 +185,9 @@ impl Daemon {
             attrs,
             definition,
         } = request;
-        let no_cache = attrs.contains_key("no-cache");
-        let (targets, multi) = match (frontend, definition) {
-            ("", Some(def)) if !def.def.is_empty() => (
-                vec![Target {
-                    platform: kiln_oci::Platform::host(),
-                    definition: def,
-                    config: None,
-                    resolved: HashMap::new(),
-                }],
-                false,
-            ),
-            ("dockerfile.v0", _) => self.dockerfile(attrs, &session, progress).await?,
+        match (frontend, &definition) {
+            ("", Some(def)) if !def.def.is_empty() => {}
+            ("dockerfile.v0", _) => {}
             ("gateway.v0", _) => {
                 let source = attrs.get("source").cloned().unwrap_or_default();
                 if !crate::attrs::is_dockerfile_frontend_image(&source) {
@@ -217,7 +200,6 @@ impl Daemon {
                     None,
                     format!("using kiln's built-in Dockerfile frontend for {source}"),
                 );
-                self.dockerfile(attrs, &session, progress).await?
             }
             ("", _) => return Err(Status::invalid_argument("no frontend and no definition")),
             (other, _) => {
@@ -225,7 +207,7 @@ impl Daemon {
                     "invalid frontend: {other}"
                 )))
             }
-        };
+        }
         let cache_imports = build
             .cache_imports
             .get_or_init(|| async {
@@ -249,34 +231,41 @@ impl Daemon {
             })
             .await
             .clone();
-        let solves = targets.into_iter().map(|t| {
-            let (session, progress, cancel) = (session.clone(), progress.clone(), cancel.clone());
-            let cache_imports = cache_imports.clone();
-            async move {
+        let opts = SolveOptions {
+            no_cache: attrs.contains_key("no-cache"),
+            resolved: HashMap::new(),
+            cache_imports,
+        };
+        let (results, multi) = match definition.filter(|d| !d.def.is_empty()) {
+            Some(def) if frontend.is_empty() => {
                 let solved = self
                     .engine
-                    .solve(
-                        &t.definition,
-                        SolveOptions {
-                            no_cache,
-                            resolved: t.resolved,
-                            cache_imports,
-                        },
-                        session,
-                        progress,
-                        cancel,
-                    )
-                    .await?;
-                Ok::<_, kiln_engine::Error>(PlatformResult {
-                    platform: t.platform,
+                    .solve(&def, opts, session, progress.clone(), cancel)
+                    .await
+                    .map_err(solve_status)?;
+                let result = PlatformResult {
+                    platform: kiln_oci::Platform::host(),
                     solved,
-                    config: t.config,
-                })
+                    config: None,
+                };
+                (vec![result], false)
             }
-        });
-        let results = futures::future::try_join_all(solves)
-            .await
-            .map_err(solve_status)?;
+            // The Dockerfile frontend, once per target platform. The session travels with the
+            // solve itself; the LLB needs no `local.session` attribute.
+            _ => {
+                let req = crate::attrs::dockerfile_request(attrs, "")
+                    .map_err(Status::invalid_argument)?;
+                let (platforms, multi) =
+                    crate::attrs::target_platforms(attrs, &req.options.build_platform)
+                        .map_err(Status::invalid_argument)?;
+                let results = self
+                    .engine
+                    .solve_dockerfile(&req, &platforms, opts, session, progress, cancel)
+                    .await
+                    .map_err(|f| solve_status(f.error))?;
+                (results, multi)
+            }
+        };
         let mut refs = Vec::new();
         let mut stored = build.results.lock().expect("results");
         for r in results {
@@ -312,35 +301,6 @@ impl Daemon {
             platforms.extend(r.platforms.iter().cloned());
         }
         Ok(Arc::new(GatewayResult { platforms, multi }))
-    }
-
-    /// The Dockerfile frontend, once per target platform.
-    async fn dockerfile(
-        &self,
-        attrs: &HashMap<String, String>,
-        session: &Arc<dyn Session>,
-        progress: &ProgressSender,
-    ) -> Result<(Vec<Target>, bool), Status> {
-        // The session travels with the solve itself; the LLB needs no `local.session` attribute.
-        let req = crate::attrs::dockerfile_request(attrs, "").map_err(Status::invalid_argument)?;
-        let (platforms, multi) = crate::attrs::target_platforms(attrs, &req.options.build_platform)
-            .map_err(Status::invalid_argument)?;
-        let fes = self
-            .engine
-            .dockerfile_frontend_platforms(&req, &platforms, session.clone(), progress)
-            .await
-            .map_err(solve_status)?;
-        let targets = fes
-            .into_iter()
-            .zip(platforms)
-            .map(|(fe, p)| Target {
-                platform: kiln_oci::Platform::new(&p.os, &p.architecture, p.variant.as_deref()),
-                definition: fe.definition,
-                config: Some(fe.image_config),
-                resolved: fe.resolved,
-            })
-            .collect();
-        Ok((targets, multi))
     }
 
     /// `Control/Solve`: the whole build, including waiting for a gateway client's `Return`.

@@ -262,16 +262,8 @@ fn target_platform(p: Option<&str>) -> Result<kiln_dockerfile::Platform, ApiErro
 
 /// `platform=linux/amd64,linux/arm64`: each platform once, in order; the host's when unset.
 fn target_platforms(p: Option<&str>) -> Result<Vec<kiln_dockerfile::Platform>, ApiError> {
-    let mut out: Vec<kiln_dockerfile::Platform> = Vec::new();
-    for text in p.unwrap_or_default().split(',').map(str::trim) {
-        if text.is_empty() {
-            continue;
-        }
-        let p = target_platform(Some(text))?;
-        if !out.contains(&p) {
-            out.push(p);
-        }
-    }
+    let mut out = kiln_dockerfile::Platform::parse_list(p)
+        .map_err(|(p, e)| ApiError::BadRequest(format!("invalid platform {p:?}: {e}")))?;
     if out.is_empty() {
         out.push(target_platform(None)?);
     }

@@ -23,6 +23,25 @@ impl Default for Platform {
 }
 
 impl Platform {
+    /// The platforms of a list such as `--platform` values, each of which may itself be
+    /// comma-separated (`linux/amd64,linux/arm64`): each platform once, in order. An invalid
+    /// item comes back with its error.
+    pub fn parse_list<'a>(
+        items: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Vec<Platform>, (&'a str, Error)> {
+        let mut out: Vec<Platform> = Vec::new();
+        for item in items.into_iter().flat_map(|i| i.split(',')).map(str::trim) {
+            if item.is_empty() {
+                continue;
+            }
+            let p = Platform::parse(item).map_err(|e| (item, e))?;
+            if !out.contains(&p) {
+                out.push(p);
+            }
+        }
+        Ok(out)
+    }
+
     /// Parses `os[/arch[/variant]]` or a bare architecture, normalising aliases
     /// (`x86_64` → `amd64`, `aarch64` → `arm64`, `armhf` → `arm/v7`, ...).
     pub fn parse(s: &str) -> Result<Platform, Error> {

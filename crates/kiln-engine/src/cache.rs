@@ -45,6 +45,15 @@ pub struct BlobRecord {
     pub imported: bool,
 }
 
+impl BlobRecord {
+    /// The blob's digest, parsed.
+    pub fn blob_digest(&self) -> Result<kiln_oci::Digest, crate::solver::SolveError> {
+        self.digest
+            .parse()
+            .map_err(|e| crate::solver::SolveError::msg(format!("layer blob {}: {e}", self.digest)))
+    }
+}
+
 pub struct CacheDb {
     db: Database,
 }

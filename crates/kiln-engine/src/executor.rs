@@ -609,39 +609,40 @@ fn kill_descendants(root: i32) {
     }
 }
 
+/// GOARCH names and the names of their qemu-user emulators (`qemu-aarch64`).
+const EMULATED: [(&str, &str); 9] = [
+    ("amd64", "x86_64"),
+    ("arm64", "aarch64"),
+    ("arm", "arm"),
+    ("386", "i386"),
+    ("ppc64le", "ppc64le"),
+    ("s390x", "s390x"),
+    ("riscv64", "riscv64"),
+    ("mips64le", "mips64el"),
+    ("loong64", "loongarch64"),
+];
+
 /// Whether the kernel runs binaries of `arch` (GOARCH spelling) through an emulator registered
 /// with binfmt_misc, as Debian's qemu-user-static (or `tonistiigi/binfmt`) sets up: then RUN
 /// steps for that platform work here, as they do in BuildKit.
 pub fn emulator_registered(arch: &str) -> bool {
-    let qemu = match arch {
-        "arm64" => "aarch64",
-        "amd64" => "x86_64",
-        "386" => "i386",
-        "ppc64le" => "ppc64le",
-        "s390x" => "s390x",
-        "riscv64" => "riscv64",
-        "arm" => "arm",
-        "mips64le" => "mips64el",
-        "loong64" => "loongarch64",
-        _ => return false,
-    };
-    std::fs::read_to_string(format!("/proc/sys/fs/binfmt_misc/qemu-{qemu}"))
-        .is_ok_and(|s| s.lines().next() == Some("enabled"))
+    EMULATED.iter().any(|(goarch, qemu)| {
+        *goarch == arch
+            && std::fs::read_to_string(format!("/proc/sys/fs/binfmt_misc/qemu-{qemu}"))
+                .is_ok_and(|s| s.lines().next() == Some("enabled"))
+    })
 }
 
 /// The platforms RUN steps can run for here: this host's, and those with an emulator (as
 /// BuildKit's workers list them).
 pub fn runnable_platforms() -> Vec<kiln_oci::Platform> {
     let host = kiln_oci::Platform::host();
-    let mut out = vec![host.clone()];
-    for arch in [
-        "amd64", "arm64", "arm", "386", "ppc64le", "s390x", "riscv64",
-    ] {
-        if arch != host.architecture && emulator_registered(arch) {
-            out.push(kiln_oci::Platform::new("linux", arch, None));
-        }
-    }
-    out
+    let emulated = EMULATED
+        .iter()
+        .map(|(arch, _)| *arch)
+        .filter(|arch| *arch != host.architecture && emulator_registered(arch))
+        .map(|arch| kiln_oci::Platform::new("linux", arch, None));
+    std::iter::once(host.clone()).chain(emulated).collect()
 }
 
 #[cfg(test)]

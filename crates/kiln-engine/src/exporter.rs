@@ -143,10 +143,7 @@ impl BlobPush<'_> {
     }
 
     async fn one(&self, r: &Reference, blob: &BlobRecord) -> Result<(), SolveError> {
-        let d: Digest = blob
-            .digest
-            .parse()
-            .map_err(|e| SolveError::msg(format!("layer blob {}: {e}", blob.digest)))?;
+        let d = blob.blob_digest()?;
         let from = blob
             .source
             .as_deref()
@@ -164,7 +161,7 @@ impl BlobPush<'_> {
                 // A lazy layer's blob (never fetched): the registry neither had it nor could
                 // mount it, so fetch it now and upload it.
                 Err(_) if !self.content.has(&d) => {
-                    self.solved.ensure_blob(&d).await?;
+                    self.solved.ensure_blobs(&[blob]).await?;
                     registry
                         .push_blob(r, &d, self.content, None)
                         .await
@@ -359,20 +356,6 @@ impl Engine {
             .put_blob(id, comp, &rec)
             .map_err(|e| SolveError::msg(e.to_string()))?;
         Ok(rec)
-    }
-
-    /// Assemble config and manifest for the solved filesystem; blobs go to the content store.
-    pub async fn build_image(
-        &self,
-        solved: &Solved,
-        opts: &ImageOptions,
-        progress: &ProgressSender,
-    ) -> Result<BuiltImage, SolveError> {
-        let vertex = "exporting to image";
-        progress.started(vertex, "exporting to image", vec![]);
-        let result = self.build_image_inner(solved, opts, progress, vertex).await;
-        progress.completed(vertex, result.as_ref().err().map(|e| e.message.clone()));
-        result
     }
 
     /// The images of a build: one image, or an index of one image per platform when several
@@ -590,21 +573,9 @@ impl Engine {
     }
 
     /// Push a built image under each of `names`: layers (at most [`PUSH_CONCURRENCY`] at a
-    /// time), then config and manifest. Blobs the registry has are skipped; blobs from a base
-    /// image on the same registry are mounted across repositories.
-    pub async fn push_image(
-        &self,
-        solved: &Solved,
-        image: &BuiltImage,
-        names: &[String],
-        progress: &ProgressSender,
-    ) -> Result<(), SolveError> {
-        self.push_built(solved, &Built::Image(image.clone()), names, progress)
-            .await
-    }
-
-    /// [`Engine::push_image`] for an image or an index: an index's images are pushed by digest
-    /// first, then the index under each name.
+    /// time), then config and manifest; for an index, each platform's image by digest first,
+    /// then the index. Blobs the registry has are skipped; blobs from a base image on the same
+    /// registry are mounted across repositories.
     pub async fn push_built(
         &self,
         solved: &Solved,
@@ -708,11 +679,7 @@ impl Engine {
         let mut written: HashSet<Digest> = HashSet::new();
         for (_, image) in built.images() {
             for l in &image.layers {
-                let d: Digest = l
-                    .blob
-                    .digest
-                    .parse()
-                    .map_err(|e: kiln_oci::DigestParseError| SolveError::msg(e.to_string()))?;
+                let d = l.blob.blob_digest()?;
                 if !written.insert(d.clone()) {
                     continue;
                 }
@@ -787,7 +754,7 @@ impl Engine {
     }
 
     /// Copy the solved filesystem into a directory.
-    pub fn export_local(&self, solved: &Solved, dest: &Path) -> Result<(), SolveError> {
+    fn export_local(&self, solved: &Solved, dest: &Path) -> Result<(), SolveError> {
         std::fs::create_dir_all(dest).map_err(SolveError::io("creating output directory"))?;
         let Some(chain) = solved.chain() else {
             return Ok(());
@@ -828,20 +795,17 @@ impl Engine {
     /// Fetch the blobs of `built` that are still only known by digest (lazy layers' blobs),
     /// before the image is written to a tar or kept in an image store.
     pub async fn ensure_blobs(&self, solved: &Solved, built: &Built) -> Result<(), SolveError> {
-        for (_, image) in built.images() {
-            for l in &image.layers {
-                let d: Digest =
-                    l.blob.digest.parse().map_err(|e| {
-                        SolveError::msg(format!("layer blob {}: {e}", l.blob.digest))
-                    })?;
-                solved.ensure_blob(&d).await?;
-            }
-        }
-        Ok(())
+        let blobs: Vec<&BlobRecord> = built
+            .images()
+            .into_iter()
+            .flat_map(|(_, i)| i.layers.iter().map(|l| &l.blob))
+            .collect();
+        solved.ensure_blobs(&blobs).await
     }
 
-    /// Copy each platform's filesystem into `dest`: directly for one platform, else into a
-    /// subdirectory per platform ([`platform_dir`]), as BuildKit's local exporter does.
+    /// Copy each platform's filesystem into `dest` (after [`Engine::materialize_all`]):
+    /// directly for one platform, else into a subdirectory per platform ([`platform_dir`]), as
+    /// BuildKit's local exporter does.
     pub fn export_local_all(
         &self,
         results: &[PlatformResult],
@@ -859,7 +823,7 @@ impl Engine {
     }
 
     /// Write the solved filesystem as a tar stream.
-    pub fn export_tar(&self, solved: &Solved, out: &mut dyn Write) -> Result<(), SolveError> {
+    fn export_tar(&self, solved: &Solved, out: &mut dyn Write) -> Result<(), SolveError> {
         let fail = |e: std::io::Error| SolveError::msg(format!("writing tar: {e}"));
         let mut tar = tar::Builder::new(out);
         tar.follow_symlinks(false);
@@ -868,7 +832,8 @@ impl Engine {
         Ok(())
     }
 
-    /// [`Engine::export_tar`] of several platforms: each under its [`platform_dir`].
+    /// Write each platform's filesystem as a tar stream (after [`Engine::materialize_all`]):
+    /// one platform at the root, several each under its [`platform_dir`].
     pub fn export_tar_all(
         &self,
         results: &[PlatformResult],

@@ -180,11 +180,7 @@ impl Engine {
                 let res = async {
                     let r = kiln_oci::Reference::parse(&req.reference)
                         .map_err(|e| SolveError::msg(format!("{}: {e}", req.reference)))?;
-                    let platform = kiln_oci::Platform {
-                        os: req.platform.os.clone(),
-                        architecture: req.platform.architecture.clone(),
-                        variant: req.platform.variant.clone(),
-                    };
+                    let platform = oci_platform(&req.platform);
                     let img = registry
                         .resolve(&r, &platform)
                         .await
@@ -231,6 +227,16 @@ impl Engine {
             });
         }
         Ok(results)
+    }
+}
+
+/// A Dockerfile platform as the registry client and exporters take it (spelled as given, so
+/// resolve keys match the ones the solver makes from the LLB's platforms).
+fn oci_platform(p: &kiln_dockerfile::Platform) -> kiln_oci::Platform {
+    kiln_oci::Platform {
+        os: p.os.clone(),
+        architecture: p.architecture.clone(),
+        variant: p.variant.clone(),
     }
 }
 
@@ -288,11 +294,7 @@ impl Engine {
             .zip(fes)
             .zip(platforms)
             .map(|((solved, fe), p)| crate::exporter::PlatformResult {
-                platform: kiln_oci::Platform {
-                    os: p.os.clone(),
-                    architecture: p.architecture.clone(),
-                    variant: p.variant.clone(),
-                },
+                platform: oci_platform(p),
                 solved,
                 config: Some(fe.image_config),
             })

@@ -18,18 +18,74 @@ use crate::snapshot::{Chain, LayerId};
 use crate::solver::{SolveCtx, SolveError};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use kiln_oci::reference::Reference;
-use kiln_oci::Digest;
+use kiln_oci::{ContentStore, Digest, RegistryClient};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 
-/// Where a lazy layer's blob is fetched from.
+/// Where blobs come from: a lazy layer's, or an imported cache's.
 #[derive(Debug, Clone)]
 pub(crate) enum Origin {
     /// A repository on a registry (a base image's, or a registry cache's).
     Registry(Reference),
     /// A content store such as a client's local cache directory.
     Store(Arc<dyn BlobStore>),
+}
+
+impl Origin {
+    /// The repository, for cross-repository mounts when the blob is pushed elsewhere.
+    pub fn repository(&self) -> Option<String> {
+        match self {
+            Origin::Registry(r) => Some(r.repository_ref()),
+            Origin::Store(_) => None,
+        }
+    }
+
+    /// Whether the origin has the blob.
+    pub async fn has(&self, registry: &RegistryClient, digest: &Digest) -> Result<bool, String> {
+        match self {
+            Origin::Registry(r) => registry
+                .blob_exists(r, digest)
+                .await
+                .map_err(|e| e.to_string()),
+            Origin::Store(store) => store.has(digest).await,
+        }
+    }
+
+    /// A whole (small) blob, verified.
+    pub async fn read(
+        &self,
+        registry: &RegistryClient,
+        digest: &Digest,
+        limit: usize,
+    ) -> Result<Vec<u8>, String> {
+        match self {
+            Origin::Registry(r) => registry
+                .fetch_blob_bytes(r, digest, limit)
+                .await
+                .map_err(|e| e.to_string()),
+            Origin::Store(store) => store.read(digest, limit).await,
+        }
+    }
+
+    /// Copy the blob into `content` (nothing to do when it is there).
+    pub async fn fetch(
+        &self,
+        registry: &RegistryClient,
+        digest: &Digest,
+        content: &ContentStore,
+    ) -> Result<(), String> {
+        if content.has(digest) {
+            return Ok(());
+        }
+        match self {
+            Origin::Registry(r) => registry
+                .fetch_blob(r, digest, content)
+                .await
+                .map_err(|e| e.to_string()),
+            Origin::Store(store) => store.fetch(digest, content).await,
+        }
+    }
 }
 
 /// A layer not unpacked yet.
@@ -182,20 +238,10 @@ impl SolveCtx {
     }
 
     async fn fetch_lazy_blob(&self, layer: &LazyLayer, digest: &Digest) -> Result<(), SolveError> {
-        let content = &self.engine.content;
-        let result = match &layer.origin {
-            Origin::Registry(r) => self
-                .registry
-                .fetch_blob(r, digest, content)
-                .await
-                .map_err(|e| e.to_string()),
-            Origin::Store(store) => {
-                if content.has(digest) {
-                    return Ok(());
-                }
-                store.fetch(digest, content).await
-            }
-        };
-        result.map_err(|e| SolveError::msg(format!("{}: layer {digest}: {e}", layer.what)))
+        layer
+            .origin
+            .fetch(&self.registry, digest, &self.engine.content)
+            .await
+            .map_err(|e| SolveError::msg(format!("{}: layer {digest}: {e}", layer.what)))
     }
 }

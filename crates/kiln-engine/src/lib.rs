@@ -279,9 +279,13 @@ impl Solved {
         }
     }
 
-    /// Make sure blob `digest` (a layer of the result) is in the content store.
-    pub async fn ensure_blob(&self, digest: &kiln_oci::Digest) -> Result<(), SolveError> {
-        self.ctx.ensure_blob(digest).await
+    /// Make sure the layer blobs `blobs` (of the result) are in the content store: lazy
+    /// layers' blobs are fetched (see [`lazy`]).
+    pub async fn ensure_blobs(&self, blobs: &[&cache::BlobRecord]) -> Result<(), SolveError> {
+        for b in blobs {
+            self.ctx.ensure_blob(&b.blob_digest()?).await?;
+        }
+        Ok(())
     }
 }
 

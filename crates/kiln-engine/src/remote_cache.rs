@@ -16,6 +16,7 @@
 //! layers; `mode=max` exports every step of the solve.
 
 use crate::cache::BlobRecord;
+use crate::lazy::Origin;
 use crate::progress::ProgressSender;
 use crate::session::Session;
 use crate::snapshot::{Chain, LayerId};
@@ -607,13 +608,7 @@ impl Engine {
         };
         // Blobs of layers never unpacked here are copied from where they came from first.
         if let Some(first) = solved.first() {
-            for b in &layer_blobs {
-                let d: Digest = b
-                    .digest
-                    .parse()
-                    .map_err(|e| SolveError::msg(format!("layer blob {}: {e}", b.digest)))?;
-                first.ensure_blob(&d).await?;
-            }
+            first.ensure_blobs(&layer_blobs).await?;
         }
         self.write_to_store(
             store.as_ref(),
@@ -648,10 +643,7 @@ impl Engine {
     ) -> Result<(), SolveError> {
         let content = &self.inner().content;
         for b in layers {
-            let d: Digest = b
-                .digest
-                .parse()
-                .map_err(|e| SolveError::msg(format!("layer blob {}: {e}", b.digest)))?;
+            let d = b.blob_digest()?;
             let id = format!("writing layer {d}");
             progress.status(vertex, &id, 0, Some(b.size), false);
             store
@@ -815,13 +807,6 @@ impl BlobStore for LayoutDir {
     }
 }
 
-/// Where an imported cache's blobs are fetched from.
-#[derive(Debug)]
-enum BlobOrigin {
-    Registry(Reference),
-    Store(Arc<dyn BlobStore>),
-}
-
 /// A layer blob an imported cache names.
 #[derive(Debug, Clone)]
 struct ImportedLayer {
@@ -837,7 +822,7 @@ struct ImportedLayer {
 #[derive(Debug)]
 pub struct ImportedCache {
     name: String,
-    origin: BlobOrigin,
+    origin: Origin,
     layers: Vec<ImportedLayer>,
     records: HashMap<String, Vec<Option<usize>>>,
     /// Blobs asked about so far, and whether the origin has them.
@@ -886,7 +871,7 @@ impl ImportedCache {
             CacheSource::Registry(r) => {
                 let (bytes, media_type, _) =
                     registry.get_manifest(r).await.map_err(|e| e.to_string())?;
-                let origin = BlobOrigin::Registry(r.clone());
+                let origin = Origin::Registry(r.clone());
                 let manifest_bytes = if kiln_oci::media_types::is_index(&media_type) {
                     // A multi-platform image: its inline cache is in the host platform's image.
                     registry
@@ -903,7 +888,7 @@ impl ImportedCache {
                 store, manifest, ..
             } => {
                 let bytes = store.read(manifest, MAX_CONFIG).await?;
-                let origin = BlobOrigin::Store(store.clone());
+                let origin = Origin::Store(store.clone());
                 Self::from_manifest(source.to_string(), origin, &bytes, registry).await
             }
             CacheSource::Local { dir, tag, digest } => {
@@ -932,29 +917,15 @@ impl ImportedCache {
                     .map_err(|e| format!("{}: {e}", index_path.display()))?;
                 let layout = LayoutDir(dir.clone());
                 let bytes = layout.read(&d, MAX_CONFIG).await?;
-                let origin = BlobOrigin::Store(Arc::new(layout));
+                let origin = Origin::Store(Arc::new(layout));
                 Self::from_manifest(source.to_string(), origin, &bytes, registry).await
             }
         }
     }
 
-    async fn read_blob(
-        origin: &BlobOrigin,
-        digest: &Digest,
-        registry: &kiln_oci::RegistryClient,
-    ) -> Result<Vec<u8>, String> {
-        match origin {
-            BlobOrigin::Registry(r) => registry
-                .fetch_blob_bytes(r, digest, MAX_CONFIG)
-                .await
-                .map_err(|e| e.to_string()),
-            BlobOrigin::Store(store) => store.read(digest, MAX_CONFIG).await,
-        }
-    }
-
     async fn from_manifest(
         name: String,
-        origin: BlobOrigin,
+        origin: Origin,
         manifest_bytes: &[u8],
         registry: &kiln_oci::RegistryClient,
     ) -> Result<ImportedCache, String> {
@@ -969,7 +940,7 @@ impl ImportedCache {
         let mut described = describe_layers(&manifest);
         let config: CacheConfig = match config_type {
             CONFIG_MEDIA_TYPE => {
-                let bytes = Self::read_blob(&origin, &config_digest, registry).await?;
+                let bytes = origin.read(registry, &config_digest, MAX_CONFIG).await?;
                 serde_json::from_slice(&bytes).map_err(|e| format!("bad cache config: {e}"))?
             }
             BUILDKIT_CONFIG_MEDIA_TYPE => {
@@ -981,7 +952,7 @@ impl ImportedCache {
             }
             _ => {
                 // An image: its inline cache, with uncompressed digests from its rootfs.
-                let bytes = Self::read_blob(&origin, &config_digest, registry).await?;
+                let bytes = origin.read(registry, &config_digest, MAX_CONFIG).await?;
                 let image: Value =
                     serde_json::from_slice(&bytes).map_err(|e| format!("bad image config: {e}"))?;
                 let Some(inline) = image.get(INLINE_KEY) else {
@@ -1016,7 +987,7 @@ impl ImportedCache {
     /// Check a config against its manifest and index it.
     fn from_config(
         name: String,
-        origin: BlobOrigin,
+        origin: Origin,
         config: CacheConfig,
         described: &Described,
     ) -> Result<ImportedCache, String> {
@@ -1144,7 +1115,7 @@ impl SolveCtx {
                     Some(has) => *has,
                     None => {
                         let has = tokio::select! {
-                            r = self.origin_has(cache, &layer.digest) => r,
+                            r = cache.origin.has(&self.registry, &layer.digest) => r,
                             _ = self.cancel.cancelled() => return Err(SolveError::canceled()),
                         }
                         .map_err(|e| SolveError::msg(format!("layer {}: {e}", layer.digest)))?;
@@ -1163,29 +1134,11 @@ impl SolveCtx {
         Ok(())
     }
 
-    async fn origin_has(&self, cache: &ImportedCache, digest: &Digest) -> Result<bool, String> {
-        match &cache.origin {
-            BlobOrigin::Registry(r) => self
-                .registry
-                .blob_exists(r, digest)
-                .await
-                .map_err(|e| e.to_string()),
-            BlobOrigin::Store(store) => store.has(digest).await,
-        }
-    }
-
     fn register_chain(&self, cache: &ImportedCache, top: Option<usize>) -> Chain {
         let mut chain = Chain::scratch();
         for layer in cache.chain(top) {
             let id = crate::source::image::layer_id_for_diff(&layer.diff_id);
             if !self.engine.layers.exists(&id) {
-                let (origin, source) = match &cache.origin {
-                    BlobOrigin::Registry(r) => (
-                        crate::lazy::Origin::Registry(r.clone()),
-                        Some(r.repository_ref()),
-                    ),
-                    BlobOrigin::Store(store) => (crate::lazy::Origin::Store(store.clone()), None),
-                };
                 self.engine.lazy.add(
                     &id,
                     crate::lazy::LazyLayer {
@@ -1194,10 +1147,10 @@ impl SolveCtx {
                             diff_id: layer.diff_id.clone(),
                             size: layer.size,
                             media_type: layer.media_type.clone(),
-                            source,
+                            source: cache.origin.repository(),
                             imported: true,
                         },
-                        origin,
+                        origin: cache.origin.clone(),
                         created: layer.created,
                         what: format!("cache {}", cache.name),
                     },
@@ -1292,7 +1245,7 @@ mod tests {
         )]
         .into_iter()
         .collect();
-        let origin = || BlobOrigin::Store(Arc::new(LayoutDir(PathBuf::from("/nonexistent"))));
+        let origin = || Origin::Store(Arc::new(LayoutDir(PathBuf::from("/nonexistent"))));
         let bad_parent = CacheConfig {
             layers: vec![CacheLayer {
                 blob: "sha256:aa".into(),

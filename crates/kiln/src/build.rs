@@ -217,18 +217,9 @@ pub async fn run(args: BuildArgs, config: &KilnConfig, root: PathBuf) -> anyhow:
 
     let host = kiln_oci::Platform::host();
     let build_platform = platform_of(&host.to_string())?;
-    let mut target_platforms: Vec<kiln_dockerfile::Platform> = Vec::new();
-    for p in args
-        .platform
-        .iter()
-        .map(|p| p.trim())
-        .filter(|p| !p.is_empty())
-    {
-        let p = platform_of(p)?;
-        if !target_platforms.contains(&p) {
-            target_platforms.push(p);
-        }
-    }
+    let mut target_platforms =
+        kiln_dockerfile::Platform::parse_list(args.platform.iter().map(String::as_str))
+            .map_err(|(p, e)| anyhow::anyhow!("--platform {p:?}: {e}"))?;
     if target_platforms.is_empty() {
         target_platforms.push(build_platform.clone());
     }

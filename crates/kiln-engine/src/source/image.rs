@@ -27,7 +27,7 @@ pub(crate) fn compression_of(media_type: &str) -> &'static str {
 /// The chain of `image`. Layers not unpacked yet are registered as lazy (see [`crate::lazy`]):
 /// the steps that need their files unpack them. Without imported caches a build nearly always
 /// does, so they are unpacked right away, under this vertex, as BuildKit shows the pull.
-pub async fn unpack(
+pub async fn chain_of(
     ctx: &Arc<SolveCtx>,
     vertex: &str,
     image: &ResolvedImage,

@@ -54,7 +54,7 @@ async fn solve_image(
         .diff_ids()
         .iter()
         .all(|d| ctx.engine.layers.exists(&image::layer_id_for_diff(d)));
-    let chain = image::unpack(ctx, &vertex.digest, &image).await?;
+    let chain = image::chain_of(ctx, &vertex.digest, &image).await?;
     if all_present {
         ctx.progress.cached(&vertex.digest);
     }
