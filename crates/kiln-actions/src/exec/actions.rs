@@ -2,8 +2,11 @@
 //! commit, and their `action.yml`.
 
 use std::collections::HashMap;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
 
 use crate::model::Action;
 
@@ -90,13 +93,44 @@ pub struct LoadedAction {
 }
 
 /// Remote actions on disk: one bare repository per URL, one checked-out tree per commit.
+///
+/// The executor makes one `ActionCache` per job, and several jobs (or runner processes) share the
+/// directory, so fetching and checking out a repository is serialized by a process-wide lock and a
+/// file lock on the repository (see [`ActionCache::fetch`]), not by anything in this struct.
 #[derive(Debug, Clone)]
 pub struct ActionCache {
     dir: PathBuf,
     insecure: bool,
-    locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
     /// `url@ref` → resolved tree, so one job fetches each reference once.
     resolved: Arc<Mutex<HashMap<String, PathBuf>>>,
+}
+
+/// What the jobs of this process know about one bare repository; guarded by its lock.
+#[derive(Debug, Default)]
+struct RepoState {
+    /// Reference → when its last successful fetch started and the tree it resolved to, so jobs
+    /// that waited for that fetch use its result instead of fetching again.
+    fetched: HashMap<String, (Instant, PathBuf)>,
+}
+
+/// The process-wide lock of the bare repository at `repo_dir`. Jobs have separate
+/// `ActionCache`s, so the lock cannot live in one; it is async so that waiting jobs do not hold
+/// blocking threads.
+fn repo_lock(repo_dir: &Path) -> Arc<tokio::sync::Mutex<RepoState>> {
+    type Locks = Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<RepoState>>>>;
+    static LOCKS: OnceLock<Locks> = OnceLock::new();
+    LOCKS
+        .get_or_init(Locks::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(repo_dir.to_path_buf())
+        .or_default()
+        .clone()
+}
+
+/// A full (40 hex digits) commit id, which names a tree that never changes.
+fn is_full_sha(reference: &str) -> bool {
+    reference.len() == 40 && reference.chars().all(|c| c.is_ascii_hexdigit())
 }
 
 impl ActionCache {
@@ -104,13 +138,16 @@ impl ActionCache {
         ActionCache {
             dir: config.action_cache.clone(),
             insecure: config.insecure_actions,
-            locks: Arc::default(),
             resolved: Arc::default(),
         }
     }
 
     /// Clone or update the repository of `action` and return the directory of its tree at the
     /// reference. A reference that cannot be fetched but was fetched before is used with a warning.
+    ///
+    /// Fetch and checkout hold the repository's lock, in this process and (with `flock`) across
+    /// processes sharing the cache: concurrent fetches into one bare repository fail on git's
+    /// lock files. A job that waited for another job's fetch of the same reference uses its tree.
     pub async fn fetch(&self, action: &ActionRef) -> Result<PathBuf, String> {
         let ActionRef::Remote {
             url,
@@ -130,25 +167,56 @@ impl ActionCache {
         {
             return Ok(dir.clone());
         }
-        let lock = self
-            .locks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(url.clone())
-            .or_default()
-            .clone();
-        let _guard = lock.lock().await;
+        let remember = |tree: &PathBuf| {
+            self.resolved
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key.clone(), tree.clone());
+        };
+        let slug = slug(url);
+        // A commit already checked out needs neither the server nor the lock: a tree only appears
+        // complete, renamed into place.
+        if is_full_sha(reference) {
+            let tree = self
+                .dir
+                .join("trees")
+                .join(&slug)
+                .join(reference.to_ascii_lowercase());
+            if tree.is_dir() {
+                remember(&tree);
+                return Ok(tree);
+            }
+        }
+        let repo_dir = self.dir.join("repos").join(format!("{slug}.git"));
+        let asked = Instant::now();
+        let lock = repo_lock(&repo_dir);
+        let mut state = lock.lock().await;
+        // A fetch that started after this job asked is as fresh as one this job would make.
+        if let Some((started, tree)) = state.fetched.get(reference.as_str()) {
+            if *started >= asked && tree.is_dir() {
+                let tree = tree.clone();
+                remember(&tree);
+                return Ok(tree);
+            }
+        }
+        let started = Instant::now();
         let (dir, insecure) = (self.dir.clone(), self.insecure);
         let (url2, reference2) = (url.clone(), reference.clone());
-        let tree =
-            tokio::task::spawn_blocking(move || fetch_tree(&dir, &url2, &reference2, insecure))
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| format!("cannot get action {repo}@{reference} from {url}: {e}"))?;
-        self.resolved
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key, tree.clone());
+        let (tree, fresh) = tokio::task::spawn_blocking(move || {
+            // Held (until dropped at the end of this closure) across fetch and checkout.
+            let _flock = lock_file(&repo_dir.with_extension("git.lock"))?;
+            fetch_tree(&dir, &repo_dir, &url2, &reference2, insecure)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("cannot get action {repo}@{reference} from {url}: {e}"))?;
+        if fresh {
+            state
+                .fetched
+                .insert(reference.clone(), (started, tree.clone()));
+        }
+        drop(state);
+        remember(&tree);
         Ok(tree)
     }
 
@@ -210,22 +278,85 @@ fn slug(url: &str) -> String {
     s
 }
 
-fn fetch_tree(cache: &Path, url: &str, reference: &str, insecure: bool) -> Result<PathBuf, String> {
-    let repo_dir = cache.join("repos").join(format!("{}.git", slug(url)));
-    std::fs::create_dir_all(&repo_dir)
-        .map_err(|e| format!("cannot create {}: {e}", repo_dir.display()))?;
-    let repo = match git2::Repository::open_bare(&repo_dir) {
-        Ok(r) => r,
-        Err(_) => git2::Repository::init_bare(&repo_dir).map_err(|e| e.message().to_string())?,
+/// Take an exclusive advisory lock on `path` (created if missing), waiting for other holders; it
+/// is released when the returned file is closed, also when the process dies.
+fn lock_file(path: &Path) -> Result<std::fs::File, String> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    loop {
+        // SAFETY: flock on a descriptor this function owns; no memory is passed.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+            return Ok(file);
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(format!("cannot lock {}: {e}", path.display()));
+        }
+    }
+}
+
+/// Remove the `*.lock` files git leaves in a bare repository when it dies mid-write (`config.lock`,
+/// `index.lock`, `FETCH_HEAD.lock`, `refs/…/x.lock`); each would fail every later fetch with
+/// "failed to create locked file". Safe only with the repository's file lock held: every kiln
+/// process takes it before touching the repository, so no live git writer owns these files.
+fn remove_stale_git_locks(repo_dir: &Path) {
+    let walk = walkdir::WalkDir::new(repo_dir)
+        .into_iter()
+        // Objects are written under temporary names, not `.lock` files; skip the bulk of the repo.
+        .filter_entry(|e| e.depth() != 1 || e.file_name() != "objects");
+    for entry in walk.flatten() {
+        if entry.file_type().is_file() && entry.file_name().to_string_lossy().ends_with(".lock") {
+            tracing::warn!(path = %entry.path().display(), "removing a stale git lock file");
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Remove checkouts (`<commit>.tmp-…`) a dead process left in `trees`; with the repository's file
+/// lock held no live checkout of this URL is in progress.
+fn remove_stale_checkouts(trees: &Path) {
+    let Ok(entries) = std::fs::read_dir(trees) else {
+        return;
     };
-    let is_sha = reference.len() == 40 && reference.chars().all(|c| c.is_ascii_hexdigit());
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().contains(".tmp-") {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// Fetch `reference` into the bare repository `repo_dir` and check its commit out under
+/// `<cache>/trees`, returning the tree and whether the reference was fetched (false when a
+/// fetch failed and a commit fetched before is used). The caller holds the repository's locks.
+fn fetch_tree(
+    cache: &Path,
+    repo_dir: &Path,
+    url: &str,
+    reference: &str,
+    insecure: bool,
+) -> Result<(PathBuf, bool), String> {
+    std::fs::create_dir_all(repo_dir)
+        .map_err(|e| format!("cannot create {}: {e}", repo_dir.display()))?;
+    remove_stale_git_locks(repo_dir);
+    let repo = match git2::Repository::open_bare(repo_dir) {
+        Ok(r) => r,
+        Err(_) => git2::Repository::init_bare(repo_dir).map_err(|e| e.message().to_string())?,
+    };
     let local = resolve(&repo, reference);
-    let commit = match (is_sha, local) {
-        (true, Some(commit)) => commit,
+    let (commit, fresh) = match (is_full_sha(reference), local) {
+        (true, Some(commit)) => (commit, true),
         (_, local) => {
             let fetched = fetch(&repo, url, reference, insecure);
             match (fetched, resolve(&repo, reference), local) {
-                (Ok(()), Some(commit), _) => commit,
+                (Ok(()), Some(commit), _) => (commit, true),
                 (Ok(()), None, _) => {
                     return Err(format!(
                         "the repository has no branch, tag or commit `{reference}`"
@@ -233,37 +364,57 @@ fn fetch_tree(cache: &Path, url: &str, reference: &str, insecure: bool) -> Resul
                 }
                 (Err(e), _, Some(commit)) => {
                     tracing::warn!(%url, %reference, error = %e, "cannot update action; using the cached copy");
-                    commit
+                    (commit, false)
                 }
                 (Err(e), _, None) => return Err(e),
             }
         }
     };
-    let tree_dir = cache.join("trees").join(slug(url)).join(commit.to_string());
+    let trees = cache.join("trees").join(slug(url));
+    let tree_dir = trees.join(commit.to_string());
     if tree_dir.is_dir() {
-        return Ok(tree_dir);
+        return Ok((tree_dir, fresh));
     }
-    let tmp = tree_dir.with_extension(format!("tmp-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
-    let object = repo
-        .find_object(commit, None)
-        .map_err(|e| e.message().to_string())?;
-    let mut checkout = git2::build::CheckoutBuilder::new();
-    checkout.target_dir(&tmp).force();
-    repo.checkout_tree(&object, Some(&mut checkout))
-        .map_err(|e| e.message().to_string())?;
-    match std::fs::rename(&tmp, &tree_dir) {
-        Ok(()) => Ok(tree_dir),
-        Err(_) if tree_dir.is_dir() => {
-            let _ = std::fs::remove_dir_all(&tmp);
-            Ok(tree_dir)
-        }
+    remove_stale_checkouts(&trees);
+    std::fs::create_dir_all(&trees)
+        .map_err(|e| format!("cannot create {}: {e}", trees.display()))?;
+    // Unique per call (not just per process: jobs share the pid, and runners in separate
+    // containers may too), so no other checkout writes into or renames this directory.
+    static CHECKOUTS: AtomicU64 = AtomicU64::new(0);
+    let tmp = trees.join(format!(
+        "{commit}.tmp-{}-{}-{}",
+        std::process::id(),
+        CHECKOUTS.fetch_add(1, Ordering::Relaxed),
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+    let checked_out = checkout(&repo, commit, &tmp);
+    let placed = checked_out.and_then(|()| match std::fs::rename(&tmp, &tree_dir) {
+        Ok(()) => Ok(()),
+        // Someone else (a kiln without the file lock) placed the same commit first: use theirs.
+        Err(_) if tree_dir.is_dir() => Ok(()),
         Err(e) => Err(format!(
             "cannot move the action into {}: {e}",
             tree_dir.display()
         )),
+    });
+    if tmp.exists() {
+        let _ = std::fs::remove_dir_all(&tmp);
     }
+    placed.map(|()| (tree_dir, fresh))
+}
+
+/// Write the files of `commit` into the empty directory `dir`.
+fn checkout(repo: &git2::Repository, commit: git2::Oid, dir: &Path) -> Result<(), String> {
+    let object = repo
+        .find_object(commit, None)
+        .map_err(|e| e.message().to_string())?;
+    let mut checkout = git2::build::CheckoutBuilder::new();
+    // The bare repository's index describes no tree of ours; writing it would only add an
+    // `index.lock` to contend on.
+    checkout.target_dir(dir).force().update_index(false);
+    repo.checkout_tree(&object, Some(&mut checkout))
+        .map_err(|e| e.message().to_string())
 }
 
 fn fetch(
