@@ -69,6 +69,17 @@ pub fn unescape_property(s: &str) -> String {
         .replace("%25", "%")
 }
 
+/// What a line of step output is, once `::stop-commands::` is taken into account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Line {
+    /// Plain output (also every line while commands are stopped).
+    Output,
+    /// A workflow command to act on.
+    Command(Command),
+    /// `::stop-commands::TOKEN` or the `::TOKEN::` that resumes: consumed, not shown.
+    Consumed,
+}
+
 /// Tracks `::stop-commands::TOKEN` … `::TOKEN::`: while stopped, no line is a command.
 #[derive(Debug, Default)]
 pub struct CommandGate {
@@ -76,28 +87,77 @@ pub struct CommandGate {
 }
 
 impl CommandGate {
-    /// Parse `line` as a command unless commands are stopped. Handles `stop-commands` and the
-    /// resume line itself (both return `None`, they are echoed by the caller as plain output).
-    pub fn parse(&mut self, line: &str) -> Option<Command> {
+    /// Classify `line`, handling `stop-commands` and the resume line itself.
+    pub fn parse(&mut self, line: &str) -> Line {
         if let Some(token) = &self.stop_token {
             if line.trim() == format!("::{token}::") {
                 self.stop_token = None;
+                return Line::Consumed;
             }
-            return None;
+            return Line::Output;
         }
-        let command = Command::parse(line)?;
+        let Some(command) = Command::parse(line) else {
+            return Line::Output;
+        };
         if command.name == "stop-commands" {
             if !command.message.is_empty() {
                 self.stop_token = Some(command.message.clone());
             }
-            return None;
+            return Line::Consumed;
         }
-        Some(command)
+        Line::Command(command)
     }
 
     pub fn stopped(&self) -> bool {
         self.stop_token.is_some()
     }
+}
+
+/// The row act_runner writes for an annotation (`::error file=a.go,line=3,col=5,title=vet::x`
+/// becomes `::error::a.go:3:5: vet: x`): Gitea's UI drops the properties, so the location moves
+/// into the message. The message stays escaped, as the UI decodes it once.
+pub fn annotation_row(line: &str) -> Option<String> {
+    let rest = line.trim_start().strip_prefix("::")?;
+    let end = rest.find("::")?;
+    let (head, message) = (&rest[..end], &rest[end + 2..]);
+    let (name, props) = head.split_once(' ').unwrap_or((head, ""));
+    let level = name.to_ascii_lowercase();
+    if !matches!(level.as_str(), "notice" | "warning" | "error") {
+        return None;
+    }
+    let mut properties = BTreeMap::new();
+    for pair in props.split(',') {
+        if let Some((k, v)) = pair.split_once('=') {
+            // Only the separators are decoded here; the UI decodes the rest.
+            let v = v.replace("%3A", ":").replace("%2C", ",");
+            properties.insert(k.trim().to_ascii_lowercase(), v);
+        }
+    }
+    let column = properties
+        .get("col")
+        .or_else(|| properties.get("column"))
+        .filter(|c| !c.is_empty());
+    let mut prefix = String::new();
+    if let Some(file) = properties.get("file").filter(|f| !f.is_empty()) {
+        prefix.push_str(file);
+        if let Some(line) = properties.get("line").filter(|l| !l.is_empty()) {
+            prefix.push(':');
+            prefix.push_str(line);
+            if let Some(col) = column {
+                prefix.push(':');
+                prefix.push_str(col);
+            }
+        }
+        prefix.push_str(": ");
+    }
+    if let Some(title) = properties.get("title").filter(|t| !t.is_empty()) {
+        prefix.push_str(title);
+        prefix.push_str(": ");
+    }
+    Some(format!(
+        "::{level}::{prefix}{}",
+        message.trim_end_matches(['\r', '\n'])
+    ))
 }
 
 #[cfg(test)]
@@ -140,11 +200,33 @@ mod tests {
     #[test]
     fn stop_commands() {
         let mut gate = CommandGate::default();
-        assert!(gate.parse("::stop-commands::pause-123").is_none());
+        assert_eq!(gate.parse("::stop-commands::pause-123"), Line::Consumed);
         assert!(gate.stopped());
-        assert!(gate.parse("::add-mask::secret").is_none());
-        assert!(gate.parse("::pause-123::").is_none());
+        assert_eq!(gate.parse("::add-mask::secret"), Line::Output);
+        assert_eq!(gate.parse("::pause-123::"), Line::Consumed);
         assert!(!gate.stopped());
-        assert_eq!(gate.parse("::debug::x").unwrap().name, "debug");
+        assert!(matches!(gate.parse("::debug::x"), Line::Command(c) if c.name == "debug"));
+        assert_eq!(gate.parse("plain"), Line::Output);
+    }
+
+    #[test]
+    fn annotation_rows_carry_their_location_as_act_runner_writes_them() {
+        for (line, row) in [
+            (
+                "::error file=main.go,line=12,col=5,title=vet::undefined: x",
+                Some("::error::main.go:12:5: vet: undefined: x"),
+            ),
+            ("::warning::plain", Some("::warning::plain")),
+            (
+                "::notice file=a%2Cb.txt,line=3::two%0Alines",
+                Some("::notice::a,b.txt:3: two%0Alines"),
+            ),
+            ("::error file=f,col=2::no line", Some("::error::f: no line")),
+            ("::Error title=T::x", Some("::error::T: x")),
+            ("::debug::x", None),
+            ("plain", None),
+        ] {
+            assert_eq!(annotation_row(line).as_deref(), row, "{line}");
+        }
     }
 }

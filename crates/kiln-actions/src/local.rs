@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::exec::{self, Event, ExecConfig, JobSpec, Outcome};
-use crate::expr::{self, Contexts, Status};
+use crate::expr::{self, Contexts};
 use crate::model::{self, BoolOrExpr, NumberOrExpr, Workflow};
 
 /// What to run.
@@ -125,7 +125,7 @@ pub async fn run_workflow(
                     }),
                 masks: Vec::new(),
             };
-            let ctx = job_contexts(&base, &job.needs, &summary);
+            let ctx = job_contexts(&base);
             let name = job.name.clone().unwrap_or_else(|| job_id.clone());
             let condition = job.if_cond.clone().unwrap_or_default();
             match expr::evaluate_condition(&condition, &ctx) {
@@ -289,7 +289,7 @@ fn needs_context(needs: &[String], summary: &RunSummary) -> Value {
 
 /// Contexts for job-level expressions (`if`, matrix, strategy): `success()` means every needed
 /// job succeeded.
-fn job_contexts(spec: &JobSpec, needs: &[String], summary: &RunSummary) -> Contexts {
+fn job_contexts(spec: &JobSpec) -> Contexts {
     let mut ctx = Contexts::default();
     ctx.set("github", spec.github.clone());
     ctx.set("gitea", spec.github.clone());
@@ -297,23 +297,7 @@ fn job_contexts(spec: &JobSpec, needs: &[String], summary: &RunSummary) -> Conte
     ctx.set("vars", json!(spec.vars));
     ctx.set("inputs", spec.inputs.clone());
     ctx.set("secrets", json!(spec.secrets));
-    let results: Vec<Outcome> = needs
-        .iter()
-        .map(|n| {
-            summary
-                .results
-                .get(n)
-                .map(|r| r.0)
-                .unwrap_or(Outcome::Skipped)
-        })
-        .collect();
-    ctx.status = if results.contains(&Outcome::Cancelled) {
-        Status::Cancelled
-    } else if results.iter().any(|r| *r != Outcome::Success) {
-        Status::Failure
-    } else {
-        Status::Success
-    };
+    ctx.status = exec::needs_status(&spec.needs);
     ctx
 }
 

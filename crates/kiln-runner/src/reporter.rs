@@ -177,16 +177,16 @@ impl Reporter {
                     s.current = Some(i);
                 }
             }
-            Event::StepFinished {
-                step, conclusion, ..
-            } => {
+            // act_runner reports a step's outcome, not its conclusion: a failed
+            // `continue-on-error` step shows red in Gitea while the job succeeds.
+            Event::StepFinished { step, outcome, .. } => {
                 let i = *step;
                 if i < s.steps.len() {
                     if !s.step_placed[i] {
                         s.step_placed[i] = true;
                         s.steps[i].log_index = s.total();
                     }
-                    s.steps[i].result = result_of(*conclusion) as i32;
+                    s.steps[i].result = result_of(*outcome) as i32;
                     s.steps[i].stopped_at = Some(timestamp(SystemTime::now()));
                 }
             }

@@ -9,6 +9,7 @@ mod actions;
 pub mod docker;
 mod env;
 pub mod native;
+mod output;
 mod step;
 
 use std::collections::BTreeMap;
@@ -43,6 +44,17 @@ impl Outcome {
             Outcome::Failure => "failure",
             Outcome::Cancelled => "cancelled",
             Outcome::Skipped => "skipped",
+        }
+    }
+}
+
+impl From<Status> for Outcome {
+    fn from(status: Status) -> Outcome {
+        match status {
+            Status::Success => Outcome::Success,
+            Status::Failure => Outcome::Failure,
+            Status::Cancelled => Outcome::Cancelled,
+            Status::Skipped => Outcome::Skipped,
         }
     }
 }
@@ -503,13 +515,8 @@ impl Runner {
                 ),
             }
         }
-        let result = match scope.status {
-            Status::Success => Outcome::Success,
-            Status::Failure => Outcome::Failure,
-            Status::Cancelled => Outcome::Cancelled,
-        };
         JobResult {
-            result,
+            result: Outcome::from(scope.status),
             outputs,
             summary: std::mem::take(&mut self.state.summary),
         }
@@ -520,12 +527,8 @@ impl Runner {
         if cancel.is_cancelled() {
             scope.status = Status::Cancelled;
         }
-        let s = match scope.status {
-            Status::Success => "success",
-            Status::Failure => "failure",
-            Status::Cancelled => "cancelled",
-        };
-        self.state.ctx.set("job", json!({ "status": s }));
+        let status = Outcome::from(scope.status).as_str();
+        self.state.ctx.set("job", json!({ "status": status }));
     }
 
     async fn complete(&mut self, _spec: &JobSpec) {
@@ -563,6 +566,30 @@ impl Runner {
     }
 }
 
+/// The status a job's `if:` sees, from the results in a `needs` context (`{ job: { result } }`):
+/// cancelled when a needed job was cancelled, else failure when one failed, else skipped when one
+/// was skipped (or has no result), else success.
+pub(crate) fn needs_status(needs: &Value) -> Status {
+    let results: Vec<&str> = needs
+        .as_object()
+        .map(|m| {
+            m.values()
+                .map(|n| n.get("result").and_then(Value::as_str).unwrap_or(""))
+                .collect()
+        })
+        .unwrap_or_default();
+    let any = |r: &str| results.iter().any(|x| x.eq_ignore_ascii_case(r));
+    if any("cancelled") {
+        Status::Cancelled
+    } else if any("failure") {
+        Status::Failure
+    } else if results.iter().all(|r| r.eq_ignore_ascii_case("success")) {
+        Status::Success
+    } else {
+        Status::Skipped
+    }
+}
+
 /// Evaluate the job's `if:` (default `success()`) against the results of the jobs it needs, as
 /// given in `spec.needs` (`{ job: { result: "success" | "failure" | ... } }`).
 pub fn job_condition(spec: &JobSpec) -> Result<bool, String> {
@@ -578,27 +605,7 @@ pub fn job_condition(spec: &JobSpec) -> Result<bool, String> {
     ctx.set("inputs", spec.inputs.clone());
     ctx.set("matrix", Value::Object(spec.matrix.clone()));
     ctx.set("strategy", spec.strategy.clone());
-    let results: Vec<String> = spec
-        .needs
-        .as_object()
-        .map(|m| {
-            m.values()
-                .map(|n| {
-                    n.get("result")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_ascii_lowercase()
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    ctx.status = if results.iter().any(|r| r == "cancelled") {
-        Status::Cancelled
-    } else if results.iter().any(|r| r != "success") {
-        Status::Failure
-    } else {
-        Status::Success
-    };
+    ctx.status = needs_status(&spec.needs);
     let condition = job.if_cond.clone().unwrap_or_default();
     expr::evaluate_condition(&condition, &ctx)
         .map_err(|e| format!("{}: jobs.{}.if: {e}", spec.workflow.file_name, spec.job_id))

@@ -13,11 +13,10 @@ use tokio_util::sync::CancellationToken;
 use super::actions::{ActionRef, LoadedAction};
 use super::docker::action::{run_action_container, ActionContainer};
 use super::env::{resolve_container_shell, resolve_shell, which, ActionIdentity};
-use super::{Emitter, Event, JobSpec, Outcome, Runner};
-use crate::commands::CommandGate;
+use super::output::OutputHandler;
+use super::{Event, JobSpec, Outcome, Runner};
 use crate::envfile;
 use crate::expr::{self, Contexts, Status};
-use crate::mask::LineBuffer;
 use crate::model::{Action, NumberOrExpr, Runs, Step};
 use crate::process::{self, Exit, ProcessSpec};
 
@@ -662,11 +661,7 @@ impl Runner {
                         ),
                     }
                 }
-                let outcome = match inner.status {
-                    Status::Success => Outcome::Success,
-                    Status::Failure => Outcome::Failure,
-                    Status::Cancelled => Outcome::Cancelled,
-                };
+                let outcome = Outcome::from(inner.status);
                 StepRun { outcome, outputs }
             }
             Runs::Docker {
@@ -1303,18 +1298,7 @@ impl Runner {
             .get("ACTIONS_ALLOW_UNSECURE_COMMANDS")
             .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
         let debug = spec.env.contains_key("RUNNER_DEBUG");
-        let mut handler = OutputHandler {
-            out: self.out.clone(),
-            log_step,
-            lines: LineBuffer::default(),
-            gate: CommandGate::default(),
-            debug,
-            allow_unsecure,
-            outputs: BTreeMap::new(),
-            state: BTreeMap::new(),
-            env: Vec::new(),
-            path: Vec::new(),
-        };
+        let mut handler = OutputHandler::new(self.out.clone(), log_step, debug, allow_unsecure);
         let mut on_output = |data: &[u8]| {
             for line in handler.lines.push(data) {
                 handler.line(&line);
@@ -1427,88 +1411,4 @@ pub(crate) struct DockerStep {
 /// `INPUT_<NAME>`: upper case, spaces become underscores (hyphens stay, as in the runner).
 fn input_var(name: &str) -> String {
     format!("INPUT_{}", name.replace(' ', "_").to_uppercase())
-}
-
-/// Turns a step's output into log lines and workflow-command effects.
-struct OutputHandler {
-    out: Emitter,
-    log_step: Option<usize>,
-    lines: LineBuffer,
-    gate: CommandGate,
-    debug: bool,
-    allow_unsecure: bool,
-    outputs: BTreeMap<String, String>,
-    state: BTreeMap<String, String>,
-    env: Vec<(String, String)>,
-    path: Vec<String>,
-}
-
-impl OutputHandler {
-    fn line(&mut self, line: &str) {
-        let Some(cmd) = self.gate.parse(line) else {
-            self.out.log(self.log_step, line);
-            return;
-        };
-        let name_prop = cmd.property("name").map(str::to_string);
-        match cmd.name.as_str() {
-            "add-mask" => {
-                self.out.masker.add(&cmd.message);
-                self.out.log(self.log_step, line);
-            }
-            "group" => self.out.log(self.log_step, &format!("##[group]{}", cmd.message)),
-            "endgroup" => self.out.log(self.log_step, "##[endgroup]"),
-            "debug" => {
-                if self.debug {
-                    self.out.log(self.log_step, &format!("##[debug]{}", cmd.message));
-                }
-            }
-            "notice" | "warning" | "error" => {
-                let mut location = String::new();
-                if let Some(file) = cmd.property("file") {
-                    location.push_str(file);
-                    for key in ["line", "col"] {
-                        if let Some(v) = cmd.property(key) {
-                            location.push(':');
-                            location.push_str(v);
-                        }
-                    }
-                    location.push_str(": ");
-                }
-                if let Some(title) = cmd.property("title") {
-                    location.push_str(title);
-                    location.push_str(": ");
-                }
-                for (i, l) in cmd.message.split('\n').enumerate() {
-                    let prefix = if i == 0 { format!("##[{}]{location}", cmd.name) } else { String::new() };
-                    self.out.log(self.log_step, &format!("{prefix}{l}"));
-                }
-            }
-            "set-output" => match name_prop {
-                Some(name) => {
-                    self.outputs.insert(name, cmd.message);
-                }
-                None => self.out.log(self.log_step, "##[error]set-output requires a name"),
-            },
-            "save-state" => match name_prop {
-                Some(name) => {
-                    self.state.insert(name, cmd.message);
-                }
-                None => self.out.log(self.log_step, "##[error]save-state requires a name"),
-            },
-            "set-env" | "add-path" if !self.allow_unsecure => self.out.log(
-                self.log_step,
-                &format!(
-                    "##[error]Unable to process command '{line}' successfully. The `{}` command is disabled. Please upgrade to using Environment Files or opt into unsecure command execution by setting the `ACTIONS_ALLOW_UNSECURE_COMMANDS` environment variable to `true`.",
-                    cmd.name
-                ),
-            ),
-            "set-env" => match name_prop {
-                Some(name) => self.env.push((name, cmd.message)),
-                None => self.out.log(self.log_step, "##[error]set-env requires a name"),
-            },
-            "add-path" => self.path.push(cmd.message),
-            "echo" | "add-matcher" | "remove-matcher" => {}
-            _ => self.out.log(self.log_step, line),
-        }
-    }
 }

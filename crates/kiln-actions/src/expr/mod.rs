@@ -39,6 +39,10 @@ pub enum Status {
     Success,
     Failure,
     Cancelled,
+    /// Only for a job's own `if:`: a job it needs was skipped and none failed or was cancelled.
+    /// `success()`, `failure()` and `cancelled()` are all false then, as in act (`jobSuccess`
+    /// wants every need to have succeeded, `jobFailure` one to have failed).
+    Skipped,
 }
 
 /// Everything an expression can see.
@@ -241,6 +245,29 @@ pub fn interpolate_value(text: &str, ctx: &Contexts) -> Result<Value, ExprError>
         }
     }
     interpolate(text, ctx).map(Value::String)
+}
+
+/// Checks that every `${{ }}` of a template parses (syntax, known functions and named values),
+/// without evaluating anything: what GitHub checks when it validates a workflow.
+pub fn check_template(text: &str) -> Result<(), ExprError> {
+    for seg in split_template(text)? {
+        if let Segment::Expr(e) = seg {
+            parse(e)?;
+        }
+    }
+    Ok(())
+}
+
+/// Checks an `if:` condition the way [`evaluate_condition`] reads it, without evaluating it.
+pub fn check_condition(cond: &str) -> Result<(), ExprError> {
+    let trimmed = cond.trim();
+    if trimmed.is_empty() {
+        Ok(())
+    } else if trimmed.contains("${{") {
+        check_template(trimmed)
+    } else {
+        parse(trimmed).map(|_| ())
+    }
 }
 
 /// True when the text contains `${{`.

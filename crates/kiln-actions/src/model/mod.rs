@@ -2,6 +2,7 @@
 //! planning.
 
 pub mod action;
+mod check;
 pub mod error;
 pub mod matrix;
 pub mod plan;

@@ -42,13 +42,32 @@ pub struct Workflow {
 
 impl Workflow {
     /// Parses and validates a workflow file. `file_name` is used in error messages only.
+    ///
+    /// Every expression is parsed too (not evaluated), so a syntax error or an unknown function
+    /// is reported with its position before any job runs, as GitHub does.
     pub fn parse(file_name: &str, text: &str) -> Result<Workflow, ModelError> {
+        Workflow::parse_inner(file_name, text, false)
+    }
+
+    /// Parses the one-job workflow of a Gitea task. Gitea sends each job of a run on its own,
+    /// with `needs:` as written: the jobs it names ran elsewhere, and their results and outputs
+    /// come with the task (`Task.needs`), so they are not looked for in this file.
+    pub fn parse_job_payload(file_name: &str, text: &str) -> Result<Workflow, ModelError> {
+        Workflow::parse_inner(file_name, text, true)
+    }
+
+    fn parse_inner(
+        file_name: &str,
+        text: &str,
+        needs_outside: bool,
+    ) -> Result<Workflow, ModelError> {
         if text.trim().is_empty() {
             return Err(ModelError::new(file_name, "", "the workflow file is empty"));
         }
         let mut wf: Workflow = parse_yaml(file_name, text)?;
         wf.file_name = file_name.to_string();
-        wf.validate(text)?;
+        wf.validate(text, needs_outside)?;
+        super::check::check_expressions(file_name, text)?;
         Ok(wf)
     }
 
@@ -71,7 +90,7 @@ impl Workflow {
             .find(|p| p.is_dir())
     }
 
-    fn validate(&self, text: &str) -> Result<(), ModelError> {
+    fn validate(&self, text: &str, needs_outside: bool) -> Result<(), ModelError> {
         let file = self.file_name.as_str();
         if self.jobs.is_empty() {
             return Err(ModelError::new(file, "jobs", "the workflow has no jobs").located(text));
@@ -101,7 +120,7 @@ impl Workflow {
                 .located(text));
             }
             for need in &job.needs {
-                if !self.jobs.contains_key(need) {
+                if !needs_outside && !self.jobs.contains_key(need) {
                     return Err(ModelError::new(
                         file,
                         format!("{path}.needs"),
