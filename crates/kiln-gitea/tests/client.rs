@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use kiln_gitea::fake::{FakeGitea, Fault, QueuedJob};
 use kiln_gitea::proto::{self, Result as Outcome};
-use kiln_gitea::{struct_to_json, Client, ClientOptions, Code};
+use kiln_gitea::{Client, ClientOptions, Code};
 
 const WORKFLOW: &str = r#"
 name: CI
@@ -67,7 +67,7 @@ async fn fetch(client: &Client, version: i64) -> proto::FetchTaskResponse {
 /// Registers, queues `build` and claims it.
 async fn running_task(gitea: &FakeGitea) -> (Client, i64, proto::Task) {
     let client = register(gitea, &["ubuntu-latest"]).await;
-    let job = gitea.queue_job(QueuedJob::new(WORKFLOW, "build", ["ubuntu-latest"]));
+    let job = gitea.queue_job(QueuedJob::new(WORKFLOW, "build"));
     let task = fetch(&client, 0).await.task.expect("a task");
     (client, job, task)
 }
@@ -165,49 +165,6 @@ async fn declare_replaces_labels_and_reports_capabilities() {
 }
 
 #[tokio::test]
-async fn fetch_returns_queued_task_with_payload_context_and_secrets() {
-    let gitea = FakeGitea::start().await;
-    let client = register(&gitea, &["ubuntu-latest"]).await;
-    let mut job = QueuedJob::new(WORKFLOW, "build", ["ubuntu-latest"]);
-    job.secrets.insert("MY_SECRET".into(), "s3cret".into());
-    job.vars.insert("MY_VAR".into(), "v".into());
-    job.context = serde_json::json!({"event_name": "workflow_dispatch"});
-    job.needs.insert(
-        "prep".into(),
-        (
-            Outcome::Success,
-            BTreeMap::from([("out".to_string(), "1".to_string())]),
-        ),
-    );
-    gitea.queue_job(job);
-
-    let resp = fetch(&client, 0).await;
-    let task = resp.task.expect("task");
-    assert!(resp.tasks_version >= 1);
-    let payload: serde_yaml_ng::Value =
-        serde_yaml_ng::from_slice(task.workflow_payload.as_deref().unwrap()).unwrap();
-    let jobs = payload.get("jobs").unwrap().as_mapping().unwrap();
-    assert_eq!(jobs.len(), 1);
-    assert!(jobs.get("build").is_some());
-    assert!(payload.get("on").is_some());
-
-    let ctx = struct_to_json(task.context.as_ref().unwrap());
-    let token = ctx["token"].as_str().unwrap().to_string();
-    assert_eq!(token.len(), 40);
-    assert_eq!(ctx["event_name"], "workflow_dispatch");
-    assert_eq!(ctx["repository"], "owner/repo");
-    assert_eq!(ctx["job"], "build");
-    assert_eq!(ctx["gitea_default_actions_url"], "https://github.com");
-    assert_eq!(ctx["ref_protected"], false);
-    assert_eq!(task.secrets["GITHUB_TOKEN"], token);
-    assert_eq!(task.secrets["GITEA_TOKEN"], token);
-    assert_eq!(task.secrets["MY_SECRET"], "s3cret");
-    assert_eq!(task.vars["MY_VAR"], "v");
-    assert_eq!(task.needs["prep"].result, Outcome::Success as i32);
-    assert_eq!(task.needs["prep"].outputs["out"], "1");
-}
-
-#[tokio::test]
 async fn tasks_version_gates_the_job_query() {
     let gitea = FakeGitea::start().await;
     let client = register(&gitea, &["ubuntu-latest"]).await;
@@ -224,7 +181,7 @@ async fn tasks_version_gates_the_job_query() {
     assert_eq!(gitea.task_queries(), 1);
 
     // Enqueueing bumps the version; an up-to-date poll with the old number finds the job.
-    gitea.queue_job(QueuedJob::new(WORKFLOW, "build", ["ubuntu-latest"]));
+    gitea.queue_job(QueuedJob::new(WORKFLOW, "build"));
     let stale = fetch(&client, 2).await;
     assert!(stale.task.is_none(), "version 2 is current, no query");
     let found = fetch(&client, first.tasks_version).await;
@@ -238,8 +195,9 @@ async fn tasks_version_gates_the_job_query() {
 #[tokio::test]
 async fn jobs_go_only_to_runners_with_every_label() {
     let gitea = FakeGitea::start().await;
-    let client = register(&gitea, &["ubuntu-latest", "self-hosted"]).await;
-    let lint = gitea.queue_job(QueuedJob::new(WORKFLOW, "lint", ["self-hosted", "arm64"]));
+    let client = register(&gitea, &["self-hosted"]).await;
+    let lint = gitea.queue_job(QueuedJob::new(WORKFLOW, "lint"));
+    assert_eq!(gitea.job(lint).unwrap().runs_on, ["self-hosted", "arm64"]);
     assert!(fetch(&client, 0).await.task.is_none());
 
     client
@@ -254,7 +212,8 @@ async fn jobs_go_only_to_runners_with_every_label() {
     let record = gitea.task(lint).unwrap();
     assert_eq!(record.task_id, task.id);
     assert_eq!(record.steps.len(), 1);
-    assert_eq!(record.steps[0].name, "Run cargo clippy");
+    // Gitea 1.22–1.25 name an unnamed step by act's Step.String(): the whole script.
+    assert_eq!(record.steps[0].name, "cargo clippy\necho done\n");
 }
 
 #[tokio::test]
@@ -268,7 +227,7 @@ async fn update_task_copies_steps_and_acknowledges_outputs() {
             .iter()
             .map(|s| s.name.as_str())
             .collect::<Vec<_>>(),
-        ["Run actions/checkout@v4", "Test"]
+        ["actions/checkout@v4", "Test"]
     );
 
     let t0 = proto::Timestamp {
@@ -559,7 +518,7 @@ async fn injected_500s_clear_after_their_count() {
 async fn delay_beyond_fetch_timeout_is_an_empty_answer() {
     let gitea = FakeGitea::start().await;
     let client = register(&gitea, &["ubuntu-latest"]).await;
-    let job = gitea.queue_job(QueuedJob::new(WORKFLOW, "build", ["ubuntu-latest"]));
+    let job = gitea.queue_job(QueuedJob::new(WORKFLOW, "build"));
     gitea.set_fault(Fault::Delay(Duration::from_secs(3)));
     let resp = client
         .fetch_task(
@@ -602,7 +561,7 @@ async fn json_requests_are_accepted() {
         .post(format!("{base}/runner.v1.RunnerService/Register"))
         .header("content-type", "application/json")
         .body(
-            serde_json::json!({"name": "j", "token": gitea.registration_token(), "labels": ["l"]})
+            serde_json::json!({"name": "j", "token": gitea.registration_token(), "labels": ["ubuntu-latest"]})
                 .to_string(),
         )
         .send()
@@ -613,7 +572,7 @@ async fn json_requests_are_accepted() {
         .unwrap();
     let uuid = resp["runner"]["uuid"].as_str().unwrap();
     let token = resp["runner"]["token"].as_str().unwrap();
-    gitea.queue_job(QueuedJob::new(WORKFLOW, "build", ["l"]));
+    gitea.queue_job(QueuedJob::new(WORKFLOW, "build"));
     let resp: serde_json::Value = http
         .post(format!("{base}/runner.v1.RunnerService/FetchTask"))
         .header("content-type", "application/json")
@@ -648,8 +607,8 @@ async fn ephemeral_runner_gets_one_task_and_is_removed_after_it() {
         .runner
         .unwrap();
     let client = client.with_credentials(&runner.uuid, &runner.token);
-    gitea.queue_job(QueuedJob::new(WORKFLOW, "build", ["ubuntu-latest"]));
-    gitea.queue_job(QueuedJob::new(WORKFLOW, "build", ["ubuntu-latest"]));
+    gitea.queue_job(QueuedJob::new(WORKFLOW, "build"));
+    gitea.queue_job(QueuedJob::new(WORKFLOW, "build"));
     let task = fetch(&client, 0).await.task.unwrap();
     assert!(fetch(&client, 0).await.task.is_none());
     client

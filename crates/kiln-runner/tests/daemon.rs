@@ -77,11 +77,9 @@ fn job(yaml: &str, job_id: &str) -> QueuedJob {
     QueuedJob {
         workflow_yaml: yaml.to_string(),
         job_id: job_id.to_string(),
-        runs_on: vec!["linux".into()],
         context: serde_json::json!({}),
         secrets: BTreeMap::new(),
         vars: BTreeMap::new(),
-        needs: BTreeMap::new(),
     }
 }
 

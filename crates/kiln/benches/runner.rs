@@ -107,11 +107,9 @@ async fn main() {
                 "on: push\njobs:\n  j:\n    runs-on: linux\n    steps:\n      - run: 'true'\n"
                     .into(),
             job_id: "j".into(),
-            runs_on: vec!["linux".into()],
             context: serde_json::json!({}),
             secrets: BTreeMap::new(),
             vars: BTreeMap::new(),
-            needs: BTreeMap::new(),
         });
         gitea
             .wait_final(id, Duration::from_secs(60))

@@ -92,11 +92,9 @@ async fn register_run_a_job_and_stop_on_sigterm() {
     let id = gitea.queue_job(QueuedJob {
         workflow_yaml: "on: push\njobs:\n  build:\n    runs-on: linux\n    steps:\n      - run: echo \"cache at $ACTIONS_CACHE_URL\"; sleep 1\n".into(),
         job_id: "build".into(),
-        runs_on: vec!["linux".into()],
         context: serde_json::json!({}),
         secrets: BTreeMap::new(),
         vars: BTreeMap::new(),
-        needs: BTreeMap::new(),
     });
     // SIGTERM while the job runs: it is drained (finishes), then the daemon exits 0.
     let t0 = std::time::Instant::now();

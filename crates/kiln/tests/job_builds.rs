@@ -157,7 +157,7 @@ impl BuildRunner {
         job: &str,
         secrets: &[(&str, &str)],
     ) -> kiln_gitea::fake::TaskRecord {
-        let id = self.queue(workflow, job, "linux", secrets);
+        let id = self.queue(workflow, job, secrets);
         self.wait(id)
     }
 
@@ -172,18 +172,16 @@ impl BuildRunner {
             })
     }
 
-    fn queue(&self, workflow: &str, job: &str, runs_on: &str, secrets: &[(&str, &str)]) -> i64 {
+    fn queue(&self, workflow: &str, job: &str, secrets: &[(&str, &str)]) -> i64 {
         self.gitea.queue_job(QueuedJob {
             workflow_yaml: workflow.to_string(),
             job_id: job.into(),
-            runs_on: vec![runs_on.into()],
             context: serde_json::json!({}),
             secrets: secrets
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             vars: BTreeMap::new(),
-            needs: BTreeMap::new(),
         })
     }
 }
@@ -489,7 +487,7 @@ jobs:
 "#,
         base = env.base,
     );
-    let id = runner.queue(&workflow, "boxed", "ubuntu-latest", &[]);
+    let id = runner.queue(&workflow, "boxed", &[]);
     let task = runner.wait(id);
     let rows = task.rows.join("\n");
     assert_eq!(
@@ -518,7 +516,7 @@ jobs:
     steps:
       - run: echo started; sleep 303
 "#;
-    let id = runner.queue(sleeping, "sleepy", "ubuntu-latest", &[]);
+    let id = runner.queue(sleeping, "sleepy", &[]);
     for _ in 0..600 {
         std::thread::sleep(Duration::from_millis(100));
         let started = runner

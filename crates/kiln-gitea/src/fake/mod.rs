@@ -1,144 +1,64 @@
 //! A fake Gitea that speaks the runner protocol like the real server (§3, §10), for tests.
 //!
-//! It serves the six Connect RPCs on `127.0.0.1`, keeps runners, queued jobs and tasks in
-//! memory, and exposes hooks to queue jobs, cancel them, delete runners and inject faults.
+//! It serves the six Connect RPCs on `127.0.0.1` and keeps runners, runs, jobs and tasks in
+//! memory. Runs are created as Gitea 1.22–1.25 create them, by ports of Gitea's server code
+//! (each names the Go function it mirrors):
+//!
+//! - `jobparser`: the workflow becomes one single-job workflow per job and matrix combination
+//!   (`jobparser.Parse`); the payload a runner gets is that workflow with `needs:` erased,
+//!   written like Go's yaml.v3 writes it (`InsertRun`).
+//! - `runs`: jobs without needs start waiting, the others blocked (`InsertRun`); FetchTask
+//!   claims the oldest waiting job whose labels the runner has (`CreateTaskForRunner`).
+//! - `emitter`: when a job finishes, blocked jobs become waiting or skipped
+//!   (`jobStatusResolver`).
+//! - `context`: a task's `github` context, `needs` and secrets (`GenerateGiteaContext`,
+//!   `FindTaskNeeds`, `GetSecretsOfTask`).
+//!
+//! Hooks queue runs, cancel jobs and runs, delete runners and inject faults.
 //!
 //! ```no_run
 //! # async fn demo() {
-//! use kiln_gitea::fake::{FakeGitea, QueuedJob};
+//! use kiln_gitea::fake::{FakeGitea, QueuedRun};
 //! let gitea = FakeGitea::start().await;
-//! let job = gitea.queue_job(QueuedJob::new(
-//!     "on: push\njobs:\n  build:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo hi\n",
-//!     "build",
-//!     ["ubuntu-latest"],
-//! ));
+//! let run = gitea.queue_run(QueuedRun::new(r#"
+//! on: push
+//! jobs:
+//!   build:
+//!     runs-on: ubuntu-latest
+//!     steps:
+//!       - run: echo hi
+//!   test:
+//!     needs: build
+//!     runs-on: ubuntu-latest
+//!     steps:
+//!       - run: echo ok
+//! "#));
 //! // … run a runner against gitea.url() …
-//! let task = gitea.wait_final(job, std::time::Duration::from_secs(60)).await;
+//! let jobs = gitea.wait_run(run, std::time::Duration::from_secs(60)).await;
 //! # }
 //! ```
 
-mod http;
-mod protojson;
-mod state;
-mod workflow;
+#![warn(missing_docs)]
 
-use std::collections::BTreeMap;
+mod context;
+mod emitter;
+mod http;
+mod jobparser;
+mod protojson;
+mod runs;
+mod state;
+mod types;
+mod yaml;
+
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::proto;
 use state::Db;
 
-/// A registered runner as the fake sees it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RunnerRecord {
-    pub id: i64,
-    pub uuid: String,
-    pub name: String,
-    /// Label names (as declared, else as registered).
-    pub labels: Vec<String>,
-    pub version: String,
-    pub ephemeral: bool,
-    pub capabilities: Vec<String>,
-}
-
-/// A job to hand out to a runner.
-#[derive(Debug, Clone)]
-pub struct QueuedJob {
-    /// A whole workflow file; the payload is cut down to `job_id`.
-    pub workflow_yaml: String,
-    /// The YAML key of the job.
-    pub job_id: String,
-    /// Label names a runner must all have.
-    pub runs_on: Vec<String>,
-    /// `github` context keys overriding the fake's defaults.
-    pub context: serde_json::Value,
-    pub secrets: BTreeMap<String, String>,
-    pub vars: BTreeMap<String, String>,
-    /// Finished jobs this one needs: result and outputs.
-    pub needs: BTreeMap<String, (proto::Result, BTreeMap<String, String>)>,
-}
-
-impl QueuedJob {
-    pub fn new(
-        workflow_yaml: impl Into<String>,
-        job_id: impl Into<String>,
-        runs_on: impl IntoIterator<Item = impl Into<String>>,
-    ) -> QueuedJob {
-        QueuedJob {
-            workflow_yaml: workflow_yaml.into(),
-            job_id: job_id.into(),
-            runs_on: runs_on.into_iter().map(Into::into).collect(),
-            context: serde_json::Value::Object(Default::default()),
-            secrets: BTreeMap::new(),
-            vars: BTreeMap::new(),
-            needs: BTreeMap::new(),
-        }
-    }
-}
-
-/// What the server holds about a task.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TaskRecord {
-    pub task_id: i64,
-    pub token: String,
-    /// `Unspecified` while running.
-    pub result: proto::Result,
-    /// Unix seconds.
-    pub started: Option<i64>,
-    pub stopped: Option<i64>,
-    pub steps: Vec<StepRecord>,
-    pub outputs: BTreeMap<String, String>,
-    /// Log row contents in index order.
-    pub rows: Vec<String>,
-    pub archived: bool,
-    pub update_task_calls: usize,
-}
-
-impl TaskRecord {
-    /// Rows of step `index` according to its reported `log_index`/`log_length`.
-    pub fn step_rows(&self, index: usize) -> &[String] {
-        let Some(step) = self.steps.get(index) else {
-            return &[];
-        };
-        let start = (step.log_index.max(0) as usize).min(self.rows.len());
-        let end = (start + step.log_length.max(0) as usize).min(self.rows.len());
-        &self.rows[start..end]
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct StepRecord {
-    pub index: usize,
-    /// Display name: `name`, `Run <first line of run>` or `Run <uses>`.
-    pub name: String,
-    pub result: proto::Result,
-    pub log_index: i64,
-    pub log_length: i64,
-    pub started: Option<i64>,
-    pub stopped: Option<i64>,
-}
-
-/// Misbehaviour to inject.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Fault {
-    /// Behave normally (does not change the error style).
-    None,
-    /// Every RPC gets a plain HTTP 503, as from a proxy in front of a down Gitea.
-    Outage,
-    /// The next `times` calls of `rpc` (a method name like `"UpdateLog"`; `None` = any) fail with
-    /// HTTP 500 `internal`; afterwards the fault clears itself.
-    Http500 { rpc: Option<String>, times: usize },
-    /// Hold every reply this long; past the caller's `Connect-Timeout-Ms` the call is answered
-    /// `deadline_exceeded` without having been handled.
-    Delay(Duration),
-    /// The next `times` calls of `rpc` (`None` = any) are handled in full, but the reply is lost:
-    /// the caller sees HTTP 503. Models a response dropped by the network after the commit.
-    LoseReply { rpc: Option<String>, times: usize },
-    /// Old Gitea's error style: `unknown`/HTTP 500 with `rpc error: code = X desc = …` text.
-    /// Kept independently of the other faults.
-    LegacyErrors(bool),
-}
+pub use types::{
+    Fault, JobRecord, JobStatus, QueuedJob, QueuedRun, RunnerRecord, StepRecord, TaskRecord,
+};
 
 pub(crate) struct Shared {
     db: Mutex<Db>,
@@ -201,6 +121,7 @@ impl FakeGitea {
         self.shared.db().registration_token.clone()
     }
 
+    /// The registered runners.
     pub fn runners(&self) -> Vec<RunnerRecord> {
         self.shared
             .db()
@@ -210,13 +131,90 @@ impl FakeGitea {
             .collect()
     }
 
-    /// Queues a job (it starts waiting, bumping the tasks version). Returns the job id.
+    /// Creates a workflow run as Gitea does on an event (`PrepareRunAndInsert`): one job per
+    /// YAML job and matrix combination; those without `needs:` start waiting (bumping the tasks
+    /// version once), the others blocked. Returns the run id.
     ///
-    /// Panics if the workflow does not parse or lacks `job.job_id`: that is a broken test.
+    /// Panics on a workflow Gitea would reject (it does not parse, a job is not a mapping, a
+    /// typed field has the wrong type, a matrix `exclude` names an unknown key, …) and on
+    /// secret names Gitea refuses: that is a broken test.
+    pub fn queue_run(&self, run: QueuedRun) -> i64 {
+        self.shared
+            .db()
+            .insert_run(run)
+            .unwrap_or_else(|e| panic!("FakeGitea::queue_run: {e}"))
+    }
+
+    /// Queues `job.job_id`'s whole workflow as a run (every other job of it is queued too, as
+    /// Gitea would) and returns the id of that job's first matrix combination.
+    ///
+    /// Panics like [`FakeGitea::queue_run`], or if the workflow has no job `job.job_id`.
     pub fn queue_job(&self, job: QueuedJob) -> i64 {
-        let parsed = workflow::parse_job(&job.workflow_yaml, &job.job_id)
+        let key = job.job_id.clone();
+        let mut db = self.shared.db();
+        let run = db
+            .insert_run(job.into_run())
             .unwrap_or_else(|e| panic!("FakeGitea::queue_job: {e}"));
-        self.shared.db().queue_job(job, parsed)
+        db.run_jobs(run)
+            .into_iter()
+            .find(|j| j.key == key)
+            .map(|j| j.id)
+            .unwrap_or_else(|| panic!("FakeGitea::queue_job: the workflow has no job {key:?}"))
+    }
+
+    /// The jobs of a run, in creation order (document order, combinations sorted by name).
+    pub fn run_jobs(&self, run_id: i64) -> Vec<JobRecord> {
+        self.shared
+            .db()
+            .run_jobs(run_id)
+            .into_iter()
+            .map(|j| j.record())
+            .collect()
+    }
+
+    /// The ids of every job (matrix combination) of YAML job `key` in a run.
+    pub fn job_ids(&self, run_id: i64, key: &str) -> Vec<i64> {
+        self.shared
+            .db()
+            .run_jobs(run_id)
+            .into_iter()
+            .filter(|j| j.key == key)
+            .map(|j| j.id)
+            .collect()
+    }
+
+    /// A job's current record.
+    pub fn job(&self, job_id: i64) -> Option<JobRecord> {
+        self.shared.db().job(job_id).map(|j| j.record())
+    }
+
+    /// Waits until every job of the run is done and every task's runner is done with it (as
+    /// [`FakeGitea::wait_final`]). `None` on timeout.
+    pub async fn wait_run(&self, run_id: i64, timeout: Duration) -> Option<Vec<JobRecord>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            {
+                let db = self.shared.db();
+                let jobs = db.run_jobs(run_id);
+                let settled = !jobs.is_empty()
+                    && jobs.iter().all(|j| {
+                        j.status.is_done()
+                            && j.task_id.is_none_or(|t| {
+                                db.tasks.get(&t).is_some_and(|t| {
+                                    t.record.result != proto::Result::Unspecified
+                                        && (t.runner_reported_final || t.record.archived)
+                                })
+                            })
+                    });
+                if settled {
+                    return Some(jobs.into_iter().map(|j| j.record()).collect());
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Snapshot of the task created for a job, once a runner claimed it.
@@ -247,11 +245,20 @@ impl FakeGitea {
         }
     }
 
-    /// Cancels a job as a user would in the UI.
+    /// Cancels one job (`CancelJobs` on it): waiting or blocked it never runs, running its task
+    /// and unfinished steps end as cancelled; then the jobs needing it are resolved.
     pub fn cancel(&self, job_id: i64) {
-        self.shared.db().cancel(job_id);
+        self.shared.db().cancel_jobs(&[job_id]);
     }
 
+    /// Cancels a run as a user would in the UI: every job not done yet is cancelled.
+    pub fn cancel_run(&self, run_id: i64) {
+        let mut db = self.shared.db();
+        let ids: Vec<i64> = db.run_jobs(run_id).iter().map(|j| j.id).collect();
+        db.cancel_jobs(&ids);
+    }
+
+    /// Injects a fault (or turns the legacy error style on or off).
     pub fn set_fault(&self, fault: Fault) {
         match fault {
             Fault::LegacyErrors(on) => {

@@ -3,12 +3,10 @@
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde_json::json;
-
-use super::workflow::ParsedJob;
-use super::{QueuedJob, RunnerRecord, StepRecord, TaskRecord};
+use super::runs::{JobRow, RunRow};
+use super::{RunnerRecord, TaskRecord};
 use crate::proto::{self, Result as Outcome};
-use crate::{json_to_struct, Code};
+use crate::Code;
 
 /// Output limits Gitea enforces (§3.5).
 const MAX_OUTPUT_KEY: usize = 255;
@@ -24,7 +22,7 @@ pub(crate) struct RpcError {
 }
 
 impl RpcError {
-    fn new(code: Code, message: impl Into<String>) -> RpcError {
+    pub(crate) fn new(code: Code, message: impl Into<String>) -> RpcError {
         RpcError {
             code,
             message: message.into(),
@@ -48,21 +46,6 @@ pub(crate) struct RunnerRow {
     pub had_task: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum JobStatus {
-    Waiting,
-    Running,
-    Done,
-}
-
-struct JobRow {
-    id: i64,
-    job: QueuedJob,
-    parsed: ParsedJob,
-    status: JobStatus,
-    task_id: Option<i64>,
-}
-
 pub(crate) struct TaskRow {
     pub record: TaskRecord,
     pub job_id: i64,
@@ -72,14 +55,18 @@ pub(crate) struct TaskRow {
 }
 
 pub(crate) struct Db {
-    base_url: String,
+    pub base_url: String,
     pub registration_token: String,
     pub runners: Vec<RunnerRow>,
-    jobs: Vec<JobRow>,
+    pub runs: Vec<RunRow>,
+    pub jobs: Vec<JobRow>,
     pub tasks: BTreeMap<i64, TaskRow>,
     next_runner_id: i64,
-    next_job_id: i64,
-    next_task_id: i64,
+    pub next_run_id: i64,
+    pub next_job_id: i64,
+    pub next_task_id: i64,
+    /// Source of `JobRow::updated`.
+    pub update_seq: u64,
     /// The instance-wide tasks version: starts at 1, bumped whenever a job starts waiting.
     pub tasks_version: i64,
     /// How many times FetchTask looked for a job (as opposed to answering from the version gate).
@@ -110,7 +97,7 @@ fn random_alnum(len: usize) -> String {
     out
 }
 
-fn now_secs() -> i64 {
+pub(crate) fn now_secs() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -127,11 +114,14 @@ impl Db {
             base_url,
             registration_token: random_alnum(40),
             runners: Vec::new(),
+            runs: Vec::new(),
             jobs: Vec::new(),
             tasks: BTreeMap::new(),
             next_runner_id: 1,
+            next_run_id: 1,
             next_job_id: 1,
             next_task_id: 1,
+            update_seq: 0,
             tasks_version: 1,
             task_queries: 0,
             capabilities: Vec::new(),
@@ -220,20 +210,6 @@ impl Db {
         })
     }
 
-    pub fn queue_job(&mut self, job: QueuedJob, parsed: ParsedJob) -> i64 {
-        let id = self.next_job_id;
-        self.next_job_id += 1;
-        self.jobs.push(JobRow {
-            id,
-            job,
-            parsed,
-            status: JobStatus::Waiting,
-            task_id: None,
-        });
-        self.tasks_version += 1;
-        id
-    }
-
     pub fn fetch_task(
         &mut self,
         runner_id: i64,
@@ -251,98 +227,17 @@ impl Db {
             });
         }
         self.task_queries += 1;
-        let Some(pos) = self.jobs.iter().position(|j| {
-            j.status == JobStatus::Waiting && j.job.runs_on.iter().all(|l| names.contains(l))
-        }) else {
+        let Some(pos) = self.pick_job(&names) else {
             return Ok(proto::FetchTaskResponse {
                 task: None,
                 tasks_version: latest,
             });
         };
-        let task = self.claim(pos, runner_id);
+        let task = self.claim(pos, runner_id)?;
         Ok(proto::FetchTaskResponse {
             task: Some(task),
             tasks_version: latest,
         })
-    }
-
-    fn claim(&mut self, pos: usize, runner_id: i64) -> proto::Task {
-        let task_id = self.next_task_id;
-        self.next_task_id += 1;
-        let token = random_hex(20);
-        let base_url = self.base_url.clone();
-        if let Ok(r) = self.runner_mut(runner_id) {
-            r.had_task = true;
-        }
-        let job = &mut self.jobs[pos];
-        job.status = JobStatus::Running;
-        job.task_id = Some(task_id);
-
-        let steps = job
-            .parsed
-            .step_names
-            .iter()
-            .enumerate()
-            .map(|(index, name)| StepRecord {
-                index,
-                name: name.clone(),
-                result: Outcome::Unspecified,
-                log_index: 0,
-                log_length: 0,
-                started: None,
-                stopped: None,
-            })
-            .collect();
-        let record = TaskRecord {
-            task_id,
-            token: token.clone(),
-            result: Outcome::Unspecified,
-            started: Some(now_secs()),
-            stopped: None,
-            steps,
-            outputs: BTreeMap::new(),
-            rows: Vec::new(),
-            archived: false,
-            update_task_calls: 0,
-        };
-        let context = task_context(&base_url, job.id, &job.job, task_id, &token);
-        let mut secrets = job.job.secrets.clone();
-        secrets.insert("GITHUB_TOKEN".into(), token.clone());
-        secrets.insert("GITEA_TOKEN".into(), token.clone());
-        let needs = job
-            .job
-            .needs
-            .iter()
-            .map(|(k, (result, outputs))| {
-                (
-                    k.clone(),
-                    proto::TaskNeed {
-                        outputs: outputs.clone(),
-                        result: *result as i32,
-                    },
-                )
-            })
-            .collect();
-        let task = proto::Task {
-            id: task_id,
-            workflow_payload: Some(job.parsed.payload.clone()),
-            context: Some(json_to_struct(&context)),
-            secrets,
-            machine: String::new(),
-            needs,
-            vars: job.job.vars.clone(),
-        };
-        let job_id = job.id;
-        self.tasks.insert(
-            task_id,
-            TaskRow {
-                record,
-                job_id,
-                runner_id,
-                runner_reported_final: false,
-            },
-        );
-        task
     }
 
     fn task_of_runner(&mut self, runner_id: i64, task_id: i64) -> Result<&mut TaskRow, RpcError> {
@@ -407,18 +302,13 @@ impl Db {
         };
         if finished_now {
             let job_id = row.job_id;
-            self.finish_job(job_id);
+            // The job takes the task's status; `EmitJobsIfReadyByRun` follows.
+            self.finish_job(job_id, reported);
             // Gitea deletes an ephemeral runner once its task is done.
             self.runners
                 .retain(|r| !(r.record.id == runner_id && r.record.ephemeral));
         }
         Ok(resp)
-    }
-
-    fn finish_job(&mut self, job_id: i64) {
-        if let Some(j) = self.jobs.iter_mut().find(|j| j.id == job_id) {
-            j.status = JobStatus::Done;
-        }
     }
 
     pub fn update_log(
@@ -449,34 +339,6 @@ impl Db {
             ack_index: task.rows.len() as i64,
         })
     }
-
-    /// A user pressing "Cancel": waiting jobs never run, running tasks end as cancelled.
-    pub fn cancel(&mut self, job_id: i64) {
-        let Some(job) = self.jobs.iter_mut().find(|j| j.id == job_id) else {
-            return;
-        };
-        if job.status == JobStatus::Done {
-            return;
-        }
-        job.status = JobStatus::Done;
-        let Some(task) = job.task_id.and_then(|t| self.tasks.get_mut(&t)) else {
-            return;
-        };
-        let now = now_secs();
-        task.record.result = Outcome::Cancelled;
-        task.record.stopped = Some(now);
-        for step in task.record.steps.iter_mut() {
-            if step.result == Outcome::Unspecified {
-                step.result = Outcome::Cancelled;
-                step.stopped = Some(now);
-            }
-        }
-    }
-
-    pub fn task_of_job(&self, job_id: i64) -> Option<&TaskRow> {
-        let job = self.jobs.iter().find(|j| j.id == job_id)?;
-        self.tasks.get(&job.task_id?)
-    }
 }
 
 fn wire_runner(r: &RunnerRecord) -> proto::Runner {
@@ -492,55 +354,4 @@ fn wire_runner(r: &RunnerRecord) -> proto::Runner {
         labels: r.labels.clone(),
         ephemeral: r.ephemeral,
     }
-}
-
-/// The `github` context Gitea would send (§4.2), overlaid with the test's own keys.
-fn task_context(
-    base_url: &str,
-    job_id: i64,
-    job: &QueuedJob,
-    task_id: i64,
-    token: &str,
-) -> serde_json::Value {
-    let app_url = format!("{base_url}/");
-    let mut ctx = json!({
-        "action": "", "action_path": "", "action_ref": "", "action_repository": "",
-        "action_status": "", "env": "", "path": "", "event_path": "", "graphql_url": "",
-        "workspace": "", "retention_days": "",
-        "actor": "tester",
-        "triggering_actor": "tester",
-        "api_url": format!("{app_url}api/v1"),
-        "server_url": app_url,
-        "base_ref": "",
-        "head_ref": "",
-        "event": {"ref": "refs/heads/main", "repository": {"full_name": "owner/repo"}},
-        "event_name": "push",
-        "job": job.job_id,
-        "ref": "refs/heads/main",
-        "ref_name": "main",
-        "ref_type": "branch",
-        "ref_protected": false,
-        "repository": "owner/repo",
-        "repository_owner": "owner",
-        "repositoryUrl": format!("{base_url}/owner/repo"),
-        "run_id": job_id.to_string(),
-        "run_number": job_id.to_string(),
-        "run_attempt": "1",
-        "secret_source": "Actions",
-        "sha": "0123456789abcdef0123456789abcdef01234567",
-        "workflow": "ci.yml",
-        "gitea_default_actions_url": "https://github.com",
-    });
-    let map = ctx.as_object_mut().expect("context is an object");
-    if let serde_json::Value::Object(extra) = &job.context {
-        for (k, v) in extra {
-            map.insert(k.clone(), v.clone());
-        }
-    }
-    map.insert("token".into(), json!(token));
-    map.insert(
-        "gitea_runtime_token".into(),
-        json!(format!("fake-runtime-token-{task_id}")),
-    );
-    ctx
 }
