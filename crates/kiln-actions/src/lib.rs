@@ -9,3 +9,4 @@ pub mod local;
 pub mod mask;
 pub mod model;
 pub mod process;
+pub mod reusable;

@@ -28,34 +28,64 @@ pub struct EngineCommand {
     pub docker_forward: Option<String>,
 }
 
-/// A running engine process, restarted if it dies.
+/// The engine process, started at once or on first use, and restarted if it dies.
 pub struct BuildEngine {
+    command: EngineCommand,
     socket: PathBuf,
     docker_socket: Option<PathBuf>,
     runtime_dir: PathBuf,
     stop: CancellationToken,
     supervisor: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The outcome of the one start.
+    started: tokio::sync::OnceCell<Result<(), String>>,
 }
 
 impl BuildEngine {
     /// Start the engine and wait until its socket answers.
     pub async fn start(command: EngineCommand) -> Result<Arc<BuildEngine>, String> {
+        let engine = BuildEngine::on_demand(command)?;
+        engine.ready().await?;
+        Ok(engine)
+    }
+
+    /// An engine that starts when a job first connects to one of its sockets (`kiln exec`: most
+    /// workflows never build an image, and those that do should not wait for it up front).
+    pub fn on_demand(command: EngineCommand) -> Result<Arc<BuildEngine>, String> {
         let runtime_dir = runtime_dir()?;
         let socket = runtime_dir.join("engine.sock");
         let docker_socket = command.docker.then(|| runtime_dir.join("docker.sock"));
-        let engine = Arc::new(BuildEngine {
-            socket: socket.clone(),
-            docker_socket: docker_socket.clone(),
+        Ok(Arc::new(BuildEngine {
+            command,
+            socket,
+            docker_socket,
             runtime_dir,
             stop: CancellationToken::new(),
             supervisor: Mutex::new(None),
-        });
+            started: tokio::sync::OnceCell::new(),
+        }))
+    }
+
+    /// Start the engine unless it was started already, and wait until it answers. A failed start
+    /// is not tried again: every caller gets its error.
+    pub async fn ready(&self) -> Result<(), String> {
+        self.started
+            .get_or_init(|| self.spawn_supervised())
+            .await
+            .clone()
+    }
+
+    async fn spawn_supervised(&self) -> Result<(), String> {
+        let (command, socket, docker_socket) = (
+            self.command.clone(),
+            self.socket.clone(),
+            self.docker_socket.clone(),
+        );
         let mut child = spawn(&command, &socket, docker_socket.as_deref())?;
         wait_ready(&socket, &mut child).await?;
         if let Some(d) = &docker_socket {
             wait_ready(d, &mut child).await?;
         }
-        let stop = engine.stop.clone();
+        let stop = self.stop.clone();
         let handle = tokio::spawn(async move {
             let mut delay = Duration::from_secs(1);
             loop {
@@ -85,35 +115,35 @@ impl BuildEngine {
                 }
             }
         });
-        *engine.supervisor.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
-        Ok(engine)
+        *self.supervisor.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+        Ok(())
     }
 
     pub fn socket(&self) -> &Path {
         &self.socket
     }
 
-    /// The engine's own Docker API socket, when it serves one.
+    /// The engine's own Docker API socket, when it serves one (the engine may not be started
+    /// yet: see [`BuildEngine::ready`]).
     pub fn docker_socket(&self) -> Option<&Path> {
         self.docker_socket.as_deref()
     }
 
-    /// A BuildKit socket for one job, forwarding to the engine. It is removed when the returned
-    /// value drops.
-    pub async fn job_socket(&self, name: &str) -> Result<JobSocket, String> {
-        JobSocket::bind(&self.runtime_dir.join(format!("{name}.sock")), &self.socket).await
+    /// A BuildKit socket for one job, forwarding to the engine (started on the first
+    /// connection). It is removed when the returned value drops.
+    pub async fn job_socket(self: &Arc<Self>, name: &str) -> Result<JobSocket, String> {
+        let path = self.runtime_dir.join(format!("{name}.sock"));
+        JobSocket::bind(&path, self.clone(), self.socket.clone()).await
     }
 
     /// A Docker API socket for one job, if the engine serves the Docker API.
-    pub async fn job_docker_socket(&self, name: &str) -> Option<Result<JobSocket, String>> {
-        let target = self.docker_socket.as_ref()?;
-        Some(
-            JobSocket::bind(
-                &self.runtime_dir.join(format!("{name}-docker.sock")),
-                target,
-            )
-            .await,
-        )
+    pub async fn job_docker_socket(
+        self: &Arc<Self>,
+        name: &str,
+    ) -> Option<Result<JobSocket, String>> {
+        let target = self.docker_socket.clone()?;
+        let path = self.runtime_dir.join(format!("{name}-docker.sock"));
+        Some(JobSocket::bind(&path, self.clone(), target).await)
     }
 
     /// Stop the engine process (SIGTERM, then SIGKILL after 20 s).
@@ -213,21 +243,29 @@ pub struct JobSocket {
 }
 
 impl JobSocket {
-    pub async fn bind(path: &Path, target: &Path) -> Result<JobSocket, String> {
+    /// Listen on `path` and forward each connection to `target`, a socket of `engine`.
+    async fn bind(
+        path: &Path,
+        engine: Arc<BuildEngine>,
+        target: PathBuf,
+    ) -> Result<JobSocket, String> {
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::remove_file(path);
         let listener = UnixListener::bind(path)
             .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| format!("cannot restrict {}: {e}", path.display()))?;
-        let target = target.to_path_buf();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((mut client, _)) = listener.accept().await else {
                     return;
                 };
-                let target = target.clone();
+                let (engine, target) = (engine.clone(), target.clone());
                 tokio::spawn(async move {
+                    if let Err(e) = engine.ready().await {
+                        tracing::warn!(error = %e, "the build engine is not available");
+                        return;
+                    }
                     match UnixStream::connect(&target).await {
                         Ok(mut engine) => {
                             let _ = tokio::io::copy_bidirectional(&mut client, &mut engine).await;

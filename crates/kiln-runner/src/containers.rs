@@ -36,10 +36,15 @@ pub fn docker_config(
             c.docker_timeout
         },
         owner: owner.to_string(),
-        builder: engine
-            .filter(|e| e.docker_socket().is_some())
-            .map(|engine| Arc::new(EngineBuilder { engine }) as Arc<dyn ImageBuilder>),
+        builder: engine_builder(engine),
     }
+}
+
+/// Dockerfile actions built by kiln's engine, when it serves the Docker API.
+pub fn engine_builder(engine: Option<Arc<BuildEngine>>) -> Option<Arc<dyn ImageBuilder>> {
+    engine
+        .filter(|e| e.docker_socket().is_some())
+        .map(|engine| Arc::new(EngineBuilder { engine }) as Arc<dyn ImageBuilder>)
 }
 
 /// Builds with kiln's engine (through its Docker API) and loads the result into the job's daemon.
@@ -57,6 +62,7 @@ impl ImageBuilder for EngineBuilder {
         tag: &str,
         log: &mpsc::UnboundedSender<String>,
     ) -> Result<(), String> {
+        self.engine.ready().await?;
         let socket = self
             .engine
             .docker_socket()

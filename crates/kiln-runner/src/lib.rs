@@ -6,6 +6,7 @@ pub mod cache;
 pub mod config;
 pub mod containers;
 pub mod daemon;
+pub mod doors;
 pub mod labels;
 pub mod metrics;
 pub mod native;

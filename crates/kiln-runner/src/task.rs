@@ -6,14 +6,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kiln_actions::exec::{self, ExecConfig, JobSpec, Outcome};
+use kiln_actions::exec::{self, CloneToken, ExecConfig, JobSpec, Outcome};
+use kiln_actions::local::{run_caller_job, CallSources, RunEvent};
 use kiln_actions::model::Workflow;
+use kiln_actions::reusable::LocalWorkflows;
 use kiln_gitea::{proto, Client};
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::doors::JobDoors;
 use crate::labels::{self, Label, Schema};
 use crate::reporter::Reporter;
 
@@ -107,40 +110,27 @@ pub async fn run_task(
         }
         Ok(mut prepared) => {
             reporter.set_steps(prepared.steps);
-            let mut _job_socket = None;
-            let mut _job_docker_socket = None;
-            if let Some(build) = &env.build {
-                match build.job_socket(&format!("job-{}", task.id)).await {
-                    Ok(socket) => {
-                        prepared
-                            .exec
-                            .env
-                            .insert("BUILDKIT_HOST".into(), socket.address());
-                        _job_socket = Some(socket);
-                    }
-                    Err(e) => {
-                        reporter.log(&format!("##[warning]no BUILDKIT_HOST for this job: {e}"))
-                    }
-                }
-                match build.job_docker_socket(&format!("job-{}", task.id)).await {
-                    Some(Ok(socket)) => {
-                        prepared
-                            .exec
-                            .env
-                            .insert("DOCKER_HOST".into(), socket.address());
-                        _job_docker_socket = Some(socket);
-                    }
-                    Some(Err(e)) => {
-                        reporter.log(&format!("##[warning]no DOCKER_HOST for this job: {e}"))
-                    }
-                    None => {}
-                }
-            }
             cleanup = Some((prepared.task_dir.clone(), prepared.runtime_token.clone()));
-            if let Some(cache) = &env.cache {
-                cache.register_job(&prepared.runtime_token, &prepared.repository);
+            let job = format!("job-{}", task.id);
+            match JobDoors::open(env.build.as_ref(), &job, &prepared.task_dir).await {
+                Err(e) => {
+                    reporter.log(&format!("##[error]{e}"));
+                    (Outcome::Failure, BTreeMap::new())
+                }
+                Ok(doors) => {
+                    for warning in &doors.warnings {
+                        reporter.log(&format!("##[warning]{warning}"));
+                    }
+                    prepared.exec.env.extend(doors.env.clone());
+                    if let Some(cache) = &env.cache {
+                        cache.register_job(&prepared.runtime_token, &prepared.repository);
+                    }
+                    let result =
+                        run_prepared(&env, prepared, &reporter, &job_cancel, received).await;
+                    drop(doors);
+                    result
+                }
             }
-            run_prepared(&env, prepared, &reporter, &job_cancel, received).await
         }
     };
     let result = if reporter.ended_by_server() && result != Outcome::Success {
@@ -174,12 +164,19 @@ async fn run_prepared(
     received: std::time::Instant,
 ) -> (Outcome, BTreeMap<String, String>) {
     let mut prepared = prepared;
+    let caller = prepared
+        .spec
+        .workflow
+        .job(&prepared.spec.job_id)
+        .is_some_and(|j| j.is_reusable());
     match labels::pick(&env.labels, &prepared.runs_on) {
         Some(Label {
             schema: Schema::Docker(image),
             ..
         }) => prepared.spec.container_image = Some(image.clone()),
         Some(_) => {}
+        // A caller job has no runs-on of its own: its called jobs pick their platforms.
+        None if caller => {}
         None => reporter.log(&format!(
             "##[warning]none of this runner's labels matches runs-on {:?}; running on the host",
             prepared.runs_on
@@ -195,6 +192,9 @@ async fn run_prepared(
             reporter.log(&format!("##[error]{e}"));
             return (Outcome::Failure, BTreeMap::new());
         }
+    }
+    if caller {
+        return run_caller(env, prepared, reporter, job_cancel).await;
     }
     let (tx, mut rx) = mpsc::unbounded_channel();
     let forward = {
@@ -229,6 +229,81 @@ async fn run_prepared(
     (result.result, result.outputs)
 }
 
+/// A job calling a reusable workflow, as older Gitea sends it (newer Gitea expands the call on
+/// the server and sends the called jobs instead): the called workflow's jobs run here, one after
+/// another by their `needs`, all in the job's log, as act_runner runs them. `./` workflows come
+/// from the repository on the instance at the run's commit, `owner/repo/…@ref` ones from the
+/// instance too.
+async fn run_caller(
+    env: &TaskEnv,
+    prepared: Prepared,
+    reporter: &Reporter,
+    job_cancel: &CancellationToken,
+) -> (Outcome, BTreeMap<String, String>) {
+    let address = env.address.trim_end_matches('/').to_string();
+    let sha = prepared
+        .spec
+        .github
+        .get("sha")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let sources = CallSources {
+        local: LocalWorkflows::Repository {
+            url: format!("{address}/{}", prepared.repository),
+            repo: prepared.repository.clone(),
+            sha,
+        },
+        workflows_url: address,
+        platforms: env
+            .labels
+            .iter()
+            .filter_map(|l| match &l.schema {
+                Schema::Docker(image) => Some((l.name.clone(), image.clone())),
+                _ => None,
+            })
+            .collect(),
+    };
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let forward = {
+        let reporter = reporter.clone();
+        tokio::spawn(async move {
+            while let Some(event) = rx.recv().await {
+                match event {
+                    RunEvent::JobStarted { name, .. } => {
+                        reporter.log(&format!("Job {name} started"))
+                    }
+                    RunEvent::JobSkipped { name, reason, .. } => {
+                        reporter.log(&format!("Job {name} skipped: {reason}"))
+                    }
+                    RunEvent::JobFinished { name, result, .. } => {
+                        reporter.log(&format!("Job {name} finished: {result}"))
+                    }
+                    RunEvent::Job {
+                        event: exec::Event::Log { time, line, .. },
+                        ..
+                    } => reporter.handle(&exec::Event::Log {
+                        step: None,
+                        time,
+                        line,
+                    }),
+                    RunEvent::Job { .. } => {}
+                }
+            }
+        })
+    };
+    let result = run_caller_job(
+        prepared.spec,
+        prepared.exec,
+        sources,
+        tx,
+        job_cancel.clone(),
+    )
+    .await;
+    let _ = forward.await;
+    (result.result, result.outputs)
+}
+
 /// Turn the task into a job spec. Errors name what is wrong with the payload.
 fn prepare(env: &TaskEnv, task: &proto::Task, context: &Value) -> Result<Prepared, String> {
     let payload = task
@@ -243,7 +318,7 @@ fn prepare(env: &TaskEnv, task: &proto::Task, context: &Value) -> Result<Prepare
         .filter(|s| !s.is_empty())
         .unwrap_or("workflow.yml")
         .to_string();
-    let workflow = Workflow::parse(&file, payload)
+    let workflow = Workflow::parse_job_payload(&file, payload)
         .map_err(|e| format!("invalid workflow in task {}: {e}", task.id))?;
     if workflow.jobs.len() != 1 {
         return Err(format!(
@@ -348,22 +423,6 @@ fn prepare(env: &TaskEnv, task: &proto::Task, context: &Value) -> Result<Prepare
         .map(str::to_string)
         .unwrap_or_else(|| token.clone());
     let mut exec = env.exec.clone();
-    // Registry logins of a job stay in the job: its own Docker config, seeded from the runner
-    // user's, so `docker login` and login-action in one job do not leak into another.
-    let docker_config = task_dir.join("docker-config");
-    std::fs::create_dir_all(&docker_config)
-        .map_err(|e| format!("cannot create {}: {e}", docker_config.display()))?;
-    let user_config = std::env::var_os("DOCKER_CONFIG")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")))
-        .map(|d| d.join("config.json"));
-    if let Some(src) = user_config.filter(|p| p.is_file()) {
-        let _ = std::fs::copy(&src, docker_config.join("config.json"));
-    }
-    exec.env.insert(
-        "DOCKER_CONFIG".into(),
-        docker_config.to_string_lossy().into_owned(),
-    );
     let mut actions_url = context
         .get("gitea_default_actions_url")
         .and_then(Value::as_str)
@@ -381,6 +440,10 @@ fn prepare(env: &TaskEnv, task: &proto::Task, context: &Value) -> Result<Prepare
     }
     exec.default_actions_url = actions_url;
     exec.insecure_actions = env.config.runner.insecure;
+    exec.clone_token = Some(CloneToken {
+        origin: address.clone(),
+        token: token.clone(),
+    });
     exec.local_checkout = false;
     exec.env
         .insert("GITEA_ACTIONS_RUNNER_VERSION".into(), env.version.clone());

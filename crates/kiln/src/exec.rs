@@ -76,14 +76,74 @@ pub struct ExecArgs {
     /// Seconds a cancelled step gets after SIGINT before it is killed.
     #[arg(long, default_value_t = 7.5)]
     kill_grace: f64,
+    /// Give jobs none of the runner's build doors: BUILDKIT_HOST, DOCKER_HOST and DOCKER_CONFIG
+    /// stay as they are in kiln's environment, and docker/* actions run as published.
+    #[arg(long)]
+    no_build_doors: bool,
 }
 
-pub fn run(args: ExecArgs) -> anyhow::Result<bool> {
+/// Where the build engine of `kiln exec` keeps its cache: the state directory of `kiln build`.
+pub struct EngineSettings {
+    pub root: PathBuf,
+    /// kiln.toml (`--config`), passed on to the engine.
+    pub config: Option<PathBuf>,
+    pub log: String,
+}
+
+pub fn run(args: ExecArgs, engine: EngineSettings) -> anyhow::Result<bool> {
     let runtime = tokio::runtime::Runtime::new().context("starting runtime")?;
-    runtime.block_on(run_async(args))
+    runtime.block_on(run_async(args, engine))
 }
 
-async fn run_async(args: ExecArgs) -> anyhow::Result<bool> {
+/// The runner's build doors for a local run, as `kiln daemon` gives them to each job: one engine
+/// (a `kiln buildkitd` child, started when a step first uses it) behind a `BUILDKIT_HOST` and a
+/// `DOCKER_HOST` socket, a private `DOCKER_CONFIG`, the native docker/* actions, and Dockerfile
+/// actions built by the engine.
+async fn open_build_doors(
+    args: &ExecArgs,
+    settings: &EngineSettings,
+    config: &mut ExecConfig,
+    dir: &Path,
+) -> anyhow::Result<(
+    Arc<kiln_runner::buildkit::BuildEngine>,
+    kiln_runner::doors::JobDoors,
+)> {
+    let mut global_args = vec![
+        "--root".to_string(),
+        settings.root.to_string_lossy().into_owned(),
+        "--log".to_string(),
+        settings.log.clone(),
+    ];
+    if let Some(c) = &settings.config {
+        global_args.extend(["--config".to_string(), c.to_string_lossy().into_owned()]);
+    }
+    let docker = config.docker.clone().unwrap_or_default();
+    let engine =
+        kiln_runner::buildkit::BuildEngine::on_demand(kiln_runner::buildkit::EngineCommand {
+            program: std::env::current_exe().context("finding the kiln binary")?,
+            global_args,
+            extra_addrs: Vec::new(),
+            tls_args: Vec::new(),
+            docker: true,
+            // `docker run` in a step reaches the daemon given with --docker-host.
+            docker_forward: (!args.docker_host.is_empty()).then(|| docker.address()),
+        })
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let doors = kiln_runner::doors::JobDoors::open(Some(&engine), "exec", dir)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    for warning in &doors.warnings {
+        eprintln!("WARNING: {warning}");
+    }
+    config.env.extend(doors.env.clone());
+    config.native = Some(Arc::new(kiln_runner::native::DockerActions));
+    if let Some(d) = config.docker.as_mut() {
+        d.builder = kiln_runner::containers::engine_builder(Some(engine.clone()));
+    }
+    Ok((engine, doors))
+}
+
+async fn run_async(args: ExecArgs, settings: EngineSettings) -> anyhow::Result<bool> {
     let repo = args
         .directory
         .canonicalize()
@@ -203,6 +263,13 @@ async fn run_async(args: ExecArgs) -> anyhow::Result<bool> {
         })
         .collect::<anyhow::Result<_>>()?;
 
+    let doors_dir = state_dir.join(format!("run-{}", std::process::id()));
+    let doors = if args.no_build_doors {
+        None
+    } else {
+        Some(open_build_doors(&args, &settings, &mut config, &doors_dir).await?)
+    };
+
     let cancel = CancellationToken::new();
     {
         let cancel = cancel.clone();
@@ -245,6 +312,11 @@ async fn run_async(args: ExecArgs) -> anyhow::Result<bool> {
                 ok = false;
             }
         }
+    }
+    if let Some((engine, doors)) = doors {
+        drop(doors);
+        engine.shutdown().await;
+        let _ = std::fs::remove_dir_all(&doors_dir);
     }
     Ok(ok)
 }
@@ -399,20 +471,8 @@ async fn print_events(mut rx: mpsc::UnboundedReceiver<RunEvent>, workflow: Strin
                         );
                     }
                     Event::Log { line, .. } => {
-                        let shown = if let Some(g) = line.strip_prefix("##[group]") {
-                            style.paint("1", &format!("▸ {g}"))
-                        } else if line.starts_with("##[endgroup]") {
+                        let Some(shown) = render_line(&style, line) else {
                             continue;
-                        } else if let Some(e) = line.strip_prefix("##[error]") {
-                            style.paint("31", &format!("Error: {e}"))
-                        } else if let Some(w) = line.strip_prefix("##[warning]") {
-                            style.paint("33", &format!("Warning: {w}"))
-                        } else if let Some(n) = line.strip_prefix("##[notice]") {
-                            style.paint("34", &format!("Notice: {n}"))
-                        } else if let Some(d) = line.strip_prefix("##[debug]") {
-                            style.paint("2", &format!("Debug: {d}"))
-                        } else {
-                            line
                         };
                         let _ = writeln!(out, "{prefix}   | {shown}");
                     }
@@ -420,4 +480,35 @@ async fn print_events(mut rx: mpsc::UnboundedReceiver<RunEvent>, workflow: Strin
             }
         }
     }
+}
+
+/// How a log row is shown on the terminal: groups and annotations (in act_runner's `::name::`
+/// form, which the executor writes, or kiln's own `##[name]` form) get a mark and a colour; the
+/// end of a group and the command lines Gitea's UI hides show nothing.
+fn render_line(style: &Style, line: String) -> Option<String> {
+    let command = |name: &str| {
+        line.strip_prefix(&format!("::{name}::"))
+            .or_else(|| line.strip_prefix(&format!("##[{name}]")))
+            .map(kiln_actions::commands::unescape_data)
+    };
+    if command("endgroup").is_some()
+        || ["::add-matcher", "##[add-matcher]", "::remove-matcher"]
+            .iter()
+            .any(|p| line.starts_with(p))
+    {
+        return None;
+    }
+    Some(if let Some(g) = command("group") {
+        style.paint("1", &format!("▸ {g}"))
+    } else if let Some(e) = command("error") {
+        style.paint("31", &format!("Error: {e}"))
+    } else if let Some(w) = command("warning") {
+        style.paint("33", &format!("Warning: {w}"))
+    } else if let Some(n) = command("notice") {
+        style.paint("34", &format!("Notice: {n}"))
+    } else if let Some(d) = command("debug") {
+        style.paint("2", &format!("Debug: {d}"))
+    } else {
+        line
+    })
 }

@@ -124,7 +124,20 @@ fn main_with(cli: Cli) -> ExitCode {
             .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
             .with_writer(std::io::stderr)
             .init();
-        return match exec::run(*args) {
+        let settings = exec::EngineSettings {
+            root: cli
+                .root
+                .clone()
+                .or_else(|| {
+                    config::KilnConfig::load(cli.config.as_deref())
+                        .ok()
+                        .and_then(|c| c.root)
+                })
+                .unwrap_or_else(config::default_root),
+            config: cli.config.clone(),
+            log: cli.log.clone(),
+        };
+        return match exec::run(*args, settings) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::FAILURE,
             Err(e) => {

@@ -101,6 +101,8 @@ pub struct LoadedAction {
 pub struct ActionCache {
     dir: PathBuf,
     insecure: bool,
+    /// Basic-auth password for clones from one host (see [`ExecConfig::clone_token`]).
+    token: Option<super::CloneToken>,
     /// `url@ref` → resolved tree, so one job fetches each reference once.
     resolved: Arc<Mutex<HashMap<String, PathBuf>>>,
 }
@@ -138,6 +140,7 @@ impl ActionCache {
         ActionCache {
             dir: config.action_cache.clone(),
             insecure: config.insecure_actions,
+            token: config.clone_token.clone(),
             resolved: Arc::default(),
         }
     }
@@ -201,11 +204,23 @@ impl ActionCache {
         }
         let started = Instant::now();
         let (dir, insecure) = (self.dir.clone(), self.insecure);
+        let token = self
+            .token
+            .as_ref()
+            .filter(|t| t.applies_to(url))
+            .map(|t| t.token.clone());
         let (url2, reference2) = (url.clone(), reference.clone());
         let (tree, fresh) = tokio::task::spawn_blocking(move || {
             // Held (until dropped at the end of this closure) across fetch and checkout.
             let _flock = lock_file(&repo_dir.with_extension("git.lock"))?;
-            fetch_tree(&dir, &repo_dir, &url2, &reference2, insecure)
+            fetch_tree(
+                &dir,
+                &repo_dir,
+                &url2,
+                &reference2,
+                insecure,
+                token.as_deref(),
+            )
         })
         .await
         .map_err(|e| e.to_string())?
@@ -342,6 +357,7 @@ fn fetch_tree(
     url: &str,
     reference: &str,
     insecure: bool,
+    token: Option<&str>,
 ) -> Result<(PathBuf, bool), String> {
     std::fs::create_dir_all(repo_dir)
         .map_err(|e| format!("cannot create {}: {e}", repo_dir.display()))?;
@@ -354,7 +370,7 @@ fn fetch_tree(
     let (commit, fresh) = match (is_full_sha(reference), local) {
         (true, Some(commit)) => (commit, true),
         (_, local) => {
-            let fetched = fetch(&repo, url, reference, insecure);
+            let fetched = fetch(&repo, url, reference, insecure, token);
             match (fetched, resolve(&repo, reference), local) {
                 (Ok(()), Some(commit), _) => (commit, true),
                 (Ok(()), None, _) => {
@@ -422,11 +438,16 @@ fn fetch(
     url: &str,
     reference: &str,
     insecure: bool,
+    token: Option<&str>,
 ) -> Result<(), String> {
     let mut remote = repo
         .remote_anonymous(url)
         .map_err(|e| e.message().to_string())?;
     let mut callbacks = git2::RemoteCallbacks::new();
+    if let Some(token) = token {
+        // As act_runner clones from its Gitea: user `token`, the task token as password.
+        callbacks.credentials(move |_, _, _| git2::Cred::userpass_plaintext("token", token));
+    }
     if insecure {
         callbacks.certificate_check(|_, _| Ok(git2::CertificateCheckStatus::CertificateOk));
     }

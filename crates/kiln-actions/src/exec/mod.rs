@@ -110,6 +110,9 @@ pub struct ExecConfig {
     pub kill_grace: Duration,
     /// Skip TLS verification when cloning actions.
     pub insecure_actions: bool,
+    /// The task token for clones from the Gitea instance (actions and reusable workflows of
+    /// private repositories); never sent to another host.
+    pub clone_token: Option<CloneToken>,
     /// The workspace is the local checkout the job came from (`kiln exec`): `actions/checkout` of
     /// the same repository is skipped, as `act` does.
     pub local_checkout: bool,
@@ -133,10 +136,38 @@ impl ExecConfig {
             env: BTreeMap::new(),
             kill_grace: crate::process::DEFAULT_GRACE,
             insecure_actions: false,
+            clone_token: None,
             local_checkout: false,
             native: None,
             docker: None,
         }
+    }
+}
+
+/// A token for git clones from one host, as basic auth `token:<token>`.
+#[derive(Clone)]
+pub struct CloneToken {
+    /// The Gitea instance's address (`https://host[:port]`); the token goes to its host only.
+    pub origin: String,
+    pub token: String,
+}
+
+impl CloneToken {
+    /// Whether a clone URL goes to this host and carries no credentials of its own (act_runner's
+    /// `shouldCloneURLUseToken`).
+    pub fn applies_to(&self, url: &str) -> bool {
+        let host_of = |u: &str| -> Option<String> {
+            let (_, rest) = u.split_once("://")?;
+            let authority = rest.split('/').next()?;
+            (!authority.contains('@')).then(|| authority.to_lowercase())
+        };
+        host_of(url).is_some_and(|h| Some(h) == host_of(&self.origin))
+    }
+}
+
+impl std::fmt::Debug for CloneToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CloneToken({}, ***)", self.origin)
     }
 }
 
@@ -609,4 +640,22 @@ pub fn job_condition(spec: &JobSpec) -> Result<bool, String> {
     let condition = job.if_cond.clone().unwrap_or_default();
     expr::evaluate_condition(&condition, &ctx)
         .map_err(|e| format!("{}: jobs.{}.if: {e}", spec.workflow.file_name, spec.job_id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CloneToken;
+
+    #[test]
+    fn clone_token_goes_to_the_instance_host_only() {
+        let t = CloneToken {
+            origin: "https://gitea.example:3000/".into(),
+            token: "t".into(),
+        };
+        assert!(t.applies_to("https://gitea.example:3000/org/repo"));
+        assert!(t.applies_to("http://GITEA.example:3000/org/repo"));
+        assert!(!t.applies_to("https://gitea.example/org/repo"));
+        assert!(!t.applies_to("https://github.com/org/repo"));
+        assert!(!t.applies_to("https://user:pw@gitea.example:3000/org/repo"));
+    }
 }
