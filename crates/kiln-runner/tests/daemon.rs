@@ -1,100 +1,15 @@
 //! The daemon against the fake Gitea: registration, tasks, logs, results, capacity, cancellation,
 //! drain, outages.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use kiln_gitea::fake::{FakeGitea, Fault, QueuedJob, TaskRecord};
+mod common;
+
+use common::{final_task, job, step_rows, Runner};
+use kiln_gitea::fake::{FakeGitea, Fault, QueuedJob};
 use kiln_gitea::proto;
-use kiln_runner::config::Config;
-use kiln_runner::daemon::{self, DaemonOptions};
-use kiln_runner::metrics::Metrics;
 use kiln_runner::register::{register, RegisterOptions};
-use tokio_util::sync::CancellationToken;
-
-struct Runner {
-    dir: tempfile::TempDir,
-    config: Config,
-}
-
-impl Runner {
-    async fn registered(gitea: &FakeGitea, labels: &[&str]) -> Runner {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::default();
-        config.runner.file = dir.path().join(".runner");
-        config.runner.fetch_interval = Duration::from_millis(100);
-        config.runner.log_report_interval = Duration::from_millis(200);
-        config.runner.report_close_timeout = Duration::from_secs(120);
-        config.host.workdir_parent = Some(dir.path().join("host"));
-        config.kiln.metrics_addr = String::new();
-        register(RegisterOptions {
-            instance: gitea.url(),
-            token: gitea.registration_token(),
-            name: "test-runner".into(),
-            labels: labels.iter().map(|s| s.to_string()).collect(),
-            ephemeral: false,
-            file: config.runner.file.clone(),
-            insecure: false,
-            version: "kiln-test".into(),
-            ping_attempts: 3,
-        })
-        .await
-        .unwrap();
-        Runner { dir, config }
-    }
-
-    fn start(
-        &self,
-    ) -> (
-        CancellationToken,
-        tokio::task::JoinHandle<Result<(), String>>,
-    ) {
-        let shutdown = CancellationToken::new();
-        let options = DaemonOptions {
-            config: self.config.clone(),
-            state_dir: self.dir.path().join("state"),
-            once: false,
-            version: "kiln-test".into(),
-            cache: None,
-            metrics: Arc::new(Metrics::default()),
-            build: None,
-        };
-        let s = shutdown.clone();
-        (
-            shutdown,
-            tokio::spawn(async move { daemon::run(options, s).await }),
-        )
-    }
-
-    fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
-    }
-}
-
-fn job(yaml: &str, job_id: &str) -> QueuedJob {
-    QueuedJob {
-        workflow_yaml: yaml.to_string(),
-        job_id: job_id.to_string(),
-        context: serde_json::json!({}),
-        secrets: BTreeMap::new(),
-        vars: BTreeMap::new(),
-    }
-}
-
-async fn final_task(gitea: &FakeGitea, id: i64, secs: u64) -> TaskRecord {
-    gitea
-        .wait_final(id, Duration::from_secs(secs))
-        .await
-        .unwrap_or_else(|| panic!("job {id} did not finish: {:?}", gitea.task(id)))
-}
-
-/// The rows of one step as Gitea's UI would show them.
-fn step_rows(task: &TaskRecord, step: usize) -> Vec<String> {
-    let s = &task.steps[step];
-    task.rows[s.log_index as usize..(s.log_index + s.log_length) as usize].to_vec()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queued_job_runs_and_everything_is_reported() {
@@ -144,13 +59,15 @@ jobs:
         task.rows[0].contains("received task") && task.rows[0].contains("job build"),
         "{all}"
     );
+    // A failed continue-on-error step is reported with its outcome, as act_runner does: red in
+    // Gitea while the job succeeds.
     let results: Vec<proto::Result> = task.steps.iter().map(|s| s.result).collect();
     assert_eq!(
         results,
         vec![
             proto::Result::Success,
             proto::Result::Success,
-            proto::Result::Success,
+            proto::Result::Failure,
             proto::Result::Skipped
         ]
     );
@@ -348,7 +265,8 @@ async fn restart_reuses_the_registration_and_bad_tasks_do_not_stop_the_daemon() 
     let gitea = FakeGitea::start().await;
     let runner = Runner::registered(&gitea, &["linux:host"]).await;
     let broken = gitea.queue_job(QueuedJob {
-        workflow_yaml: "on: push\njobs:\n  j:\n    runs-on: linux\n    steps:\n      - rn: oops\n"
+        // An unknown function in the second step: the job fails before its first step runs.
+        workflow_yaml: "on: push\njobs:\n  j:\n    runs-on: linux\n    steps:\n      - run: echo first-step-ran\n      - run: echo ${{ noSuchFunction('x') }}\n"
             .into(),
         ..job("", "j")
     });
@@ -361,7 +279,15 @@ async fn restart_reuses_the_registration_and_bad_tasks_do_not_stop_the_daemon() 
         let task = final_task(&gitea, broken, 30).await;
         assert_eq!(task.result, proto::Result::Failure);
         assert!(
-            task.rows.iter().any(|r| r.contains("unknown field `rn`")),
+            task.rows
+                .iter()
+                .any(|r| r.contains("Unrecognized function: 'noSuchFunction'")
+                    && r.contains("jobs.j.steps[1].run")),
+            "{:?}",
+            task.rows
+        );
+        assert!(
+            !task.rows.iter().any(|r| r == "first-step-ran"),
             "{:?}",
             task.rows
         );
