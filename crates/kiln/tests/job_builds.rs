@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -173,6 +172,16 @@ impl BuildRunner {
     }
 
     fn queue(&self, workflow: &str, job: &str, secrets: &[(&str, &str)]) -> i64 {
+        self.queue_with_vars(workflow, job, secrets, &[])
+    }
+
+    fn queue_with_vars(
+        &self,
+        workflow: &str,
+        job: &str,
+        secrets: &[(&str, &str)],
+        vars: &[(&str, &str)],
+    ) -> i64 {
         self.gitea.queue_job(QueuedJob {
             workflow_yaml: workflow.to_string(),
             job_id: job.into(),
@@ -181,7 +190,10 @@ impl BuildRunner {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
-            vars: BTreeMap::new(),
+            vars: vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         })
     }
 }
@@ -539,4 +551,112 @@ jobs:
     assert_eq!(containers.trim(), "[]", "containers left: {containers}");
     let (status, log) = runner.stop();
     assert!(status.success(), "{log}");
+}
+
+/// One workflow using every build door (buildctl on `BUILDKIT_HOST`, the docker CLI on
+/// `DOCKER_HOST`, the native build-push-action) runs the same under `kiln exec` and under the
+/// daemon, and every image reaches the registry.
+#[test]
+fn every_build_door_works_the_same_under_kiln_exec_and_the_daemon() {
+    let test = "every_build_door_works_the_same_under_kiln_exec_and_the_daemon";
+    let Some(docker) = docker_cli() else {
+        println!("SKIP {test}: docker CLI not found (KILN_TEST_DOCKER or PATH; Debian package docker.io)");
+        return;
+    };
+    let Some(env) = common::setup(test) else {
+        return;
+    };
+    let buildctl = common::buildctls().into_iter().last();
+    if buildctl.is_none() {
+        println!("SKIP {test} (buildctl part): buildctl not found (KILN_TEST_BUILDCTL, PATH, /opt/buildkit-*/bin)");
+    }
+    let image = env.image("doors");
+    let workflow = format!(
+        r#"
+on: push
+env:
+  DOCKER: {docker}
+  BUILDCTL: "{buildctl}"
+  TAG: {image}:${{{{ vars.MODE }}}}
+jobs:
+  doors:
+    runs-on: linux
+    steps:
+      - run: |
+          printf 'FROM {base}\nRUN echo built-through-a-door > /proof\n' > Dockerfile
+          echo "doors: BUILDKIT_HOST=$BUILDKIT_HOST DOCKER_HOST=$DOCKER_HOST"
+          test -S "${{BUILDKIT_HOST#unix://}}" && test -S "${{DOCKER_HOST#unix://}}"
+      - name: buildctl through BUILDKIT_HOST
+        run: |
+          if [ -z "$BUILDCTL" ]; then echo "no buildctl here"; exit 0; fi
+          "$BUILDCTL" --addr "$BUILDKIT_HOST" build --frontend dockerfile.v0 \
+            --local context=. --local dockerfile=. \
+            --output type=image,name=$TAG-buildctl,push=true
+      - name: docker CLI through DOCKER_HOST
+        run: |
+          "$DOCKER" build -t $TAG-docker .
+          "$DOCKER" push $TAG-docker
+      - name: the native build-push-action
+        uses: docker/build-push-action@v6
+        with:
+          context: .
+          push: true
+          tags: ${{{{ env.TAG }}}}-action
+"#,
+        docker = docker.display(),
+        buildctl = buildctl
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        base = env.base,
+    );
+    let pushed = |mode: &str| {
+        let mut doors = vec!["docker", "action"];
+        if buildctl.is_some() {
+            doors.push("buildctl");
+        }
+        for door in doors {
+            let config = env.config_of(&format!("{image}:{mode}-{door}"));
+            assert_eq!(
+                config["rootfs"]["diff_ids"].as_array().map(|a| a.len()),
+                Some(2),
+                "{mode}-{door}: {config}"
+            );
+        }
+    };
+
+    // Under the daemon.
+    let runner = BuildRunner::start(&env);
+    let id = runner.queue_with_vars(&workflow, "doors", &[], &[("MODE", "daemon")]);
+    let task = runner.wait(id);
+    let rows = task.rows.join("\n");
+    assert_eq!(task.result, proto::Result::Success, "{rows}");
+    pushed("daemon");
+    let (status, log) = runner.stop();
+    assert!(status.success(), "{log}");
+
+    // Under kiln exec, from a checkout, with the engine started when a step first uses it.
+    let checkout = env.work.path().join("checkout");
+    std::fs::create_dir_all(checkout.join(".gitea/workflows")).unwrap();
+    std::fs::write(checkout.join(".gitea/workflows/doors.yml"), &workflow).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("--root")
+        .arg(env.root.path().join("exec-builder"))
+        .args(["exec", "--var", "MODE=exec", "--state-dir"])
+        .arg(env.work.path().join("exec-state"))
+        .arg("-C")
+        .arg(&checkout)
+        .env("NO_COLOR", "1")
+        .env("DOCKER_CONFIG", env.work.path().join("user-docker-config"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("doors: BUILDKIT_HOST=unix://") && stdout.contains("DOCKER_HOST=unix://"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("performed by kiln itself"), "{stdout}");
+    pushed("exec");
 }
