@@ -4,13 +4,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use prost::Message;
 
+use super::git_http;
 use super::protojson::{FromJson, ToJson};
 use super::state::RpcError;
 use super::{Fault, Shared};
@@ -20,8 +21,16 @@ use crate::Code;
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/api/actions/{service}/{method}", post(handle))
-        .fallback(|| async { (StatusCode::NOT_FOUND, "404 page not found\n") })
+        .fallback(fallback)
         .with_state(shared)
+}
+
+/// Repository paths (`/<owner>/<repo>/…`) go to git; everything else is unknown.
+async fn fallback(State(shared): State<Arc<Shared>>, req: Request) -> Response {
+    match git_http::route(req.uri().path()) {
+        Some(route) => git_http::serve(&shared, route, req).await,
+        None => (StatusCode::NOT_FOUND, "404 page not found\n").into_response(),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,6 +16,10 @@
 //!
 //! Hooks queue runs, cancel jobs and runs, delete runners and inject faults.
 //!
+//! It also serves bare repositories over git's smart HTTP at `<url>/<owner>/<repo>[.git]`, as
+//! Gitea does, private ones only to a running task's token (`git_http`,
+//! [`FakeGitea::serve_repositories`]).
+//!
 //! ```no_run
 //! # async fn demo() {
 //! use kiln_gitea::fake::{FakeGitea, QueuedRun};
@@ -42,6 +46,7 @@
 
 mod context;
 mod emitter;
+mod git_http;
 mod http;
 mod jobparser;
 mod protojson;
@@ -50,12 +55,14 @@ mod state;
 mod types;
 mod yaml;
 
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::proto;
 use state::Db;
 
+pub use git_http::GitRequest;
 pub use types::{
     Fault, JobRecord, JobStatus, QueuedJob, QueuedRun, RunnerRecord, StepRecord, TaskRecord,
 };
@@ -65,12 +72,17 @@ pub(crate) struct Shared {
     fault: Mutex<Fault>,
     legacy_errors: Mutex<bool>,
     calls: Mutex<Vec<String>>,
+    git: Mutex<git_http::GitState>,
 }
 
 impl Shared {
     fn db(&self) -> MutexGuard<'_, Db> {
         // A panicking test thread must not wedge the other assertions.
         self.db.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn git(&self) -> MutexGuard<'_, git_http::GitState> {
+        self.git.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -99,6 +111,7 @@ impl FakeGitea {
             fault: Mutex::new(Fault::None),
             legacy_errors: Mutex::new(false),
             calls: Mutex::new(Vec::new()),
+            git: Mutex::new(Default::default()),
         });
         let app = http::router(shared.clone());
         let server = tokio::spawn(async move {
@@ -299,5 +312,27 @@ impl FakeGitea {
     /// Capabilities announced in Declare's `X-Gitea-Actions-Capabilities` header (default none).
     pub fn set_capabilities(&self, caps: &[&str]) {
         self.shared.db().capabilities = caps.iter().map(|s| s.to_string()).collect();
+    }
+
+    /// Serves the bare repositories `<root>/<owner>/<repo>.git` over git's smart HTTP at
+    /// `<url>/<owner>/<repo>` and `<url>/<owner>/<repo>.git`, read-only, as Gitea serves them
+    /// (names match without regard to case). Until called, those paths are 404.
+    pub fn serve_repositories(&self, root: &Path) {
+        self.shared.git().root = Some(root.to_path_buf());
+    }
+
+    /// Makes `owner/repo` private: only requests signed in with the token of a running task (a
+    /// claimed task without a final result) may clone it, as Gitea lets a task's token do.
+    /// Anonymous requests get 401 with `WWW-Authenticate: Basic realm="Gitea"`.
+    pub fn set_private(&self, owner_repo: &str) {
+        self.shared
+            .git()
+            .private
+            .insert(git_http::private_key(owner_repo));
+    }
+
+    /// The git requests received, in order, with the token each presented.
+    pub fn git_requests(&self) -> Vec<GitRequest> {
+        self.shared.git().requests.clone()
     }
 }
