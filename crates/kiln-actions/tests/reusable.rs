@@ -228,3 +228,33 @@ jobs:
     );
     assert!(run.has("after|remote image registry/remote:push"), "{log}");
 }
+
+/// Newer Gitea expands a caller on the server and sends each called job as a `workflow_call`
+/// event with the caller's inputs in the payload: declared inputs take their defaults and types
+/// from the called workflow's `on.workflow_call`, as act's `getEvaluatorInputs` does.
+#[test]
+fn jobs_of_a_call_expanded_by_gitea_read_their_inputs_from_the_event() {
+    let wf = kiln_actions::model::Workflow::parse_job_payload("build.yml", CALLED).unwrap();
+    let event = serde_json::json!({"inputs": {"name": "from-gitea", "loud": "true"}});
+    assert_eq!(
+        wf.inputs_for("workflow_call", &event),
+        serde_json::json!({"name": "from-gitea", "loud": true, "count": 3})
+    );
+    // Another event: the payload's inputs as they are.
+    assert_eq!(
+        wf.inputs_for("push", &event),
+        serde_json::json!({"name": "from-gitea", "loud": "true"})
+    );
+    let dispatch = kiln_actions::model::Workflow::parse(
+        "d.yml",
+        "on:\n  workflow_dispatch:\n    inputs:\n      env: { default: staging }\n      dry: { type: boolean, default: true }\njobs:\n  a:\n    runs-on: x\n    steps: [{run: 'true'}]\n",
+    )
+    .unwrap();
+    assert_eq!(
+        dispatch.inputs_for(
+            "workflow_dispatch",
+            &serde_json::json!({"inputs": {"dry": "false"}})
+        ),
+        serde_json::json!({"env": "staging", "dry": false})
+    );
+}

@@ -390,10 +390,13 @@ fn prepare(env: &TaskEnv, task: &proto::Task, context: &Value) -> Result<Prepare
         let outputs: BTreeMap<&String, &String> = need.outputs.iter().collect();
         needs.insert(id.clone(), json!({ "result": result, "outputs": outputs }));
     }
-    let inputs = context
-        .pointer("/event/inputs")
-        .cloned()
-        .unwrap_or_else(|| json!({}));
+    let inputs = workflow.inputs_for(
+        context
+            .get("event_name")
+            .and_then(Value::as_str)
+            .unwrap_or_default(),
+        context.get("event").unwrap_or(&Value::Null),
+    );
     let repository = context
         .get("repository")
         .and_then(Value::as_str)

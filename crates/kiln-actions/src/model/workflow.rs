@@ -7,7 +7,7 @@ use super::types::{
 };
 use serde::de::{self, value::MapAccessDeserializer, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -69,6 +69,40 @@ impl Workflow {
         wf.validate(text, needs_outside)?;
         super::check::check_expressions(file_name, text)?;
         Ok(wf)
+    }
+
+    /// The `inputs` context of a run triggered by `event_name` with this payload, as act reads
+    /// it (`getEvaluatorInputs`): for `workflow_dispatch` and `workflow_call` every declared
+    /// input, from the event's `inputs` or else its default, booleans as booleans; for other
+    /// events the event's `inputs` as they are. (Newer Gitea sends the jobs of a called workflow
+    /// as `workflow_call` events with the caller's inputs in the payload.)
+    pub fn inputs_for(&self, event_name: &str, event: &Value) -> Value {
+        let given = event.get("inputs").and_then(Value::as_object);
+        let declared = match event_name {
+            "workflow_dispatch" => self.on.workflow_dispatch().map(|d| &d.inputs),
+            "workflow_call" => self.on.workflow_call().map(|c| &c.inputs),
+            _ => None,
+        };
+        let Some(declared) = declared else {
+            return given
+                .cloned()
+                .map(Value::Object)
+                .unwrap_or_else(|| json!({}));
+        };
+        let mut inputs = given.cloned().unwrap_or_default();
+        for (name, input) in declared.iter() {
+            let value = given
+                .and_then(|g| g.get(name))
+                .or(input.default.as_ref())
+                .cloned()
+                .unwrap_or(Value::Null);
+            let value = match (input.input_type.as_deref(), value) {
+                (Some("boolean"), Value::String(s)) => Value::Bool(s == "true"),
+                (_, v) => v,
+            };
+            inputs.insert(name.to_string(), value);
+        }
+        Value::Object(inputs)
     }
 
     /// The job with this id.
