@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::time::Duration;
 
 use common::Runner;
@@ -14,9 +15,14 @@ use kiln_gitea::proto;
 /// Queue a workflow run, let a runner of capacity 2 run it, and return every job and its task.
 async fn run(yaml: &str) -> (FakeGitea, Vec<(JobRecord, Option<TaskRecord>)>) {
     let gitea = FakeGitea::start().await;
-    let mut runner = Runner::registered(&gitea, &["linux:host"]).await;
+    let jobs = run_on(&gitea, QueuedRun::new(yaml)).await;
+    (gitea, jobs)
+}
+
+async fn run_on(gitea: &FakeGitea, queued: QueuedRun) -> Vec<(JobRecord, Option<TaskRecord>)> {
+    let mut runner = Runner::registered(gitea, &["linux:host"]).await;
     runner.config.runner.capacity = 2;
-    let run_id = gitea.queue_run(QueuedRun::new(yaml));
+    let run_id = gitea.queue_run(queued);
     let (shutdown, handle) = runner.start();
     let jobs = gitea
         .wait_run(run_id, Duration::from_secs(120))
@@ -24,14 +30,12 @@ async fn run(yaml: &str) -> (FakeGitea, Vec<(JobRecord, Option<TaskRecord>)>) {
         .unwrap_or_else(|| panic!("the run did not finish: {:#?}", gitea.run_jobs(run_id)));
     shutdown.cancel();
     handle.await.unwrap().unwrap();
-    let jobs = jobs
-        .into_iter()
+    jobs.into_iter()
         .map(|j| {
             let task = gitea.task(j.id);
             (j, task)
         })
-        .collect();
-    (gitea, jobs)
+        .collect()
 }
 
 fn job<'a>(
@@ -227,4 +231,158 @@ jobs:
     assert_eq!(job(&jobs, "test (2)").0.status, JobStatus::Failure);
     let report = rows(&job(&jobs, "report").1);
     assert!(report.contains("tests failure"), "{report}");
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@e",
+            "-c",
+            "init.defaultBranch=main",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A repository with these files, committed (and tagged `v1`) and served by the fake Gitea as
+/// `owner/name`; returns the commit.
+fn serve(root: &Path, work: &Path, owner_name: &str, files: &[(&str, &str)]) -> String {
+    let src = work.join(owner_name);
+    for (path, text) in files {
+        let p = src.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    git(&src, &["init", "-q"]);
+    git(&src, &["add", "-A"]);
+    git(&src, &["commit", "-qm", "files"]);
+    git(&src, &["tag", "v1"]);
+    let bare = root.join(format!("{owner_name}.git"));
+    std::fs::create_dir_all(bare.parent().unwrap()).unwrap();
+    git(
+        work,
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            src.to_str().unwrap(),
+            bare.to_str().unwrap(),
+        ],
+    );
+    git(&src, &["rev-parse", "HEAD"])
+}
+
+const CALLED: &str = r#"
+on:
+  workflow_call:
+    inputs:
+      name: { type: string, required: true }
+    secrets:
+      token: { required: true }
+    outputs:
+      image:
+        value: ${{ jobs.build.outputs.image }}
+jobs:
+  build:
+    runs-on: linux
+    outputs:
+      image: ${{ steps.t.outputs.image }}
+    steps:
+      - run: echo "building ${{ inputs.name }} with token ${{ secrets.token }}"
+      - id: t
+        run: echo "image=registry/${{ inputs.name }}:1" >> "$GITHUB_OUTPUT"
+"#;
+
+/// Gitea up to 1.25 sends a job that calls a reusable workflow to the runner as it is written.
+/// The called jobs run in the caller's task: a `./` workflow comes from the (private) repository
+/// on the instance at the run's commit, cloned with the task token; a remote one from the
+/// instance too; the caller's outputs reach a later job through Gitea.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reusable_workflow_callers_run_their_called_jobs() {
+    let gitea = FakeGitea::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (root, work) = (dir.path().join("repos"), dir.path().join("work"));
+    let sha = serve(
+        &root,
+        &work,
+        "owner/app",
+        &[(".gitea/workflows/build.yml", CALLED)],
+    );
+    serve(
+        &root,
+        &work,
+        "org/lib",
+        &[(".github/workflows/lib.yml", CALLED)],
+    );
+    gitea.serve_repositories(&root);
+    gitea.set_private("owner/app");
+
+    let mut queued = QueuedRun::new(
+        r#"
+on: push
+jobs:
+  local:
+    uses: ./.gitea/workflows/build.yml
+    with:
+      name: app
+    secrets:
+      token: ${{ secrets.DEPLOY }}
+  remote:
+    uses: org/lib/.github/workflows/lib.yml@v1
+    with:
+      name: lib
+    secrets: inherit
+  after:
+    needs: [local, remote]
+    runs-on: linux
+    steps:
+      - run: echo "got ${{ needs.local.outputs.image }} and ${{ needs.remote.outputs.image }}"
+"#,
+    );
+    queued.context = serde_json::json!({ "sha": sha, "repository": "owner/app" });
+    queued
+        .secrets
+        .insert("DEPLOY".into(), "deploy-s3cret".into());
+    queued.secrets.insert("TOKEN".into(), "inherited".into());
+    let jobs = run_on(&gitea, queued).await;
+
+    let (local, task) = job(&jobs, "local");
+    let log = rows(task);
+    assert_eq!(local.status, JobStatus::Success, "{log}");
+    assert!(log.contains("building app with token ***"), "{log}");
+    assert!(!log.contains("deploy-s3cret"), "{log}");
+    assert_eq!(
+        task.as_ref()
+            .unwrap()
+            .outputs
+            .get("image")
+            .map(String::as_str),
+        Some("registry/app:1")
+    );
+    let (remote, task) = job(&jobs, "remote");
+    assert_eq!(remote.status, JobStatus::Success, "{}", rows(task));
+    let after = rows(&job(&jobs, "after").1);
+    assert!(
+        after.contains("got registry/app:1 and registry/lib:1"),
+        "{after}"
+    );
+    // The private repository was read with a running task's token.
+    let requests = gitea.git_requests();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.path.starts_with("/owner/app") && r.task_id.is_some() && r.status == 200),
+        "{requests:#?}"
+    );
 }
