@@ -600,7 +600,7 @@ impl Runner {
 /// The status a job's `if:` sees, from the results in a `needs` context (`{ job: { result } }`):
 /// cancelled when a needed job was cancelled, else failure when one failed, else skipped when one
 /// was skipped (or has no result), else success.
-pub(crate) fn needs_status(needs: &Value) -> Status {
+fn needs_status(needs: &Value) -> Status {
     let results: Vec<&str> = needs
         .as_object()
         .map(|m| {
@@ -621,6 +621,22 @@ pub(crate) fn needs_status(needs: &Value) -> Status {
     }
 }
 
+/// The contexts of a job's own keys (`if`, `strategy`, `with`, `secrets` of a caller): no
+/// `steps`, `env` or `runner` yet, and the status of the jobs it needs.
+pub(crate) fn job_contexts(spec: &JobSpec) -> Contexts {
+    let mut ctx = Contexts::default();
+    ctx.set("github", spec.github.clone());
+    ctx.set("gitea", spec.github.clone());
+    ctx.set("needs", spec.needs.clone());
+    ctx.set("vars", json!(spec.vars));
+    ctx.set("inputs", spec.inputs.clone());
+    ctx.set("secrets", json!(spec.secrets));
+    ctx.set("matrix", Value::Object(spec.matrix.clone()));
+    ctx.set("strategy", spec.strategy.clone());
+    ctx.status = needs_status(&spec.needs);
+    ctx
+}
+
 /// Evaluate the job's `if:` (default `success()`) against the results of the jobs it needs, as
 /// given in `spec.needs` (`{ job: { result: "success" | "failure" | ... } }`).
 pub fn job_condition(spec: &JobSpec) -> Result<bool, String> {
@@ -628,15 +644,7 @@ pub fn job_condition(spec: &JobSpec) -> Result<bool, String> {
         .workflow
         .job(&spec.job_id)
         .ok_or_else(|| format!("{}: no job `{}`", spec.workflow.file_name, spec.job_id))?;
-    let mut ctx = Contexts::default();
-    ctx.set("github", spec.github.clone());
-    ctx.set("gitea", spec.github.clone());
-    ctx.set("needs", spec.needs.clone());
-    ctx.set("vars", json!(spec.vars));
-    ctx.set("inputs", spec.inputs.clone());
-    ctx.set("matrix", Value::Object(spec.matrix.clone()));
-    ctx.set("strategy", spec.strategy.clone());
-    ctx.status = needs_status(&spec.needs);
+    let ctx = job_contexts(spec);
     let condition = job.if_cond.clone().unwrap_or_default();
     expr::evaluate_condition(&condition, &ctx)
         .map_err(|e| format!("{}: jobs.{}.if: {e}", spec.workflow.file_name, spec.job_id))

@@ -93,6 +93,8 @@ struct RunShared {
     /// Where `owner/repo/…@ref` reusable workflows are cloned from.
     workflows_url: String,
     actions: ActionCache,
+    /// Values every job masks besides its secrets (a runner task's tokens).
+    masks: Vec<String>,
 }
 
 /// One workflow being run: the top-level one, or one called by a job.
@@ -125,6 +127,7 @@ pub async fn run_workflow(
         config,
         tx,
         local: LocalWorkflows::Workspace(run.workspace.clone()),
+        masks: Vec::new(),
     });
     let scope = Scope {
         workflow: run.workflow.clone(),
@@ -169,10 +172,9 @@ pub async fn run_caller_job(
         config,
         tx,
         local: sources.local,
+        masks: spec.masks.clone(),
     });
-    let mut ctx = job_contexts(&spec);
-    ctx.set("matrix", Value::Object(spec.matrix.clone()));
-    ctx.set("strategy", spec.strategy.clone());
+    let ctx = exec::job_contexts(&spec);
     let caller = Caller {
         workflow: spec.workflow.clone(),
         job_id: spec.job_id.clone(),
@@ -208,15 +210,18 @@ fn call_workflow(
     cancel: CancellationToken,
 ) -> BoxFuture<(Outcome, BTreeMap<String, String>)> {
     Box::pin(async move {
-        let fail = |message: String| {
+        let log = |line: String| {
             let _ = shared.tx.send(RunEvent::Job {
                 key: caller.key.clone(),
                 event: Event::Log {
                     step: None,
                     time: std::time::SystemTime::now(),
-                    line: format!("##[error]{message}"),
+                    line,
                 },
             });
+        };
+        let fail = |message: String| {
+            log(format!("##[error]{message}"));
             (Outcome::Failure, BTreeMap::new())
         };
         let job = caller
@@ -267,7 +272,6 @@ fn call_workflow(
             prefix: format!("{}/", caller.key),
             depth: caller.depth + 1,
         };
-        let workflow = scope.workflow.clone();
         let summary = match run_scope(shared.clone(), scope, cancel).await {
             Ok(s) => s,
             Err(e) => return fail(e),
@@ -287,20 +291,9 @@ fn call_workflow(
             .collect();
         let mut ctx = caller.ctx.clone();
         ctx.set("inputs", summary.inputs.clone());
-        let (outputs, warnings) = reusable::caller_outputs(
-            workflow.on.workflow_call().unwrap_or(&call),
-            Value::Object(jobs),
-            &ctx,
-        );
+        let (outputs, warnings) = reusable::caller_outputs(&call, Value::Object(jobs), &ctx);
         for w in warnings {
-            let _ = shared.tx.send(RunEvent::Job {
-                key: caller.key.clone(),
-                event: Event::Log {
-                    step: None,
-                    time: std::time::SystemTime::now(),
-                    line: format!("##[warning]{w}"),
-                },
-            });
+            log(format!("##[warning]{w}"));
         }
         (result, outputs)
     })
@@ -356,9 +349,9 @@ fn run_scope(
                                 .find(|(name, _)| name == label)
                                 .map(|(_, image)| image.clone())
                         }),
-                    masks: Vec::new(),
+                    masks: shared.masks.clone(),
                 };
-                let ctx = job_contexts(&base);
+                let ctx = exec::job_contexts(&base);
                 let name = format!(
                     "{}{}",
                     scope.prefix,
@@ -537,20 +530,6 @@ fn needs_context(needs: &[String], summary: &RunSummary) -> Value {
         );
     }
     Value::Object(m)
-}
-
-/// Contexts for job-level expressions (`if`, matrix, strategy): `success()` means every needed
-/// job succeeded.
-fn job_contexts(spec: &JobSpec) -> Contexts {
-    let mut ctx = Contexts::default();
-    ctx.set("github", spec.github.clone());
-    ctx.set("gitea", spec.github.clone());
-    ctx.set("needs", spec.needs.clone());
-    ctx.set("vars", json!(spec.vars));
-    ctx.set("inputs", spec.inputs.clone());
-    ctx.set("secrets", json!(spec.secrets));
-    ctx.status = exec::needs_status(&spec.needs);
-    ctx
 }
 
 fn expand(
