@@ -196,7 +196,7 @@ jobs:
         "host|marker.txt",
         "host|output hi-kiln",
         // post-entrypoint: the same image and args, `echo` as the entrypoint.
-        "host|##[group]Post Run ./.github/actions/greet",
+        "host|::group::Post Run ./.github/actions/greet",
         "host|-c echo \"hello kiln in",
     ] {
         assert!(run.has(needle), "missing `{needle}`:\n{}", run.log());

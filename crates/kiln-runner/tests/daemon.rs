@@ -91,12 +91,7 @@ jobs:
     }
     assert!(
         task.rows.last().unwrap().is_empty()
-            || task
-                .rows
-                .iter()
-                .rev()
-                .take(3)
-                .any(|r| r.contains("Job success")),
+            || task.rows.iter().rev().take(3).any(|r| r == "Job succeeded"),
         "{all}"
     );
     assert!(task.stopped.is_some() && task.started.is_some());

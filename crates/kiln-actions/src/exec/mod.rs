@@ -312,14 +312,15 @@ fn finish(out: &Emitter, tracking_id: &str, started: Instant, result: JobResult)
             &format!("Cleaning up orphan processes: {killed} killed"),
         );
     }
-    out.log(
-        None,
-        &format!(
-            "Job {} in {:.1}s",
-            result.result,
-            started.elapsed().as_secs_f64()
-        ),
-    );
+    // act_runner's last row ("Job succeeded" / "Job failed"); the time goes to the trace log.
+    tracing::debug!(result = %result.result, elapsed = ?started.elapsed(), "job finished");
+    let word = match result.result {
+        Outcome::Success => "succeeded",
+        Outcome::Failure => "failed",
+        Outcome::Cancelled => "cancelled",
+        Outcome::Skipped => "skipped",
+    };
+    out.log(None, &format!("Job {word}"));
     result
 }
 

@@ -5,6 +5,96 @@ use std::collections::BTreeMap;
 use super::Emitter;
 use crate::commands::{annotation_row, CommandGate, Line};
 use crate::mask::LineBuffer;
+use crate::model::Step;
+
+/// The rows act_runner (like GitHub's runner) prints before a `run:` step's output, in a group
+/// Gitea's UI folds: `Run <first line>`, the script, the shell, and the variables the step
+/// itself declares (`env:` in its order, without the runner's own).
+pub(crate) fn script_header(
+    script: &str,
+    step: &Step,
+    shell: &str,
+    env: &BTreeMap<String, String>,
+) -> Vec<String> {
+    let script = script.replace("\r\n", "\n");
+    let script = script.trim_end_matches('\n');
+    let first = script.trim_start().lines().next().unwrap_or("");
+    let title = if !first.is_empty() {
+        first.to_string()
+    } else {
+        step.name
+            .clone()
+            .or_else(|| step.id.clone())
+            .unwrap_or_default()
+    };
+    let mut rows = vec![format!("::group::Run {}", escape(&title))];
+    if !script.is_empty() {
+        rows.extend(script.split('\n').map(str::to_string));
+    }
+    rows.push(format!("shell: {shell}"));
+    rows.extend(env_block(step, env));
+    rows.push("::endgroup::".into());
+    rows
+}
+
+/// The rows act_runner prints before a `uses:` step's output, which stays inside the group (the
+/// caller closes it with `::endgroup::` after the action): `Run <name or uses>`, the `with:`
+/// inputs as written, sorted, and the step's own `env:`.
+pub(crate) fn action_header(step: &Step, env: &BTreeMap<String, String>) -> Vec<String> {
+    let title = step
+        .name
+        .clone()
+        .filter(|n| !n.is_empty())
+        .or_else(|| step.uses.clone())
+        .unwrap_or_default();
+    let mut rows = vec![format!("::group::Run {}", escape(&title))];
+    if !step.with.is_empty() {
+        rows.push("with:".into());
+        let mut with: Vec<(&str, &String)> = step.with.iter().collect();
+        with.sort();
+        for (k, v) in with {
+            rows.extend(keyed(k, v));
+        }
+    }
+    rows.extend(env_block(step, env));
+    rows
+}
+
+fn env_block(step: &Step, env: &BTreeMap<String, String>) -> Vec<String> {
+    let visible: Vec<&str> = step.env.keys().filter(|k| !internal(k)).collect();
+    if visible.is_empty() {
+        return Vec::new();
+    }
+    let mut rows = vec!["env:".to_string()];
+    for k in visible {
+        rows.extend(keyed(k, env.get(k).map(String::as_str).unwrap_or("")));
+    }
+    rows
+}
+
+/// `  key: first line`, then `    line` for each further line: Gitea stores a row per line.
+fn keyed(key: &str, value: &str) -> Vec<String> {
+    let value = value.replace("\r\n", "\n");
+    let mut lines = value.split('\n');
+    let mut rows = vec![format!("  {key}: {}", lines.next().unwrap_or(""))];
+    rows.extend(lines.map(|l| format!("    {l}")));
+    rows
+}
+
+/// Variables the runner sets itself, left out of the header as act_runner and GitHub do.
+fn internal(key: &str) -> bool {
+    matches!(key, "PATH" | "HOME" | "CI")
+        || ["GITHUB_", "GITEA_", "RUNNER_", "INPUT_"]
+            .iter()
+            .any(|p| key.starts_with(p))
+}
+
+/// A command's message, escaped as the runner escapes it (`%`, CR, LF).
+fn escape(s: &str) -> String {
+    s.replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
+}
 
 /// Turns a step's output into log lines and workflow-command effects.
 pub(crate) struct OutputHandler {
@@ -222,6 +312,58 @@ mod tests {
         for (name, debug, lines, want) in cases {
             assert_eq!(rows(*debug, lines), *want, "{name}");
         }
+    }
+
+    #[test]
+    fn step_headers_are_act_runners() {
+        let step: Step = serde_yaml_ng::from_str(
+            "run: x\nenv:\n  ZED: z\n  ALPHA: \"${{ 1 }}\"\n  GITHUB_TOKEN: t\n  MULTI: m",
+        )
+        .unwrap();
+        let env: BTreeMap<String, String> = [
+            ("ZED", "z"),
+            ("ALPHA", "1"),
+            ("GITHUB_TOKEN", "t"),
+            ("MULTI", "one\ntwo"),
+            ("JOB_LEVEL", "hidden"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(
+            script_header(
+                "\n  echo 100% done\necho two\n\n",
+                &step,
+                "bash -e {0}",
+                &env
+            ),
+            [
+                "::group::Run echo 100%25 done",
+                "",
+                "  echo 100% done",
+                "echo two",
+                "shell: bash -e {0}",
+                "env:",
+                "  ZED: z",
+                "  ALPHA: 1",
+                "  MULTI: one",
+                "    two",
+                "::endgroup::",
+            ]
+        );
+        let step: Step = serde_yaml_ng::from_str(
+            "uses: actions/setup-node@v4\nwith:\n  node-version: '20'\n  cache: npm",
+        )
+        .unwrap();
+        assert_eq!(
+            action_header(&step, &env),
+            [
+                "::group::Run actions/setup-node@v4",
+                "with:",
+                "  cache: npm",
+                "  node-version: 20",
+            ]
+        );
     }
 
     #[test]

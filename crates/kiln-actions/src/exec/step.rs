@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::actions::{ActionRef, LoadedAction};
 use super::docker::action::{run_action_container, ActionContainer};
 use super::env::{resolve_container_shell, resolve_shell, which, ActionIdentity};
-use super::output::OutputHandler;
+use super::output::{action_header, script_header, OutputHandler};
 use super::{Event, JobSpec, Outcome, Runner};
 use crate::envfile;
 use crate::expr::{self, Contexts, Status};
@@ -192,7 +192,7 @@ impl Runner {
             }
         }
         let display = format!("Pre {}", self.step_display(step, index, &ctx));
-        self.out.log(None, &format!("##[group]{display}"));
+        self.out.log(None, &format!("::group::{display}"));
         let Ok((inputs_env, inputs)) = self.action_inputs(&loaded.action, step, &ctx) else {
             return;
         };
@@ -224,7 +224,7 @@ impl Runner {
                 }
                 Err(e) => self.out.log(None, &format!("##[error]{e}")),
             }
-            self.out.log(None, "##[endgroup]");
+            self.out.log(None, "::endgroup::");
             return;
         }
         let Some(pre) = node_pre else { return };
@@ -242,7 +242,7 @@ impl Runner {
                 cancel,
             )
             .await;
-        self.out.log(None, "##[endgroup]");
+        self.out.log(None, "::endgroup::");
         match result {
             Ok(r) => {
                 self.state.action_state.insert(index, r.state);
@@ -307,12 +307,12 @@ impl Runner {
             }
         }
         self.out
-            .log(None, &format!("##[group]Post {}", post.display));
+            .log(None, &format!("::group::Post {}", post.display));
         if let Some(container) = post.docker.clone() {
             // Errors and the exit code are logged by the run itself.
             self.run_docker_step(None, container, &post.env, &post.identity, None, cancel)
                 .await;
-            self.out.log(None, "##[endgroup]");
+            self.out.log(None, "::endgroup::");
             return;
         }
         let Some(main) = node_post else { return };
@@ -328,7 +328,7 @@ impl Runner {
                 cancel,
             )
             .await;
-        self.out.log(None, "##[endgroup]");
+        self.out.log(None, "::endgroup::");
         match result {
             Ok(r) if !r.exit.success() => self.out.log(None, &format!("##[error]{}", r.exit)),
             Ok(_) => {}
@@ -371,13 +371,13 @@ impl Runner {
                     // section in the log.
                     let nested = scope.depth > 0;
                     if nested {
-                        self.out.log(log_step, &format!("##[group]{display}"));
+                        self.out.log(log_step, &format!("::group::{display}"));
                     }
                     let run = self
                         .run_body(index, step, scope, display, &env, cancel)
                         .await;
                     if nested {
-                        self.out.log(log_step, "##[endgroup]");
+                        self.out.log(log_step, "::endgroup::");
                     }
                     Some(run)
                 }
@@ -467,6 +467,35 @@ impl Runner {
                 .run_script(step, run, scope, &env, &ctx, timeout, cancel)
                 .await;
         }
+        // A job step's action runs inside the group of its header, as with act_runner.
+        let header = scope.depth == 0;
+        if header {
+            for row in action_header(step, &env) {
+                self.out.log(log_step, &row);
+            }
+        }
+        let run = self
+            .run_uses(index, step, scope, display, &env, &ctx, timeout, cancel)
+            .await;
+        if header {
+            self.out.log(log_step, "::endgroup::");
+        }
+        run
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run_uses(
+        &mut self,
+        index: usize,
+        step: &Step,
+        scope: &mut Scope,
+        display: &str,
+        env: &BTreeMap<String, String>,
+        ctx: &Contexts,
+        timeout: Option<Duration>,
+        cancel: &CancellationToken,
+    ) -> StepRun {
+        let log_step = scope.log_step;
         let uses = step.uses.as_deref().unwrap_or_default();
         let action_ref = match ActionRef::parse(uses, &self.config.default_actions_url) {
             Ok(r) => r,
@@ -1159,23 +1188,11 @@ impl Runner {
             );
             return StepRun::failed();
         }
-        // The header GitHub prints: the script, the shell and the step's own environment.
+        // The header act_runner and GitHub print: the script, the shell and the step's own env.
         if scope.depth == 0 {
-            self.out.log(
-                log_step,
-                &format!("##[group]Run {}", script.lines().next().unwrap_or("")),
-            );
-            for line in script.lines() {
-                self.out.log(log_step, line);
+            for row in script_header(&script, step, &shell.display, env) {
+                self.out.log(log_step, &row);
             }
-            self.out.log(log_step, &format!("shell: {}", shell.display));
-            if !env.is_empty() {
-                self.out.log(log_step, "env:");
-                for (k, v) in env {
-                    self.out.log(log_step, &format!("  {k}: {v}"));
-                }
-            }
-            self.out.log(log_step, "##[endgroup]");
         }
         let script_arg = script_path.to_string_lossy().into_owned();
         let args = shell

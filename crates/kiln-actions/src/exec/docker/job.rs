@@ -116,7 +116,7 @@ impl Runner {
 
         for (name, svc) in &services {
             log(&format!(
-                "##[group]Starting service container `{name}` ({})",
+                "::group::Starting service container `{name}` ({})",
                 svc.image
             ));
             session
@@ -149,11 +149,11 @@ impl Runner {
                 .await
                 .map_err(|e| format!("service `{name}`: {e}"))?;
             log(&format!("Service `{name}` started as {cname}"));
-            log("##[endgroup]");
+            log("::endgroup::");
         }
 
         if let Some(c) = &container {
-            log(&format!("##[group]Starting job container ({})", c.image));
+            log(&format!("::group::Starting job container ({})", c.image));
             session
                 .ensure_image(&c.image, c.credentials.clone(), &log)
                 .await
@@ -192,7 +192,7 @@ impl Runner {
             let env = container_env(&session.client, &id).await;
             let programs = probe_programs(&session.client, &id).await;
             log(&format!("Job container {cname} is running"));
-            log("##[endgroup]");
+            log("::endgroup::");
             session.job = Some(JobContainer {
                 id,
                 name: cname,
