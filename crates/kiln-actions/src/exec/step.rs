@@ -509,7 +509,7 @@ impl Runner {
             let mut env = env.clone();
             let (mut args, mut entrypoint) = (Vec::new(), None);
             for (k, v) in step.with.iter() {
-                let value = match expr::interpolate(v, &ctx) {
+                let value = match expr::interpolate(v, ctx) {
                     Ok(v) => v,
                     Err(e) => {
                         self.out.log(log_step, &format!("##[error]with.{k}: {e}"));
@@ -548,15 +548,15 @@ impl Runner {
                 .run_docker_step(log_step, container, &env, &identity, timeout, cancel)
                 .await;
         }
-        if let Some(native) = self.native_for(&action_ref, &env, step) {
+        if let Some(native) = self.native_for(&action_ref, env, step) {
             return self
                 .run_native(
                     native,
                     uses,
                     &action_ref,
                     step,
-                    &env,
-                    &ctx,
+                    env,
+                    ctx,
                     log_step,
                     timeout,
                     cancel,
@@ -577,7 +577,7 @@ impl Runner {
                 return StepRun::failed();
             }
         };
-        let (inputs_env, inputs) = match self.action_inputs(&loaded.action, step, &ctx) {
+        let (inputs_env, inputs) = match self.action_inputs(&loaded.action, step, ctx) {
             Ok(v) => v,
             Err(e) => {
                 self.out.log(log_step, &format!("##[error]{e}"));
@@ -702,10 +702,10 @@ impl Runner {
                         &loaded,
                         &action_ref,
                         step,
-                        &ctx,
+                        ctx,
                         &inputs,
                         inputs_env,
-                        &env,
+                        env,
                         display,
                         cancel,
                     )
