@@ -5,6 +5,7 @@ pub mod action;
 mod check;
 pub mod error;
 pub mod matrix;
+pub mod on;
 pub mod plan;
 pub mod types;
 pub mod workflow;
@@ -14,8 +15,11 @@ pub use error::ModelError;
 pub use matrix::{expand_matrix, job_display_name};
 pub use plan::plan;
 pub use types::{BoolOrExpr, NumberOrExpr, OrderedMap, StringList};
+pub use on::{
+    CallOutput, CallSecret, EventConfig, EventFilters, Input, On, Schedule, WorkflowCall,
+    WorkflowDispatch,
+};
 pub use workflow::{
-    load_workflows, CallOutput, CallSecret, Container, Credentials, Defaults, Environment,
-    EventConfig, EventFilters, Input, Job, JobSecrets, Matrix, On, RunDefaults, RunsOn, Schedule,
-    Step, Strategy, Workflow, WorkflowCall, WorkflowDispatch,
+    load_workflows, Container, Credentials, Defaults, Environment, Job, JobSecrets, Matrix,
+    RunDefaults, RunsOn, Step, Strategy, Workflow,
 };
