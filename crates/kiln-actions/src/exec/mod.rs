@@ -6,8 +6,10 @@
 //! through one [`Masker`] and leaves as [`Event`]s.
 
 mod actions;
+mod delegated;
 pub mod docker;
 mod env;
+mod launch;
 pub mod native;
 mod output;
 mod step;

@@ -1,5 +1,7 @@
-//! Steps: `run:` scripts, JavaScript actions (with pre and post), composite actions, and the output
-//! handling they share (workflow commands, env files, masking).
+//! Steps: pre, main and post stages with their conditions, `continue-on-error` and timeouts,
+//! `uses:` resolved to JavaScript, composite, Docker or native actions with their inputs, and
+//! composite actions' own steps. How a process runs is in `launch.rs`; Docker and native
+//! actions in `delegated.rs`.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -11,14 +13,13 @@ use serde_json::{json, Map, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::actions::{ActionRef, LoadedAction};
-use super::docker::action::{run_action_container, ActionContainer};
-use super::env::{resolve_container_shell, resolve_shell, which, ActionIdentity};
-use super::output::{action_header, script_header, OutputHandler};
+use super::delegated::DockerStep;
+use super::env::ActionIdentity;
+use super::output::action_header;
 use super::{Event, JobSpec, Outcome, Runner};
-use crate::envfile;
 use crate::expr::{self, Contexts, Status};
 use crate::model::{Action, NumberOrExpr, Runs, Step};
-use crate::process::{self, Exit, ProcessSpec};
+use crate::process::Exit;
 
 /// Composite actions may nest; this bounds runaway recursion.
 const MAX_DEPTH: usize = 10;
@@ -72,13 +73,13 @@ pub(crate) struct ProcessResult {
 }
 
 /// The result of a step's body.
-struct StepRun {
-    outcome: Outcome,
-    outputs: BTreeMap<String, String>,
+pub(super) struct StepRun {
+    pub outcome: Outcome,
+    pub outputs: BTreeMap<String, String>,
 }
 
 impl StepRun {
-    fn failed() -> StepRun {
+    pub(super) fn failed() -> StepRun {
         StepRun {
             outcome: Outcome::Failure,
             outputs: BTreeMap::new(),
@@ -87,7 +88,7 @@ impl StepRun {
 }
 
 /// The `inputs` context of an action step.
-type ActionInputs = Map<String, Value>;
+pub(super) type ActionInputs = Map<String, Value>;
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -736,264 +737,6 @@ impl Runner {
         }
     }
 
-    /// The container and environment of a `runs.using: docker` action step: its image (built
-    /// when it is a Dockerfile), `runs.args` and `runs.env` with the `inputs` context, and the
-    /// step's `with: args`/`entrypoint`, which win.
-    #[allow(clippy::too_many_arguments)]
-    async fn prepare_docker_action(
-        &mut self,
-        log_step: Option<usize>,
-        loaded: &LoadedAction,
-        action_ref: &ActionRef,
-        step: &Step,
-        ctx: &Contexts,
-        inputs: &ActionInputs,
-        inputs_env: BTreeMap<String, String>,
-        env: &BTreeMap<String, String>,
-        display: &str,
-        cancel: &CancellationToken,
-    ) -> Result<(DockerStep, BTreeMap<String, String>), String> {
-        let Runs::Docker {
-            image,
-            entrypoint,
-            args,
-            env: action_env,
-            ..
-        } = &loaded.action.runs
-        else {
-            return Err(format!("{} is not a Docker action", loaded.name));
-        };
-        let uses = step.uses.as_deref().unwrap_or_default();
-        let remote = matches!(action_ref, ActionRef::Remote { .. });
-        let image = self
-            .docker_action_image(log_step, &loaded.dir, image, remote, cancel)
-            .await
-            .map_err(|e| format!("Step `{display}` ({uses}): {e}"))?;
-        let mut action_ctx = ctx.clone();
-        action_ctx.set("inputs", Value::Object(inputs.clone()));
-        let mut env = env.clone();
-        env.extend(inputs_env);
-        let mut resolved_args = Vec::new();
-        for arg in args {
-            resolved_args.push(
-                expr::interpolate(arg, &action_ctx)
-                    .map_err(|e| format!("runs.args of {uses}: {e}"))?,
-            );
-        }
-        for (k, v) in action_env.iter() {
-            let value = expr::interpolate(v, &action_ctx)
-                .map_err(|e| format!("runs.env.{k} of {uses}: {e}"))?;
-            env.insert(k.to_string(), value);
-        }
-        let mut entrypoint = entrypoint.clone();
-        for (k, v) in step.with.iter() {
-            let key = k.to_ascii_lowercase();
-            if key != "args" && key != "entrypoint" {
-                continue;
-            }
-            let value = expr::interpolate(v, ctx).map_err(|e| format!("with.{k}: {e}"))?;
-            if key == "entrypoint" {
-                entrypoint = Some(value);
-            } else {
-                resolved_args =
-                    shlex::split(&value).ok_or("with.args: unbalanced quotes".to_string())?;
-            }
-        }
-        Ok((
-            DockerStep {
-                display: display.to_string(),
-                image,
-                entrypoint,
-                args: resolved_args,
-            },
-            env,
-        ))
-    }
-
-    /// Run a Docker action's container: pulled if needed, with the job's mounts, the workspace at
-    /// `/github/workspace`, and no environment from the host.
-    async fn run_docker_step(
-        &mut self,
-        log_step: Option<usize>,
-        container: DockerStep,
-        env: &BTreeMap<String, String>,
-        identity: &ActionIdentity,
-        timeout: Option<Duration>,
-        cancel: &CancellationToken,
-    ) -> StepRun {
-        let DockerStep {
-            display,
-            image,
-            entrypoint,
-            args,
-        } = container;
-        let out = self.out.clone();
-        let ready = match self.docker_session().await {
-            Ok(session) => {
-                session
-                    .ensure_image(&image, None, &|line| out.log(log_step, line))
-                    .await
-            }
-            Err(e) => Err(e),
-        };
-        if let Err(e) = ready {
-            self.out.log(
-                log_step,
-                &format!("##[error]Step `{display}` uses the Docker image `{image}`: {e}"),
-            );
-            return StepRun::failed();
-        }
-        let (binds, overrides) = self.action_container_binds();
-        let mut process_env = self.process_env_over(BTreeMap::new(), env, identity);
-        // The image's PATH applies, not the host's or the job container's.
-        process_env.remove("PATH");
-        process_env.extend(overrides);
-        let spec = ProcessSpec {
-            program: PathBuf::new(),
-            args: Vec::new(),
-            env: process_env,
-            cwd: super::docker::action::ACTION_WORKSPACE.into(),
-        };
-        let action = ActionContainer {
-            image,
-            entrypoint,
-            args,
-            binds,
-        };
-        match self
-            .run_launch(log_step, spec, Some(action), timeout, cancel)
-            .await
-        {
-            Ok(r) => StepRun {
-                outcome: self.exit_outcome(log_step, r.exit),
-                outputs: r.outputs,
-            },
-            Err(e) => {
-                self.out
-                    .log(log_step, &format!("##[error]Step `{display}`: {e}"));
-                StepRun::failed()
-            }
-        }
-    }
-
-    /// The native implementation of this action, unless `KILN_NATIVE_ACTIONS` is `false` for the step.
-    fn native_for(
-        &self,
-        action: &ActionRef,
-        env: &BTreeMap<String, String>,
-        step: &Step,
-    ) -> Option<std::sync::Arc<dyn super::native::NativeActions>> {
-        let ActionRef::Remote {
-            repo,
-            path,
-            reference,
-            ..
-        } = action
-        else {
-            return None;
-        };
-        let native = self.config.native.clone()?;
-        let off = |v: Option<&String>| v.is_some_and(|v| v.trim().eq_ignore_ascii_case("false"));
-        let step_off = step
-            .env
-            .iter()
-            .any(|(k, v)| k == super::native::SWITCH && v.trim().eq_ignore_ascii_case("false"));
-        if step_off || off(env.get(super::native::SWITCH)) || !path.is_empty() {
-            return None;
-        }
-        native
-            .handles(&repo.to_ascii_lowercase(), reference)
-            .then_some(native)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn run_native(
-        &mut self,
-        native: std::sync::Arc<dyn super::native::NativeActions>,
-        uses: &str,
-        action: &ActionRef,
-        step: &Step,
-        env: &BTreeMap<String, String>,
-        ctx: &Contexts,
-        log_step: Option<usize>,
-        timeout: Option<Duration>,
-        cancel: &CancellationToken,
-    ) -> StepRun {
-        let ActionRef::Remote {
-            repo, reference, ..
-        } = action
-        else {
-            return StepRun::failed();
-        };
-        let mut inputs = BTreeMap::new();
-        for (k, v) in step.with.iter() {
-            match expr::interpolate(v, ctx) {
-                Ok(v) => {
-                    inputs.insert(k.to_ascii_lowercase(), v);
-                }
-                Err(e) => {
-                    self.out.log(log_step, &format!("##[error]with.{k}: {e}"));
-                    return StepRun::failed();
-                }
-            }
-        }
-        let identity = ActionIdentity {
-            action: step
-                .id
-                .clone()
-                .unwrap_or_else(|| format!("__{}", repo.replace('/', "_"))),
-            path: None,
-            repository: repo.clone(),
-            reference: reference.clone(),
-        };
-        let process_env = self.process_env(env, &identity);
-        self.out.log(
-            log_step,
-            &format!(
-                "Run {uses} (performed by kiln itself; set {}: \"false\" to run the real action)",
-                super::native::SWITCH
-            ),
-        );
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let native_step = super::native::NativeStep {
-            uses: uses.to_string(),
-            repo: repo.to_ascii_lowercase(),
-            reference: reference.clone(),
-            inputs,
-            env: process_env,
-            workspace: self.workspace.clone(),
-            log: tx,
-            cancel: cancel.clone(),
-            timeout,
-        };
-        let run = native.run(native_step);
-        tokio::pin!(run);
-        let outcome = loop {
-            tokio::select! {
-                Some(line) = rx.recv() => self.out.log(log_step, &line),
-                outcome = &mut run => break outcome,
-            }
-        };
-        while let Ok(line) = rx.try_recv() {
-            self.out.log(log_step, &line);
-        }
-        for (k, v) in outcome.env {
-            self.state.env.insert(k, v);
-        }
-        self.state.ctx.set("env", json!(self.state.env));
-        let result = if outcome.success {
-            Outcome::Success
-        } else if cancel.is_cancelled() {
-            Outcome::Cancelled
-        } else {
-            Outcome::Failure
-        };
-        StepRun {
-            outcome: result,
-            outputs: outcome.outputs,
-        }
-    }
-
     /// `kiln exec` runs in the checkout it was started from: `actions/checkout` of that same
     /// repository has nothing to do.
     fn skips_checkout(&self, action: &ActionRef, step: &Step) -> bool {
@@ -1002,7 +745,7 @@ impl Runner {
             && !step.with.iter().any(|(k, _)| k == "repository")
     }
 
-    fn exit_outcome(&self, log_step: Option<usize>, exit: Exit) -> Outcome {
+    pub(super) fn exit_outcome(&self, log_step: Option<usize>, exit: Exit) -> Outcome {
         match exit {
             Exit::Code(0) => Outcome::Success,
             Exit::Cancelled => {
@@ -1103,329 +846,9 @@ impl Runner {
         }
         Ok((env, inputs))
     }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn run_script(
-        &mut self,
-        step: &Step,
-        run: &str,
-        scope: &Scope,
-        env: &BTreeMap<String, String>,
-        ctx: &Contexts,
-        timeout: Option<Duration>,
-        cancel: &CancellationToken,
-    ) -> StepRun {
-        let log_step = scope.log_step;
-        let script = match expr::interpolate(run, ctx) {
-            Ok(s) => s,
-            Err(e) => {
-                self.out.log(log_step, &format!("##[error]run: {e}"));
-                return StepRun::failed();
-            }
-        };
-        let defaults = self.defaults.clone();
-        let shell = step.shell.clone().or_else(|| {
-            if scope.depth == 0 {
-                defaults.shell.clone()
-            } else {
-                None
-            }
-        });
-        let identity = ActionIdentity {
-            action: step.id.clone().unwrap_or_else(|| "__run".into()),
-            path: scope.action_path.clone(),
-            ..Default::default()
-        };
-        let process_env = self.process_env(env, &identity);
-        let in_container = self.docker.as_ref().and_then(|d| d.job.as_ref());
-        let resolved = match in_container {
-            Some(job) => resolve_container_shell(shell.as_deref(), &job.programs),
-            None => resolve_shell(shell.as_deref(), &process_env),
-        };
-        let shell = match resolved {
-            Ok(s) => s,
-            Err(e) => {
-                self.out.log(log_step, &format!("##[error]{e}"));
-                return StepRun::failed();
-            }
-        };
-        let working_dir = step.working_directory.clone().or_else(|| {
-            if scope.depth == 0 {
-                defaults.working_directory.clone()
-            } else {
-                None
-            }
-        });
-        let cwd = match working_dir {
-            Some(dir) => match expr::interpolate(&dir, ctx) {
-                Ok(dir) => self.workspace.join(dir),
-                Err(e) => {
-                    self.out
-                        .log(log_step, &format!("##[error]working-directory: {e}"));
-                    return StepRun::failed();
-                }
-            },
-            None => self.workspace.clone(),
-        };
-        // In a job container the directory may exist only there; the exec reports it if not.
-        if in_container.is_none() && !cwd.is_dir() {
-            self.out.log(
-                log_step,
-                &format!(
-                    "##[error]working-directory {} does not exist",
-                    cwd.display()
-                ),
-            );
-            return StepRun::failed();
-        }
-        let script_path = self
-            .temp
-            .join(format!("{}{}", uuid::Uuid::new_v4(), shell.extension));
-        if let Err(e) = std::fs::write(&script_path, &script) {
-            self.out.log(
-                log_step,
-                &format!("##[error]cannot write {}: {e}", script_path.display()),
-            );
-            return StepRun::failed();
-        }
-        // The header act_runner and GitHub print: the script, the shell and the step's own env.
-        if scope.depth == 0 {
-            for row in script_header(&script, step, &shell.display, env) {
-                self.out.log(log_step, &row);
-            }
-        }
-        let script_arg = script_path.to_string_lossy().into_owned();
-        let args = shell
-            .args
-            .iter()
-            .map(|a| a.replace("{0}", &script_arg))
-            .collect();
-        let spec = ProcessSpec {
-            program: shell.program.clone(),
-            args,
-            env: process_env,
-            cwd,
-        };
-        let result = self.run_process(log_step, spec, timeout, cancel).await;
-        let _ = std::fs::remove_file(&script_path);
-        match result {
-            Ok(r) => StepRun {
-                outcome: self.exit_outcome(log_step, r.exit),
-                outputs: r.outputs,
-            },
-            Err(e) => {
-                self.out.log(log_step, &format!("##[error]{e}"));
-                StepRun::failed()
-            }
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn run_node(
-        &mut self,
-        log_step: Option<usize>,
-        loaded: &LoadedAction,
-        script: &str,
-        env: &BTreeMap<String, String>,
-        identity: &ActionIdentity,
-        state: &BTreeMap<String, String>,
-        timeout: Option<Duration>,
-        cancel: &CancellationToken,
-    ) -> Result<ProcessResult, String> {
-        let mut process_env = self.process_env(env, identity);
-        for (k, v) in state {
-            process_env.insert(format!("STATE_{k}"), v.clone());
-        }
-        let in_container = self.docker.as_ref().and_then(|d| d.job.as_ref());
-        let node = match (in_container, &self.config.node) {
-            (Some(job), _) => job.programs.get("node").map(PathBuf::from).ok_or_else(|| {
-                format!(
-                    "the action {} runs on {}, but the job container's image {} has no `node`; use an image with Node.js",
-                    loaded.name,
-                    loaded.action.runs.using(),
-                    job.image
-                )
-            })?,
-            (None, Some(node)) => node.clone(),
-            (None, None) => which("node", &process_env).ok_or_else(|| {
-                format!(
-                    "the action {} runs on {}, but no `node` was found on PATH; install Node.js on the runner or set its path in the runner config",
-                    loaded.name,
-                    loaded.action.runs.using()
-                )
-            })?,
-        };
-        let entry = loaded.dir.join(script);
-        if !entry.is_file() {
-            return Err(format!("the action {} has no file {script}", loaded.name));
-        }
-        let spec = ProcessSpec {
-            program: node,
-            args: vec![entry.to_string_lossy().into_owned()],
-            env: process_env,
-            cwd: self.workspace.clone(),
-        };
-        self.run_process(log_step, spec, timeout, cancel).await
-    }
-
-    /// Run a process with fresh env files, handle its output line by line, then apply the files.
-    /// It runs in the job container when the job has one, else on the host.
-    pub(crate) async fn run_process(
-        &mut self,
-        log_step: Option<usize>,
-        spec: ProcessSpec,
-        timeout: Option<Duration>,
-        cancel: &CancellationToken,
-    ) -> Result<ProcessResult, String> {
-        self.run_launch(log_step, spec, None, timeout, cancel).await
-    }
-
-    /// [`Runner::run_process`], or with `action` a Docker action's container whose environment
-    /// is `spec.env`.
-    pub(crate) async fn run_launch(
-        &mut self,
-        log_step: Option<usize>,
-        mut spec: ProcessSpec,
-        action: Option<ActionContainer>,
-        timeout: Option<Duration>,
-        cancel: &CancellationToken,
-    ) -> Result<ProcessResult, String> {
-        let dir = self.temp.join("_runner_file_commands");
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let id = uuid::Uuid::new_v4();
-        let files: Vec<(&str, PathBuf)> = [
-            ("GITHUB_ENV", "set_env"),
-            ("GITHUB_OUTPUT", "set_output"),
-            ("GITHUB_PATH", "add_path"),
-            ("GITHUB_STATE", "save_state"),
-            ("GITHUB_STEP_SUMMARY", "step_summary"),
-        ]
-        .into_iter()
-        .map(|(var, name)| (var, dir.join(format!("{name}_{id}"))))
-        .collect();
-        for (var, path) in &files {
-            std::fs::write(path, b"")
-                .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-            spec.env
-                .insert(var.to_string(), path.to_string_lossy().into_owned());
-        }
-        let allow_unsecure = spec
-            .env
-            .get("ACTIONS_ALLOW_UNSECURE_COMMANDS")
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
-        let debug = spec.env.contains_key("RUNNER_DEBUG");
-        let mut handler = OutputHandler::new(self.out.clone(), log_step, debug, allow_unsecure);
-        let mut on_output = |data: &[u8]| {
-            for line in handler.lines.push(data) {
-                handler.line(&line);
-            }
-        };
-        let tracking_id = uuid::Uuid::new_v4().to_string();
-        let grace = self.config.kill_grace;
-        let exit = match (&action, self.docker.as_mut()) {
-            (Some(action), Some(session)) => {
-                run_action_container(
-                    session,
-                    action,
-                    &spec,
-                    timeout,
-                    cancel,
-                    grace,
-                    &mut on_output,
-                )
-                .await?
-            }
-            (Some(_), None) => return Err("no Docker daemon session for the action".into()),
-            (None, Some(session)) if session.job.is_some() => {
-                let job = session.job.as_ref().expect("checked");
-                job.exec(
-                    &session.client,
-                    &spec,
-                    &tracking_id,
-                    timeout,
-                    cancel,
-                    grace,
-                    &mut on_output,
-                )
-                .await?
-            }
-            (None, _) => process::run(&spec, &tracking_id, timeout, cancel, grace, &mut on_output)
-                .await
-                .map_err(|e| e.to_string())?,
-        };
-        if let Some(rest) = handler.lines.finish() {
-            handler.line(&rest);
-        }
-        let mut result = ProcessResult {
-            exit,
-            outputs: handler.outputs,
-            state: handler.state,
-        };
-        for (k, v) in handler.env {
-            self.state.env.insert(k, v);
-        }
-        for p in handler.path {
-            self.state.path.insert(0, p);
-        }
-        for (var, path) in &files {
-            let text = std::fs::read_to_string(path).unwrap_or_default();
-            let _ = std::fs::remove_file(path);
-            if text.is_empty() {
-                continue;
-            }
-            match *var {
-                "GITHUB_PATH" => {
-                    for p in envfile::parse_path_file(&text).into_iter().rev() {
-                        self.state.path.insert(0, p);
-                    }
-                }
-                "GITHUB_STEP_SUMMARY" => {
-                    self.state.summary.push_str(&text);
-                    if !text.ends_with('\n') {
-                        self.state.summary.push('\n');
-                    }
-                }
-                _ => match envfile::parse_key_values(&text) {
-                    Ok(pairs) => {
-                        for (k, v) in pairs {
-                            match *var {
-                                "GITHUB_ENV" => {
-                                    self.state.env.insert(k, v);
-                                }
-                                "GITHUB_OUTPUT" => {
-                                    result.outputs.insert(k, v);
-                                }
-                                _ => {
-                                    result.state.insert(k, v);
-                                }
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        self.out.log(log_step, &format!("##[error]{var}: {e}"));
-                        if result.exit.success() {
-                            result.exit = Exit::Code(1);
-                        }
-                    }
-                },
-            }
-        }
-        self.state.ctx.set("env", json!(self.state.env));
-        Ok(result)
-    }
-}
-
-/// The container of a Docker action step.
-#[derive(Clone)]
-pub(crate) struct DockerStep {
-    display: String,
-    image: String,
-    entrypoint: Option<String>,
-    args: Vec<String>,
 }
 
 /// `INPUT_<NAME>`: upper case, spaces become underscores (hyphens stay, as in the runner).
-fn input_var(name: &str) -> String {
+pub(super) fn input_var(name: &str) -> String {
     format!("INPUT_{}", name.replace(' ', "_").to_uppercase())
 }

@@ -245,4 +245,3 @@ impl<'de> Deserialize<'de> for On {
         d.deserialize_any(OV)
     }
 }
-
