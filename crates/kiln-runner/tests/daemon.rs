@@ -82,6 +82,19 @@ jobs:
         step_rows(&task, 2).join("\n").contains("exit code 2"),
         "{all}"
     );
+    // The set-up section: act_runner's first and last rows.
+    let setup = &task.rows[..task.steps[0].log_index as usize];
+    assert_eq!(
+        setup.last().map(String::as_str),
+        Some("Complete job name: build"),
+        "{all}"
+    );
+    // Each step opens with act_runner's header group.
+    assert_eq!(
+        step_rows(&task, 0)[0],
+        "::group::Run echo \"hello from owner/repo token=***\"",
+        "{all}"
+    );
     // Step ranges are contiguous and in order; set-up rows come first, the job result last.
     let mut end = task.steps[0].log_index;
     assert!(end > 0);

@@ -352,8 +352,6 @@ impl Runner {
             .workflow
             .job(&spec.job_id)
             .ok_or_else(|| format!("{}: no job `{}`", spec.workflow.file_name, spec.job_id))?;
-        out.log(None, &format!("Runner name: {}", config.runner_name));
-        out.log(None, &format!("Job: {}", spec.job_id));
         if (job.container.is_some() || !job.services.is_empty() || spec.container_image.is_some())
             && config.docker.is_none()
         {
@@ -491,6 +489,9 @@ impl Runner {
             docker: None,
         };
         runner.prepare_actions(spec).await?;
+        // The last row of the set-up section, as act_runner (and GitHub's runner) end it.
+        let name = job.name.as_deref().unwrap_or(&spec.job_id);
+        out.log(None, &format!("Complete job name: {name}"));
         Ok(runner)
     }
 

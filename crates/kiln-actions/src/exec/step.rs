@@ -122,6 +122,7 @@ impl Runner {
     /// "Set up job"), so a missing action fails the job early with a clear message.
     pub(crate) async fn prepare_actions(&mut self, spec: &JobSpec) -> Result<(), String> {
         let job = spec.workflow.job(&spec.job_id).expect("job exists");
+        let mut announced = false;
         for (index, step) in job.steps.iter().enumerate() {
             let Some(uses) = &step.uses else { continue };
             let step_name = step.display_name(index);
@@ -137,14 +138,25 @@ impl Runner {
                 continue;
             }
             if let ActionRef::Remote { .. } = &action {
-                self.out
-                    .log(None, &format!("Download action repository '{uses}'"));
-                self.actions.fetch(&action).await.map_err(|e| {
+                // act_runner's rows: one header, then each action with the commit it resolved to.
+                if !announced {
+                    self.out.log(None, "Prepare all required actions");
+                    announced = true;
+                }
+                let tree = self.actions.fetch(&action).await.map_err(|e| {
                     format!(
                         "{}: job `{}`, step `{step_name}`: {e}",
                         spec.workflow.file_name, spec.job_id
                     )
                 })?;
+                let sha = tree
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or_default();
+                self.out.log(
+                    None,
+                    &format!("Download action repository '{uses}' (SHA:{sha})"),
+                );
             }
         }
         Ok(())
