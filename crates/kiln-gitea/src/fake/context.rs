@@ -116,7 +116,7 @@ pub(crate) fn gitea_context(
     });
     let map = ctx.as_object_mut().expect("context is an object");
     if let Some(job) = job {
-        map.insert("job".into(), json!(job.key));
+        map.insert("job".into(), json!(job.job.key));
         map.insert("run_attempt".into(), json!(job.attempt.to_string()));
     }
     for (k, v) in &run.overrides {
@@ -220,16 +220,16 @@ pub(crate) fn find_task_needs(
 ) -> BTreeMap<String, proto::TaskNeed> {
     let mut by_key: BTreeMap<&str, Vec<&JobRow>> = BTreeMap::new();
     for j in run_jobs {
-        by_key.entry(j.key.as_str()).or_default().push(j);
+        by_key.entry(j.job.key.as_str()).or_default().push(j);
     }
     let mut out = BTreeMap::new();
     for (key, siblings) in by_key {
-        if !job.needs.iter().any(|n| n == key) {
+        if !job.job.needs.iter().any(|n| n == key) {
             continue;
         }
         let mut outputs: BTreeMap<String, String> = BTreeMap::new();
         for sibling in &siblings {
-            let Some(task_id) = sibling.task_id.filter(|_| sibling.status.is_done()) else {
+            let Some(task_id) = sibling.job.task_id.filter(|_| sibling.job.status.is_done()) else {
                 continue;
             };
             let got = outputs_of(task_id);
@@ -239,7 +239,7 @@ pub(crate) fn find_task_needs(
                 merge_two_outputs(&got, &outputs)
             };
         }
-        let statuses: Vec<JobStatus> = siblings.iter().map(|j| j.status).collect();
+        let statuses: Vec<JobStatus> = siblings.iter().map(|j| j.job.status).collect();
         let result = aggregate_job_status(&statuses).map_or(0, JobStatus::gitea_code);
         out.insert(key.to_string(), proto::TaskNeed { outputs, result });
     }

@@ -170,8 +170,8 @@ impl FakeGitea {
             .unwrap_or_else(|e| panic!("FakeGitea::queue_job: {e}"));
         db.run_jobs(run)
             .into_iter()
-            .find(|j| j.key == key)
-            .map(|j| j.id)
+            .find(|j| j.job.key == key)
+            .map(|j| j.job.id)
             .unwrap_or_else(|| panic!("FakeGitea::queue_job: the workflow has no job {key:?}"))
     }
 
@@ -181,7 +181,7 @@ impl FakeGitea {
             .db()
             .run_jobs(run_id)
             .into_iter()
-            .map(|j| j.record())
+            .map(|j| j.job.clone())
             .collect()
     }
 
@@ -191,14 +191,14 @@ impl FakeGitea {
             .db()
             .run_jobs(run_id)
             .into_iter()
-            .filter(|j| j.key == key)
-            .map(|j| j.id)
+            .filter(|j| j.job.key == key)
+            .map(|j| j.job.id)
             .collect()
     }
 
     /// A job's current record.
     pub fn job(&self, job_id: i64) -> Option<JobRecord> {
-        self.shared.db().job(job_id).map(|j| j.record())
+        self.shared.db().job(job_id).map(|j| j.job.clone())
     }
 
     /// Waits until every job of the run is done and every task's runner is done with it (as
@@ -211,8 +211,8 @@ impl FakeGitea {
                 let jobs = db.run_jobs(run_id);
                 let settled = !jobs.is_empty()
                     && jobs.iter().all(|j| {
-                        j.status.is_done()
-                            && j.task_id.is_none_or(|t| {
+                        j.job.status.is_done()
+                            && j.job.task_id.is_none_or(|t| {
                                 db.tasks.get(&t).is_some_and(|t| {
                                     t.record.result != proto::Result::Unspecified
                                         && (t.runner_reported_final || t.record.archived)
@@ -220,7 +220,7 @@ impl FakeGitea {
                             })
                     });
                 if settled {
-                    return Some(jobs.into_iter().map(|j| j.record()).collect());
+                    return Some(jobs.into_iter().map(|j| j.job.clone()).collect());
                 }
             }
             if tokio::time::Instant::now() >= deadline {
@@ -267,7 +267,7 @@ impl FakeGitea {
     /// Cancels a run as a user would in the UI: every job not done yet is cancelled.
     pub fn cancel_run(&self, run_id: i64) {
         let mut db = self.shared.db();
-        let ids: Vec<i64> = db.run_jobs(run_id).iter().map(|j| j.id).collect();
+        let ids: Vec<i64> = db.run_jobs(run_id).iter().map(|j| j.job.id).collect();
         db.cancel_jobs(&ids);
     }
 

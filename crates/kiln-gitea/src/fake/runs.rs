@@ -34,37 +34,15 @@ pub(crate) struct RunRow {
     pub vars: BTreeMap<String, String>,
 }
 
-/// An `ActionRunJob`.
+/// An `ActionRunJob`: what tests see of it, and the columns only the server reads.
 pub(crate) struct JobRow {
-    pub id: i64,
+    pub job: JobRecord,
     pub run_id: i64,
-    pub key: String,
-    pub name: String,
-    pub status: JobStatus,
-    pub needs: Vec<String>,
-    pub runs_on: Vec<String>,
-    pub task_id: Option<i64>,
-    pub payload: String,
     pub attempt: i64,
     /// The payload's job has an `if:`.
     pub has_if: bool,
     /// Bumped on every change, like the `updated` column runners are served by.
     pub updated: u64,
-}
-
-impl JobRow {
-    pub fn record(&self) -> JobRecord {
-        JobRecord {
-            id: self.id,
-            key: self.key.clone(),
-            name: self.name.clone(),
-            status: self.status,
-            needs: self.needs.clone(),
-            runs_on: self.runs_on.clone(),
-            task_id: self.task_id,
-            payload: self.payload.clone(),
-        }
-    }
 }
 
 /// `util.EllipsisDisplayString(s, limit)` (Gitea 1.24+; 1.22–1.23 used `SplitStringAtByteN`,
@@ -199,15 +177,17 @@ impl Db {
             };
             let updated = self.tick();
             self.jobs.push(JobRow {
-                id: self.next_job_id,
+                job: JobRecord {
+                    id: self.next_job_id,
+                    key: single.job_id.clone(),
+                    name: ellipsis_display_string(&single.job.name, 255),
+                    status,
+                    needs,
+                    runs_on: labels_of(&single.job.runs_on_out),
+                    task_id: None,
+                    payload,
+                },
                 run_id,
-                key: single.job_id.clone(),
-                name: ellipsis_display_string(&single.job.name, 255),
-                status,
-                needs,
-                runs_on: labels_of(&single.job.runs_on_out),
-                task_id: None,
-                payload,
                 attempt: 0,
                 has_if: !single.job.if_value().is_empty(),
                 updated,
@@ -236,9 +216,9 @@ impl Db {
         self.jobs
             .iter()
             .enumerate()
-            .filter(|(_, j)| j.status == JobStatus::Waiting && j.task_id.is_none())
-            .filter(|(_, j)| j.runs_on.iter().all(|l| labels.contains(l)))
-            .min_by_key(|(_, j)| (j.updated, j.id))
+            .filter(|(_, j)| j.job.status == JobStatus::Waiting && j.job.task_id.is_none())
+            .filter(|(_, j)| j.job.runs_on.iter().all(|l| labels.contains(l)))
+            .min_by_key(|(_, j)| (j.updated, j.job.id))
             .map(|(i, _)| i)
     }
 
@@ -246,7 +226,7 @@ impl Db {
     /// the (re-parsed) payload, and the runner gets the payload, the context, secrets, variables
     /// and `needs`.
     pub fn claim(&mut self, pos: usize, runner_id: i64) -> Result<proto::Task, RpcError> {
-        let parsed = jobparser::parse(&self.jobs[pos].payload, &ParseOptions::default())
+        let parsed = jobparser::parse(&self.jobs[pos].job.payload, &ParseOptions::default())
             .map_err(|e| RpcError::new(Code::Internal, format!("parse workflow of job: {e}")))?;
         let [single] = parsed.as_slice() else {
             return Err(RpcError::new(
@@ -280,8 +260,8 @@ impl Db {
         let updated = self.tick();
         let job = &mut self.jobs[pos];
         job.attempt += 1;
-        job.status = JobStatus::Running;
-        job.task_id = Some(task_id);
+        job.job.status = JobStatus::Running;
+        job.job.task_id = Some(task_id);
         job.updated = updated;
         let job = &self.jobs[pos];
         let run = self
@@ -296,7 +276,7 @@ impl Db {
             "gitea_runtime_token".into(),
             json!(format!("fake-runtime-token-{task_id}")),
         );
-        let needs = if job.needs.is_empty() {
+        let needs = if job.job.needs.is_empty() {
             BTreeMap::new()
         } else {
             let tasks = &self.tasks;
@@ -310,14 +290,14 @@ impl Db {
         };
         let task = proto::Task {
             id: task_id,
-            workflow_payload: Some(job.payload.clone().into_bytes()),
+            workflow_payload: Some(job.job.payload.clone().into_bytes()),
             context: Some(json_to_struct(&Value::Object(ctx))),
             secrets: context::secrets_of_task(&token, &run.secrets),
             machine: String::new(),
             needs,
             vars: run.vars.clone(),
         };
-        let job_id = job.id;
+        let job_id = job.job.id;
         self.tasks.insert(
             task_id,
             TaskRow {
@@ -347,10 +327,10 @@ impl Db {
             return;
         };
         let updated = self.tick();
-        let Some(job) = self.jobs.iter_mut().find(|j| j.id == job_id) else {
+        let Some(job) = self.jobs.iter_mut().find(|j| j.job.id == job_id) else {
             return;
         };
-        job.status = status;
+        job.job.status = status;
         job.updated = updated;
         let run_id = job.run_id;
         self.emit_jobs(run_id);
@@ -363,17 +343,17 @@ impl Db {
             .run_jobs(run_id)
             .into_iter()
             .map(|j| ResolverJob {
-                id: j.id,
-                key: j.key.clone(),
-                status: j.status,
-                needs: j.needs.clone(),
+                id: j.job.id,
+                key: j.job.key.clone(),
+                status: j.job.status,
+                needs: j.job.needs.clone(),
                 has_if: j.has_if,
             })
             .collect();
         for (id, status) in emitter::resolve(&jobs) {
             let updated = self.tick();
-            if let Some(job) = self.jobs.iter_mut().find(|j| j.id == id) {
-                job.status = status;
+            if let Some(job) = self.jobs.iter_mut().find(|j| j.job.id == id) {
+                job.job.status = status;
                 job.updated = updated;
             }
             if status == JobStatus::Waiting {
@@ -389,16 +369,16 @@ impl Db {
         let mut runs = Vec::new();
         for &id in ids {
             let updated = self.tick();
-            let Some(job) = self.jobs.iter_mut().find(|j| j.id == id) else {
+            let Some(job) = self.jobs.iter_mut().find(|j| j.job.id == id) else {
                 continue;
             };
-            if job.status.is_done() {
+            if job.job.status.is_done() {
                 continue;
             }
-            job.status = JobStatus::Cancelled;
+            job.job.status = JobStatus::Cancelled;
             job.updated = updated;
             runs.push(job.run_id);
-            let Some(task) = job.task_id.and_then(|t| self.tasks.get_mut(&t)) else {
+            let Some(task) = job.job.task_id.and_then(|t| self.tasks.get_mut(&t)) else {
                 continue;
             };
             if task.record.result != Outcome::Unspecified {
@@ -422,12 +402,12 @@ impl Db {
     }
 
     pub fn task_of_job(&self, job_id: i64) -> Option<&TaskRow> {
-        let job = self.jobs.iter().find(|j| j.id == job_id)?;
-        self.tasks.get(&job.task_id?)
+        let job = self.jobs.iter().find(|j| j.job.id == job_id)?;
+        self.tasks.get(&job.job.task_id?)
     }
 
     pub fn job(&self, job_id: i64) -> Option<&JobRow> {
-        self.jobs.iter().find(|j| j.id == job_id)
+        self.jobs.iter().find(|j| j.job.id == job_id)
     }
 }
 
