@@ -91,8 +91,10 @@ pub struct EngineConfig {
     pub registry: RegistryConfig,
     /// The runc binary; found in `PATH` when unset.
     pub runc: Option<PathBuf>,
-    /// How many exec/file ops may run at once (default: number of CPUs).
-    pub max_parallelism: usize,
+    /// How many exec/file ops may run at once. `None` (the default) sets no cap, as BuildKit's
+    /// `max-parallelism` is unset by default: CI steps are often I/O-bound (downloads, `sleep`,
+    /// waiting on services), so a CPU-count cap would turn a shared builder into a queue.
+    pub max_parallelism: Option<usize>,
     /// overlayfs or the copying snapshotter; `None` picks overlayfs when it works.
     pub snapshotter: Option<snapshot::Snapshotter>,
 }
@@ -103,9 +105,7 @@ impl EngineConfig {
             root,
             registry: RegistryConfig::default(),
             runc: None,
-            max_parallelism: std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2),
+            max_parallelism: None,
             snapshotter: None,
         }
     }
@@ -118,7 +118,8 @@ pub struct EngineInner {
     pub cache: CacheDb,
     pub content: ContentStore,
     pub runc: Runc,
-    pub exec_slots: Arc<Semaphore>,
+    /// Caps concurrent exec/file ops when `max_parallelism` is set (see [`EngineInner::exec_slot`]).
+    exec_slots: Option<Arc<Semaphore>>,
     pub registry_config: RegistryConfig,
     cache_mount_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Steps being built, by cache key (see [`EngineInner::building`]).
@@ -218,6 +219,20 @@ impl EngineInner {
             map: self.building.clone(),
             lock,
             guard: Some(guard),
+        }
+    }
+
+    /// A place to run one exec/file op: waits only when `max_parallelism` caps them. Errors
+    /// when the engine is shutting down.
+    pub async fn exec_slot(&self) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, SolveError> {
+        match &self.exec_slots {
+            None => Ok(None),
+            Some(slots) => slots
+                .clone()
+                .acquire_owned()
+                .await
+                .map(Some)
+                .map_err(|_| SolveError::canceled()),
         }
     }
 
@@ -326,7 +341,9 @@ impl Engine {
                 cache,
                 content,
                 runc: Runc::new(runc, root.join("runc")),
-                exec_slots: Arc::new(Semaphore::new(config.max_parallelism.max(1))),
+                exec_slots: config
+                    .max_parallelism
+                    .map(|n| Arc::new(Semaphore::new(n.max(1)))),
                 registry_config: config.registry,
                 cache_mount_locks: Mutex::new(HashMap::new()),
                 building: Arc::default(),

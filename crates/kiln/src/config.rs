@@ -21,7 +21,7 @@ pub struct KilnConfig {
     pub registry: BTreeMap<String, HostConfig>,
     /// Path of the runc binary (default: found in PATH).
     pub runc: Option<PathBuf>,
-    /// How many RUN/COPY steps may run at once (default: number of CPUs).
+    /// How many RUN/COPY steps may run at once (default: no cap, as BuildKit).
     pub max_parallelism: Option<usize>,
     /// `overlayfs` or `native` (copying); default: overlayfs when the kernel allows it.
     pub snapshotter: Option<String>,
@@ -66,9 +66,7 @@ impl KilnConfig {
             hosts: self.registry.clone(),
         };
         cfg.runc = self.runc.clone();
-        if let Some(n) = self.max_parallelism {
-            cfg.max_parallelism = n;
-        }
+        cfg.max_parallelism = self.max_parallelism;
         if let Some(s) = &self.snapshotter {
             cfg.snapshotter = Some(
                 s.parse()

@@ -143,13 +143,7 @@ pub async fn solve(
     }
     // The step reads its inputs' files: unpack their lazy layers (without an exec slot).
     super::materialize_inputs(ctx, vertex, inputs).await?;
-    let _slot = ctx
-        .engine
-        .exec_slots
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(|_| SolveError::canceled())?;
+    let _slot = ctx.engine.exec_slot().await?;
 
     let meta = exec
         .meta

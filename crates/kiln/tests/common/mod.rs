@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod buildkitd;
+
 use kiln_oci::testing::TestRegistry;
 use kiln_oci::{ContentStore, NoCredentials, Reference, RegistryClient};
 use std::fs;
