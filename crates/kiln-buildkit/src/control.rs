@@ -78,10 +78,11 @@ impl Control for ControlService {
         let report = self
             .0
             .engine
-            .prune(&kiln_engine::prune::PruneOptions {
+            .prune_exclusive(kiln_engine::prune::PruneOptions {
                 all: req.all,
                 keep_storage: keep,
             })
+            .await
             .map_err(|e| Status::internal(e.to_string()))?;
         let after: std::collections::HashSet<String> = self
             .0

@@ -338,9 +338,12 @@ impl Daemon {
         };
         let this = self.clone();
         let task = tokio::spawn(async move {
+            // Held until the results are released: a collection must not take their layers.
+            let lease = this.engine.lease().await;
             let result = this.solve_inner(&build, req, &progress, cancel).await;
             // Results hold the client session (and its locks on synced directories): release them.
             build.results.lock().expect("results").clear();
+            drop(lease);
             build.finish();
             this.builds.retire(&build.id);
             if let Err(e) = &result {

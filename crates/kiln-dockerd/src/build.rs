@@ -346,6 +346,8 @@ impl BuildJob {
         messages: &Messages,
         cancel: CancellationToken,
     ) -> Result<(), String> {
+        // Until the image is in the store (which pins it): a collection must not take its layers.
+        let _lease = api.engine.lease().await;
         let (progress, rx) = ProgressSender::channel();
         let printer = tokio::spawn(print_progress(
             rx,

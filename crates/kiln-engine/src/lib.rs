@@ -24,6 +24,7 @@ pub mod executor;
 pub mod exporter;
 pub mod frontend;
 pub mod fsutil;
+pub mod gc;
 mod glob;
 mod lazy;
 pub mod llb;
@@ -97,6 +98,9 @@ pub struct EngineConfig {
     pub max_parallelism: Option<usize>,
     /// overlayfs or the copying snapshotter; `None` picks overlayfs when it works.
     pub snapshotter: Option<snapshot::Snapshotter>,
+    /// Keep the cache within this many bytes, collecting when no build is in flight (see
+    /// [`gc`]); `None` keeps everything.
+    pub gc_keep_storage: Option<u64>,
 }
 
 impl EngineConfig {
@@ -107,6 +111,7 @@ impl EngineConfig {
             runc: None,
             max_parallelism: None,
             snapshotter: None,
+            gc_keep_storage: None,
         }
     }
 }
@@ -132,6 +137,8 @@ pub struct EngineInner {
     pub(crate) file_hashes: source::local::HashCache,
     /// Layers known by their blob, unpacked when first needed (see [`lazy`]).
     pub(crate) lazy: lazy::LazyLayers,
+    /// Garbage collection between builds (see [`gc`]).
+    gc: gc::Collector,
     _lock: std::fs::File,
 }
 
@@ -351,6 +358,7 @@ impl Engine {
                 file_hashes: Default::default(),
                 lazy: Default::default(),
                 pushed_blobs: Default::default(),
+                gc: gc::Collector::new(config.gc_keep_storage),
                 _lock: lock,
             }),
         })

@@ -33,6 +33,12 @@ pub struct PruneReport {
 #[error("prune: {0}")]
 pub struct PruneError(String);
 
+impl PruneError {
+    pub(crate) fn new(message: String) -> PruneError {
+        PruneError(message)
+    }
+}
+
 impl Engine {
     /// Every cache record with the size of the layer it adds on top of its inputs.
     pub fn disk_usage(&self) -> Result<Vec<UsageRecord>, PruneError> {

@@ -327,14 +327,9 @@ pub async fn run(args: BuildArgs, config: &KilnConfig, root: PathBuf) -> anyhow:
     .await;
     drop(progress);
     let _ = printer.await;
-    if let Some(limit) = config.gc_keep_storage {
-        let opts = kiln_engine::prune::PruneOptions {
-            all: false,
-            keep_storage: Some(limit),
-        };
-        if let Err(e) = engine.prune(&opts) {
-            eprintln!("WARNING: cache garbage collection: {e}");
-        }
+    // The CLI is the engine's only user (it holds the state directory's lock): collect now.
+    if let Err(e) = engine.collect_garbage().await {
+        eprintln!("WARNING: cache garbage collection: {e}");
     }
     if let (Err(_), Some(context)) = (&result, &failed_at) {
         eprintln!("{context}");

@@ -67,6 +67,7 @@ impl KilnConfig {
         };
         cfg.runc = self.runc.clone();
         cfg.max_parallelism = self.max_parallelism;
+        cfg.gc_keep_storage = self.gc_keep_storage;
         if let Some(s) = &self.snapshotter {
             cfg.snapshotter = Some(
                 s.parse()

@@ -213,3 +213,81 @@ fn a_client_that_disconnects_mid_build_leaves_the_others_untouched() {
         "after\n"
     );
 }
+
+/// Bytes of regular files below `dir`.
+fn tree_size(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => tree_size(&e.path()),
+            Ok(m) if m.is_file() => m.len(),
+            _ => 0,
+        })
+        .sum()
+}
+
+#[test]
+fn garbage_collection_between_concurrent_builds_keeps_the_cache_small_and_loses_nothing() {
+    let test =
+        "garbage_collection_between_concurrent_builds_keeps_the_cache_small_and_loses_nothing";
+    let Some((bin, env)) = prerequisites(test) else {
+        return;
+    };
+    let config = env.work.path().join("kiln.toml");
+    std::fs::write(&config, "gc_keep_storage = \"1MB\"\n").unwrap();
+    let daemon = Daemon::start_configured(env.root.path(), env.work.path(), false, Some(&config));
+
+    // Thirty builds of 400 KB layers, started 50 ms apart so that collections (which run when
+    // no build is in flight) and new builds interleave.
+    let outs: Vec<PathBuf> = (0..30)
+        .map(|i| env.work.path().join(format!("gc-out-{i}")))
+        .collect();
+    let children: Vec<Child> = outs
+        .iter()
+        .enumerate()
+        .map(|(i, out)| {
+            let run = format!("head -c 400000 /dev/urandom > /blob && echo {i} > /which");
+            let ctx = context(&env, &format!("gc-{i}"), &run);
+            std::thread::sleep(Duration::from_millis(50 * (i % 10) as u64));
+            spawn_build(&bin, &daemon, &ctx, out)
+        })
+        .collect();
+    for (i, (child, out)) in children.into_iter().zip(&outs).enumerate() {
+        ok(
+            &child.wait_with_output().unwrap(),
+            &format!("build {i} of 30"),
+        );
+        assert_eq!(
+            std::fs::read_to_string(out.join("which")).unwrap(),
+            format!("{i}\n")
+        );
+        assert_eq!(std::fs::metadata(out.join("blob")).unwrap().len(), 400_000);
+    }
+    // 12 MB of layers were written; after the last collection the cache is back near 1 MB
+    // (plus the base image's layer, which is the most recently used).
+    wait_until(
+        30,
+        || {
+            format!(
+                "the layers take {} bytes after the builds:\n{}",
+                tree_size(&env.root.path().join("l")),
+                daemon_log(&env)
+            )
+        },
+        || tree_size(&env.root.path().join("l")) < 4_000_000,
+    );
+    assert!(
+        daemon_log(&env).contains("garbage collection"),
+        "{}",
+        daemon_log(&env)
+    );
+    let after = context(&env, "after", "echo after > /which");
+    let out = env.work.path().join("after-out");
+    ok(
+        &build_into_dir(&bin, &daemon, &after, &out),
+        "a build after the collections",
+    );
+}

@@ -20,6 +20,11 @@ impl Daemon {
 
     /// With `tls`, also listen on a loopback TCP port with mutual TLS (certs from `kiln certs`).
     pub fn start_with(root: &Path, dir: &Path, tls: bool) -> Daemon {
+        Self::start_configured(root, dir, tls, None)
+    }
+
+    /// As [`Daemon::start_with`], reading kiln.toml from `config` when given.
+    pub fn start_configured(root: &Path, dir: &Path, tls: bool, config: Option<&Path>) -> Daemon {
         let socket = dir.join("buildkit.sock");
         let log = std::fs::File::create(dir.join("buildkitd.log")).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
@@ -28,9 +33,12 @@ impl Daemon {
             root.to_str().unwrap(),
             "--log",
             "kiln_buildkit=debug,kiln_engine=debug,info",
-        ])
-        .args(["buildkitd", "--addr"])
-        .arg(format!("unix://{}", socket.display()));
+        ]);
+        if let Some(config) = config {
+            cmd.arg("--config").arg(config);
+        }
+        cmd.args(["buildkitd", "--addr"])
+            .arg(format!("unix://{}", socket.display()));
         let mut tls_addr = None;
         if tls {
             let certs = dir.join("certs");
