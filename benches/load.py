@@ -65,6 +65,16 @@ def open_fds(pid):
         return None
 
 
+def cpu_seconds(pid):
+    """User + system time of pid and its reaped children (runc, the steps' processes)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    except OSError:
+        return None
+
+
 def dir_size(path):
     out = subprocess.run(["du", "-sk", path], capture_output=True, text=True).stdout.split()
     return int(out[0]) * 1024 if out else 0
@@ -288,6 +298,7 @@ class Bench:
             "peak_rss_kib": proc_status(p.pid, "VmHWM"),
             "peak_fds": sampler.peak_fds, "fds_after": open_fds(p.pid),
             "peak_threads": sampler.peak_threads,
+            "cpu_s": cpu_seconds(p.pid),
         }
         self.stop_daemon(p, root)
         shutil.rmtree(os.path.join(self.work, "ctx"), ignore_errors=True)
@@ -295,7 +306,7 @@ class Bench:
             self.kiln_failed = True
         log(f"{builder:8} N={n:<3} #{rep}: wall {wall:.2f} s, p95 {row['p95']:.2f} s, "
             f"{failures} failed, peak RSS {(row['peak_rss_kib'] or 0) / 1024:.0f} MiB, "
-            f"peak fds {row['peak_fds']}")
+            f"peak fds {row['peak_fds']}, CPU {row['cpu_s']:.1f} s")
         return row
 
     def run_load(self):
@@ -358,25 +369,29 @@ def report_load(rows, ns, have_buildkit):
 
     print("\n## Load: N concurrent buildctl builds (cold RUN + 200 KB context + push)\n")
     print("| N | kiln wall | BuildKit wall | ratio | kiln p95 | BuildKit p95 | ratio | kiln p50 "
-          "| BuildKit p50 | failures kiln/BK | peak RSS kiln/BK MiB | peak fds kiln/BK | verdict |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| BuildKit p50 | failures kiln/BK | peak RSS kiln/BK MiB | peak fds kiln/BK | CPU s kiln/BK "
+          "| verdict |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for n in ns:
         kw, kp95, kp50 = best("kiln", n, "wall"), best("kiln", n, "p95"), best("kiln", n, "p50")
         kf = total("kiln", n, "failures")
         krss = max(r["peak_rss_kib"] or 0 for r in rows if r["builder"] == "kiln" and r["n"] == n)
         kfd = max(r["peak_fds"] for r in rows if r["builder"] == "kiln" and r["n"] == n)
+        kcpu = best("kiln", n, "cpu_s")
         if have_buildkit:
             bw, bp95, bp50 = (best("buildkit", n, k) for k in ("wall", "p95", "p50"))
             bf = total("buildkit", n, "failures")
             brss = max(r["peak_rss_kib"] or 0 for r in rows if r["builder"] == "buildkit" and r["n"] == n)
             bfd = max(r["peak_fds"] for r in rows if r["builder"] == "buildkit" and r["n"] == n)
+            bcpu = best("buildkit", n, "cpu_s")
             ok = kw <= bw and kp95 <= bp95 and kf == 0
             print(f"| {n} | {kw:.2f} | {bw:.2f} | {kw / bw:.2f} | {kp95:.2f} | {bp95:.2f} | "
                   f"{kp95 / bp95:.2f} | {kp50:.2f} | {bp50:.2f} | {kf}/{bf} | "
-                  f"{krss / 1024:.0f}/{brss / 1024:.0f} | {kfd}/{bfd} | {'PASS' if ok else 'MISS'} |")
+                  f"{krss / 1024:.0f}/{brss / 1024:.0f} | {kfd}/{bfd} | {kcpu:.1f}/{bcpu:.1f} | "
+                  f"{'PASS' if ok else 'MISS'} |")
         else:
             print(f"| {n} | {kw:.2f} | - | - | {kp95:.2f} | - | - | {kp50:.2f} | - | {kf}/- | "
-                  f"{krss / 1024:.0f}/- | {kfd}/- | - |")
+                  f"{krss / 1024:.0f}/- | {kfd}/- | {kcpu:.1f}/- | - |")
     print("\nTimes in seconds, the best of the repetitions; failures summed; peaks the largest.")
 
 

@@ -18,6 +18,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Mutex;
 
+/// How many pushed blobs (`host/repository@digest`, ~100 bytes each) the engine remembers.
+const PUSHED_BLOBS_MAX: usize = 1 << 14;
+
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -170,6 +173,11 @@ impl BlobPush<'_> {
                 Err(e) => return Err(SolveError::msg(e.to_string())),
             }
             if let Some(mut k) = known() {
+                // A long-running daemon pushes without end: past the bound, start over (the
+                // next push of a forgotten blob costs one HEAD request).
+                if k.len() >= PUSHED_BLOBS_MAX {
+                    k.clear();
+                }
                 k.insert(key);
             }
         }

@@ -2,7 +2,7 @@
 
 use crate::snapshot::LayerId;
 use crate::Engine;
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 /// One cache record as shown by `kiln du`.
 #[derive(Debug, Clone)]
@@ -75,21 +75,35 @@ impl Engine {
         let mut results = inner.cache.all_results().map_err(|x| e(&x))?;
         results.sort_by_key(|r| std::cmp::Reverse(r.1.last_used));
         let mut keep_keys = BTreeSet::new();
+        let blobs = inner.cache.all_blobs().map_err(|x| e(&x))?;
         if let (Some(limit), false) = (opts.keep_storage, opts.all) {
+            // A layer costs its files and its compressed blobs in the content store.
+            let stored: HashMap<String, u64> = inner
+                .content
+                .list()
+                .map_err(|x| e(&x))?
+                .into_iter()
+                .map(|(d, size)| (d.to_string(), size))
+                .collect();
+            let mut blob_bytes: HashMap<&str, u64> = HashMap::new();
+            for (key, rec) in &blobs {
+                let layer = key.split('/').next().unwrap_or_default();
+                *blob_bytes.entry(layer).or_default() +=
+                    stored.get(&rec.digest).copied().unwrap_or(0);
+            }
             let mut used = 0u64;
             let mut counted: HashSet<LayerId> = HashSet::new();
             for (key, rec) in &results {
                 let mut size = 0;
                 for l in rec.outputs.iter().flat_map(|c| c.layers()) {
-                    if !counted.contains(l) {
-                        size += inner.layers.size(l);
+                    if counted.insert(l.clone()) {
+                        size += inner.layers.size(l) + blob_bytes.get(l.0.as_str()).unwrap_or(&0);
                     }
                 }
                 if used + size > limit {
                     break;
                 }
                 used += size;
-                counted.extend(rec.outputs.iter().flat_map(|c| c.layers().iter().cloned()));
                 keep_keys.insert(key.clone());
             }
         }
@@ -103,7 +117,6 @@ impl Engine {
             .filter(|(k, _)| keep_keys.contains(k))
             .flat_map(|(_, r)| r.outputs.iter().flat_map(|c| c.layers().iter().cloned()))
             .collect();
-        let blobs = inner.cache.all_blobs().map_err(|x| e(&x))?;
         let mut remove_blobs = Vec::new();
         let mut live_digests = BTreeSet::new();
         for (key, rec) in &blobs {

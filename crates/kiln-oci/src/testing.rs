@@ -405,6 +405,11 @@ impl TestDockerd {
         format!("unix://{}", self.socket().display())
     }
 
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The daemon's unix socket.
     pub fn socket(&self) -> PathBuf {
         self.dir.path().join("d.sock")

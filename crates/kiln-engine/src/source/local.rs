@@ -63,8 +63,9 @@ pub struct HashCache {
 
 type Fingerprint = (u64, u64, u64, i64, i64, i64, i64);
 
-/// Bound on remembered files (about 200 bytes each); past it the cache starts over.
-const HASH_CACHE_MAX: usize = 1 << 20;
+/// Bound on remembered files (about 200 bytes each, so about 13 MiB); past it the cache starts
+/// over. A shared builder sees new context paths without end: this keeps its memory flat.
+const HASH_CACHE_MAX: usize = 1 << 16;
 
 impl HashCache {
     fn files(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, (Fingerprint, [u8; 32])>> {
