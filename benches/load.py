@@ -360,9 +360,9 @@ def percentile(xs, q):
 
 
 def report_load(rows, ns, have_buildkit):
-    def best(builder, n, key):
+    def mean(builder, n, key):
         vals = [r[key] for r in rows if r["builder"] == builder and r["n"] == n]
-        return min(vals) if vals else None
+        return statistics.mean(vals) if vals else None
 
     def total(builder, n, key):
         return sum(r[key] for r in rows if r["builder"] == builder and r["n"] == n)
@@ -373,17 +373,17 @@ def report_load(rows, ns, have_buildkit):
           "| verdict |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for n in ns:
-        kw, kp95, kp50 = best("kiln", n, "wall"), best("kiln", n, "p95"), best("kiln", n, "p50")
+        kw, kp95, kp50 = mean("kiln", n, "wall"), mean("kiln", n, "p95"), mean("kiln", n, "p50")
         kf = total("kiln", n, "failures")
         krss = max(r["peak_rss_kib"] or 0 for r in rows if r["builder"] == "kiln" and r["n"] == n)
         kfd = max(r["peak_fds"] for r in rows if r["builder"] == "kiln" and r["n"] == n)
-        kcpu = best("kiln", n, "cpu_s")
+        kcpu = mean("kiln", n, "cpu_s")
         if have_buildkit:
-            bw, bp95, bp50 = (best("buildkit", n, k) for k in ("wall", "p95", "p50"))
+            bw, bp95, bp50 = (mean("buildkit", n, k) for k in ("wall", "p95", "p50"))
             bf = total("buildkit", n, "failures")
             brss = max(r["peak_rss_kib"] or 0 for r in rows if r["builder"] == "buildkit" and r["n"] == n)
             bfd = max(r["peak_fds"] for r in rows if r["builder"] == "buildkit" and r["n"] == n)
-            bcpu = best("buildkit", n, "cpu_s")
+            bcpu = mean("buildkit", n, "cpu_s")
             ok = kw <= bw and kp95 <= bp95 and kf == 0
             print(f"| {n} | {kw:.2f} | {bw:.2f} | {kw / bw:.2f} | {kp95:.2f} | {bp95:.2f} | "
                   f"{kp95 / bp95:.2f} | {kp50:.2f} | {bp50:.2f} | {kf}/{bf} | "
@@ -392,7 +392,7 @@ def report_load(rows, ns, have_buildkit):
         else:
             print(f"| {n} | {kw:.2f} | - | - | {kp95:.2f} | - | - | {kp50:.2f} | - | {kf}/- | "
                   f"{krss / 1024:.0f}/- | {kfd}/- | {kcpu:.1f}/- | - |")
-    print("\nTimes in seconds, the best of the repetitions; failures summed; peaks the largest.")
+    print("\nTimes in seconds, the mean of the repetitions; failures summed; peaks the largest.")
 
 
 def report_soak(curve, times, a):

@@ -133,11 +133,14 @@ impl ImageConfig {
 
     /// The config of `FROM scratch` for a platform.
     pub fn empty(platform: &crate::Platform) -> ImageConfig {
-        ImageConfig {
+        let mut config = ImageConfig {
             architecture: platform.architecture.clone(),
             os: platform.os.clone(),
             variant: platform.variant.clone(),
             ..ImageConfig::default()
-        }
+        };
+        // As BuildKit's `emptyImage`.
+        config.config.working_dir = "/".into();
+        config
     }
 }

@@ -14,8 +14,6 @@ pub enum LlbError {
         #[source]
         source: prost::DecodeError,
     },
-    #[error("invalid LLB definition: empty")]
-    Empty,
     #[error("invalid LLB definition: op {digest} refers to missing input {input}")]
     MissingInput { digest: String, input: String },
     #[error("invalid LLB definition: the last op must have exactly one input and no operation")]
@@ -96,7 +94,12 @@ pub fn op_digest(bytes: &[u8]) -> String {
 impl Graph {
     pub fn from_definition(def: &pb::Definition) -> Result<Graph, LlbError> {
         if def.def.is_empty() {
-            return Err(LlbError::Empty);
+            // `llb.Scratch()` marshals to nothing: an empty result (`FROM scratch` with only
+            // metadata), which BuildKit exports as an image without layers.
+            return Ok(Graph {
+                vertices: HashMap::new(),
+                root: None,
+            });
         }
         let mut vertices = HashMap::new();
         let mut last = None;

@@ -100,6 +100,34 @@ pub struct Lowered {
     pub context_paths: Option<Vec<String>>,
 }
 
+/// The first stage, in file order, from which a dependency cycle between stages is reachable
+/// (BuildKit checks this before anything else, as `validateCircularDependency`).
+fn first_cycle(stages: &[PlannedStage]) -> Option<usize> {
+    fn visit(i: usize, stages: &[PlannedStage], visited: &mut [bool], path: &mut [bool]) -> bool {
+        if std::mem::replace(&mut visited[i], true) {
+            return false;
+        }
+        path[i] = true;
+        let base = match stages[i].base {
+            Base::Stage(j) => Some(j),
+            _ => None,
+        };
+        for dep in base.into_iter().chain(stages[i].deps.iter().copied()) {
+            if dep >= stages.len() {
+                continue;
+            }
+            if path[dep] || visit(dep, stages, visited, path) {
+                return true;
+            }
+        }
+        path[i] = false;
+        false
+    }
+    let mut visited = vec![false; stages.len()];
+    let mut path = vec![false; stages.len()];
+    (0..stages.len()).find(|&i| visit(i, stages, &mut visited, &mut path))
+}
+
 /// Where a stage starts from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Base {
@@ -316,6 +344,14 @@ pub fn plan(df: &Dockerfile, opts: &LowerOptions) -> Result<Plan, Error> {
     }
     if stages.len() == 1 && unregistered == 0 {
         stages[0].display_name.clear();
+    }
+    if let Some(i) = first_cycle(&stages) {
+        let name = df.stages[i].name.clone().unwrap_or_default();
+        return Err(Error::new(
+            file,
+            df.stages[i].line(),
+            format!("circular dependency detected on stage: {name}"),
+        ));
     }
 
     let target = match &opts.target {

@@ -640,7 +640,8 @@ fn onbuild_triggers_of_the_base_image_run_first() {
 #[test]
 fn lowering_errors_name_the_line() {
     let cases: &[(&str, &str)] = &[
-        ("FROM busybox AS first\nCOPY --from=later /a /b\nFROM busybox AS later\nCOPY --from=first /x /y\n", "Dockerfile:2: cannot copy from stage \"later\", it needs to be defined before current stage \"first\""),
+        ("FROM busybox AS first\nCOPY --from=later /a /b\nFROM busybox AS later\nCOPY --from=first /x /y\n", "Dockerfile:1: circular dependency detected on stage: first"),
+        ("FROM busybox AS first\nCOPY --from=later /a /b\nFROM busybox AS later\nFROM first\n", "Dockerfile:2: cannot copy from stage \"later\", it needs to be defined before current stage \"first\""),
         ("FROM busybox\nCOPY --from=$X /a /b\n", "Dockerfile:2: variable expansion is not supported for --from"),
         ("FROM busybox\nCOPY --from=7 /a /b\n", "Dockerfile:2: invalid stage index 7"),
         ("FROM busybox\nWORKDIR /x\nRUN --mount=type=cache,target=. x\n", ""),

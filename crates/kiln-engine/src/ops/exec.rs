@@ -11,17 +11,10 @@ use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-const DEFAULT_MOUNT_POINTS: &[&str] = &[
-    "/proc",
-    "/dev",
-    "/dev/pts",
-    "/dev/shm",
-    "/dev/mqueue",
-    "/sys",
-    "/etc/hosts",
-    "/etc/resolv.conf",
-];
-
+/// Mount points whose stubs are removed after a RUN, besides the step's own mounts: BuildKit's
+/// `MountStubsCleaner` list. The directories runc makes for `/proc`, `/dev` and `/sys` when an
+/// image lacks them stay in the layer, as in BuildKit.
+const DEFAULT_MOUNT_POINTS: &[&str] = &["/etc/resolv.conf", "/etc/hosts"];
 /// Things that must stay alive while the process runs; only their `Drop` matters.
 #[allow(dead_code)]
 enum Held {
@@ -404,6 +397,7 @@ pub async fn solve(
     for stub in &stubs {
         remove_stub(&diff, stub);
     }
+    ctx.engine.layers.keep_lower_dir_times(&root_chain, &diff);
 
     let mut outputs = vec![Chain::scratch(); n_outputs];
     let root_id = LayerId::derive(&format!("{key}/{}", root_mount.output));

@@ -2,6 +2,7 @@
 //! done by the engine itself on the mounted destination — no container needed. Every path is
 //! resolved inside its root, so nothing a build says can reach outside it.
 
+use super::chmod::ModeSpec;
 use crate::fsutil::{clean_abs, resolve_in_root};
 use crate::glob;
 use crate::llb::Vertex;
@@ -49,7 +50,8 @@ pub async fn solve(
     let n_inputs = inputs.len() as i64;
     let mut results: Vec<Chain> = Vec::new();
     let mut outputs = vec![Chain::scratch(); n_outputs];
-    for (i, action) in file.actions.iter().enumerate() {
+    for group in action_groups(file, n_inputs) {
+        let first = group[0];
         let chain_of = |idx: i64| -> Result<Chain, SolveError> {
             if idx < 0 {
                 Ok(Chain::scratch())
@@ -60,70 +62,84 @@ pub async fn solve(
                 results
                     .get((idx - n_inputs) as usize)
                     .cloned()
-                    .ok_or_else(|| SolveError::msg(format!("file action {i}: bad input {idx}")))
+                    .ok_or_else(|| SolveError::msg(format!("file action {first}: bad input {idx}")))
             }
         };
-        let base = chain_of(action.input)?;
-        let secondary = if action.secondary_input >= 0 {
-            Some(chain_of(action.secondary_input)?)
-        } else {
-            None
-        };
+        let base = chain_of(file.actions[first].input)?;
+        let secondaries = group
+            .iter()
+            .map(|&i| {
+                let idx = file.actions[i].secondary_input;
+                (idx >= 0).then(|| chain_of(idx)).transpose()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let (pending, guard) = ctx
             .engine
             .layers
             .begin_on(&base)
             .map_err(|e| SolveError::msg(format!("mounting filesystem: {e}")))?;
-        let src_guard = match &secondary {
-            Some(chain) => Some(
-                ctx.engine
-                    .layers
-                    .mount_ro(chain)
-                    .map_err(|e| SolveError::msg(format!("mounting copy source: {e}")))?,
-            ),
-            None => None,
-        };
         let dest_root = guard.path().to_path_buf();
-        let src_root = src_guard.as_ref().map(|g| g.path().to_path_buf());
-        let linker = match (&secondary, &src_root) {
-            (Some(chain), Some(src_mount))
-                if ctx.engine.layers.snapshotter() == Snapshotter::Overlay =>
-            {
-                Some(Linker {
-                    src_mount: src_mount.clone(),
-                    src_layers: chain
-                        .layers()
-                        .iter()
-                        .rev()
-                        .map(|id| ctx.engine.layers.dir(id))
-                        .collect(),
-                    dest_mount: dest_root.clone(),
-                    upper: pending.diff(),
-                    parents: HashMap::new(),
-                })
-            }
-            _ => None,
-        };
-        let action = action.clone();
-        tokio::task::spawn_blocking(move || {
-            run_action(&dest_root, src_root.as_deref(), linker, &action)
-        })
-        .await
-        .map_err(|e| SolveError::msg(format!("file action: {e}")))??;
-        drop(src_guard);
+        for (&i, secondary) in group.iter().zip(secondaries) {
+            let src_guard = match &secondary {
+                Some(chain) => Some(
+                    ctx.engine
+                        .layers
+                        .mount_ro(chain)
+                        .map_err(|e| SolveError::msg(format!("mounting copy source: {e}")))?,
+                ),
+                None => None,
+            };
+            let src_root = src_guard.as_ref().map(|g| g.path().to_path_buf());
+            // Files hard-linked into the upper directory behind the mount's back are safe only
+            // while one action writes the mount: several actions may write one path twice.
+            let linker = match (&secondary, &src_root) {
+                (Some(chain), Some(src_mount))
+                    if ctx.engine.layers.snapshotter() == Snapshotter::Overlay
+                        && group.len() == 1 =>
+                {
+                    Some(Linker {
+                        src_mount: src_mount.clone(),
+                        src_layers: chain
+                            .layers()
+                            .iter()
+                            .rev()
+                            .map(|id| ctx.engine.layers.dir(id))
+                            .collect(),
+                        dest_mount: dest_root.clone(),
+                        upper: pending.diff(),
+                        parents: HashMap::new(),
+                    })
+                }
+                _ => None,
+            };
+            let action = file.actions[i].clone();
+            let dest = dest_root.clone();
+            tokio::task::spawn_blocking(move || {
+                run_action(&dest, src_root.as_deref(), linker, &action)
+            })
+            .await
+            .map_err(|e| SolveError::msg(format!("file action: {e}")))??;
+            drop(src_guard);
+        }
         guard
             .finish()
             .map_err(SolveError::io("collecting changes"))?;
-        let id = LayerId::derive(&format!("{key}/action{i}"));
+        ctx.engine
+            .layers
+            .keep_lower_dir_times(&base, &pending.diff());
+        let last = *group.last().expect("groups are not empty");
+        let id = LayerId::derive(&format!("{key}/action{last}"));
         ctx.engine
             .layers
             .commit(pending, &id)
             .map_err(SolveError::io("committing layer"))?;
         let chain = base.with(id);
-        if file.actions[i].output >= 0 {
-            outputs[file.actions[i].output as usize] = chain.clone();
+        for &i in &group {
+            if file.actions[i].output >= 0 {
+                outputs[file.actions[i].output as usize] = chain.clone();
+            }
+            results.push(chain.clone());
         }
-        results.push(chain);
     }
     ctx.record(vertex, &key, &outputs)?;
     Ok(VertexResult {
@@ -131,6 +147,29 @@ pub async fn solve(
         outputs,
         local: None,
     })
+}
+
+/// The actions in runs that make one layer, as BuildKit applies a FileOp's chained actions to
+/// one mutable snapshot (`COPY a* b* /d/` is one layer): an action joins the run before it
+/// when it starts from that run's last result and nothing else reads that result.
+fn action_groups(file: &pb::FileOp, n_inputs: i64) -> Vec<Vec<usize>> {
+    let reads = |idx: i64| {
+        file.actions
+            .iter()
+            .filter(|a| a.input == idx || a.secondary_input == idx)
+            .count()
+    };
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for (i, action) in file.actions.iter().enumerate() {
+        let prev = n_inputs + i as i64 - 1;
+        let chained =
+            i > 0 && action.input == prev && file.actions[i - 1].output < 0 && reads(prev) == 1;
+        match groups.last_mut() {
+            Some(g) if chained => g.push(i),
+            _ => groups.push(vec![i]),
+        }
+    }
+    groups
 }
 
 /// The key: inputs read only as copy sources from a local directory contribute the checksum of
@@ -208,44 +247,52 @@ struct Owner {
     gid: u32,
 }
 
+/// As BuildKit's `readUser`: a user name takes its uid and primary gid from the destination's
+/// `/etc/passwd`, a group name its gid from `/etc/group`; a name that is not there leaves the
+/// ids at 0 (no error), a number is both uid and gid unless a group is given.
 fn owner(root: &Path, opt: &Option<pb::ChownOpt>) -> Result<Option<Owner>, SolveError> {
     let Some(opt) = opt else { return Ok(None) };
-    let id_of = |u: &Option<pb::UserOpt>, file: &str| -> Result<Option<u32>, SolveError> {
-        match u.as_ref().and_then(|u| u.user.as_ref()) {
-            None => Ok(None),
-            Some(pb::user_opt::User::ById(id)) => Ok(Some(*id)),
-            Some(pb::user_opt::User::ByName(n)) => {
-                let text = resolve_in_root(root, file, true)
-                    .ok()
-                    .and_then(|p| fs::read_to_string(p).ok())
-                    .unwrap_or_default();
-                text.lines()
-                    .find_map(|l| {
-                        let f: Vec<&str> = l.split(':').collect();
-                        (f.len() > 2 && f[0] == n.name).then(|| f[2].parse().ok()).flatten()
-                    })
-                    .map(Some)
-                    .ok_or_else(|| {
-                        SolveError::msg(format!(
-                            "unable to convert uid/gid chown string to host mapping: can't find uid for user {}: no such user",
-                            n.name
-                        ))
-                    })
+    // The fields of the first line of `file` (in the destination) whose name is `name`.
+    let entry = |file: &str, name: &str| -> Result<Option<Vec<String>>, SolveError> {
+        let path = resolve_in_root(root, file, true).map_err(SolveError::io("resolving"))?;
+        let text = fs::read_to_string(&path).map_err(|e| {
+            let why = match e.kind() {
+                io::ErrorKind::NotFound => "no such file or directory".to_string(),
+                _ => e.to_string(),
+            };
+            SolveError::msg(format!("open {file}: {why}"))
+        })?;
+        Ok(text.lines().find_map(|l| {
+            let f: Vec<String> = l.split(':').map(str::to_string).collect();
+            (f.len() > 2 && f[0] == name).then_some(f)
+        }))
+    };
+    let id = |f: &[String], i: usize| f.get(i).and_then(|v| v.parse::<u32>().ok()).unwrap_or(0);
+    let user = opt.user.as_ref().and_then(|u| u.user.as_ref());
+    let group = opt.group.as_ref().and_then(|u| u.user.as_ref());
+    if user.is_none() && group.is_none() {
+        return Ok(None);
+    }
+    let mut o = Owner { uid: 0, gid: 0 };
+    match user {
+        Some(pb::user_opt::User::ById(id)) => (o.uid, o.gid) = (*id, *id),
+        Some(pb::user_opt::User::ByName(n)) => {
+            if let Some(f) = entry("/etc/passwd", &n.name)? {
+                (o.uid, o.gid) = (id(&f, 2), id(&f, 3));
             }
         }
-    };
-    let uid = id_of(&opt.user, "/etc/passwd")?;
-    let gid = match &opt.group {
-        Some(_) => id_of(&opt.group, "/etc/group")?,
-        None => None,
-    };
-    Ok(match (uid, gid) {
-        (None, None) => None,
-        (u, g) => Some(Owner {
-            uid: u.unwrap_or(0),
-            gid: g.or(u).unwrap_or(0),
-        }),
-    })
+        None => {}
+    }
+    match group {
+        Some(pb::user_opt::User::ById(id)) => o.gid = *id,
+        Some(pb::user_opt::User::ByName(n)) => {
+            if let Some(f) = entry("/etc/group", &n.name)? {
+                o.gid = id(&f, 2);
+            }
+        }
+        None => {}
+    }
+    Ok(Some(o))
 }
 
 fn apply_owner(path: &Path, owner: Option<Owner>) -> io::Result<()> {
@@ -407,7 +454,9 @@ fn expand_wildcard(root: &Path, pattern: &str, follow: bool) -> Result<Vec<PathB
 struct CopyCtx<'a> {
     dest_root: &'a Path,
     owner: Option<Owner>,
-    mode: Option<u32>,
+    mode: ModeSpec,
+    /// A directory source's contents are copied into the destination (`dirCopyContents`).
+    contents: bool,
     timestamp: i64,
     /// (dev, inode) of already copied files → their copy, to keep hard links linked.
     links: HashMap<(u64, u64), PathBuf>,
@@ -534,18 +583,13 @@ fn copy(
         }
         vec![p]
     };
-    // -1 means "keep the source's mode" (BuildKit's convention).
-    let mode = (c.mode >= 0).then_some((c.mode as u32) & 0o7777);
-    let mode = if !c.mode_str.is_empty() {
-        u32::from_str_radix(&c.mode_str, 8).ok().or(mode)
-    } else {
-        mode
-    };
+    let mode = ModeSpec::new(c.mode, &c.mode_str).map_err(SolveError::msg)?;
     let owner = owner(dest_root, &c.owner)?;
     let mut cc = CopyCtx {
         dest_root,
         owner,
         mode,
+        contents: c.dir_copy_contents,
         timestamp: c.timestamp,
         links: HashMap::new(),
         linker,
@@ -635,6 +679,7 @@ fn copy_entry(cc: &mut CopyCtx, src: &Path, target: &str, rel: &str) -> Result<(
         .map(|o| (o.uid, o.gid))
         .unwrap_or((meta.uid(), meta.gid()));
     if ft.is_dir() {
+        let existed = fs::symlink_metadata(&dst).is_ok_and(|m| m.is_dir());
         match fs::symlink_metadata(&dst) {
             Ok(m) if m.is_dir() => {}
             Ok(_) => {
@@ -658,8 +703,21 @@ fn copy_entry(cc: &mut CopyCtx, src: &Path, target: &str, rel: &str) -> Result<(
             };
             copy_entry(cc, &src.join(&n), &child_target, &child_rel)?;
         }
-        let mode = cc.mode.unwrap_or(meta.mode() & 0o7777);
-        fs::set_permissions(&dst, fs::Permissions::from_mode(mode)).map_err(fail(target))?;
+        // The directory whose contents are copied is the destination itself, made as
+        // fsutil's `MkdirAll` makes it (0755, or the octal --chmod) when it did not exist, and
+        // left alone when it did.
+        let mode = match (rel.is_empty() && cc.contents, &cc.mode) {
+            (false, m) => Some(m.for_source(meta.mode(), true)),
+            (true, _) if existed => None,
+            (true, ModeSpec::Octal(m)) => Some(*m),
+            (true, _) => Some(0o755),
+        };
+        if let Some(mode) = mode {
+            fs::set_permissions(&dst, fs::Permissions::from_mode(mode)).map_err(fail(target))?;
+        }
+        if rel.is_empty() && cc.contents && existed {
+            return Ok(());
+        }
     } else {
         if let Ok(m) = fs::symlink_metadata(&dst) {
             if m.is_dir() {
@@ -693,7 +751,7 @@ fn copy_entry(cc: &mut CopyCtx, src: &Path, target: &str, rel: &str) -> Result<(
             }
             let same_metadata = crate::sys::euid() == 0
                 && uid_gid == (meta.uid(), meta.gid())
-                && cc.mode.is_none_or(|m| m == meta.mode() & 0o7777)
+                && cc.mode.for_source(meta.mode(), false) == meta.mode() & 0o7777
                 && (cc.timestamp == -1 || cc.timestamp == 0);
             if same_metadata {
                 if let Some(l) = cc.linker.as_mut() {
@@ -704,7 +762,7 @@ fn copy_entry(cc: &mut CopyCtx, src: &Path, target: &str, rel: &str) -> Result<(
                 }
             }
             fs::copy(src, &dst).map_err(fail(target))?;
-            let mode = cc.mode.unwrap_or(meta.mode() & 0o7777);
+            let mode = cc.mode.for_source(meta.mode(), false);
             fs::set_permissions(&dst, fs::Permissions::from_mode(mode)).map_err(fail(target))?;
             crate::fsutil::copy_xattrs(src, &dst);
         } else {
@@ -714,6 +772,11 @@ fn copy_entry(cc: &mut CopyCtx, src: &Path, target: &str, rel: &str) -> Result<(
     }
     if crate::sys::euid() == 0 {
         std::os::unix::fs::lchown(&dst, Some(uid_gid.0), Some(uid_gid.1)).map_err(fail(target))?;
+        // chown(2) clears setuid and setgid: give them back.
+        let mode = cc.mode.for_source(meta.mode(), ft.is_dir());
+        if !ft.is_symlink() && mode & 0o6000 != 0 {
+            fs::set_permissions(&dst, fs::Permissions::from_mode(mode)).map_err(fail(target))?;
+        }
     }
     if cc.timestamp != -1 && cc.timestamp != 0 {
         set_time(&dst, cc.timestamp);

@@ -1,5 +1,6 @@
 //! Ops that change filesystems: exec, file, merge and diff.
 
+mod chmod;
 pub mod exec;
 pub mod file;
 

@@ -342,6 +342,53 @@ impl LayerStore {
         dir_size(&self.dir(id))
     }
 
+    /// Gives each directory of `upper` (a layer being made on `chain`) the times of the same
+    /// directory below it when nothing but its times changed. BuildKit's differ (continuity's
+    /// `sameFile`) does not compare directories' times, so a directory that only had entries
+    /// added or removed (`/etc` after a mount stub came and went, `/` after `COPY f /f`) is not
+    /// a change of its own: the image keeps the lower directory's time.
+    pub fn keep_lower_dir_times(&self, chain: &Chain, upper: &Path) {
+        use std::os::unix::fs::MetadataExt;
+        let lowers: Vec<PathBuf> = chain.layers().iter().rev().map(|id| self.dir(id)).collect();
+        let opaque = |p: &Path| {
+            ["trusted.overlay.opaque", "user.overlay.opaque"]
+                .iter()
+                .any(|n| matches!(xattr::get(p, n), Ok(Some(v)) if v == b"y"))
+        };
+        for entry in walkdir::WalkDir::new(upper)
+            .min_depth(1)
+            .into_iter()
+            .flatten()
+        {
+            if !entry.file_type().is_dir() || opaque(entry.path()) {
+                continue;
+            }
+            let Ok(rel) = entry.path().strip_prefix(upper) else {
+                continue;
+            };
+            let Ok(meta) = entry.metadata() else {
+                continue;
+            };
+            let Some(lower) = lowers
+                .iter()
+                .find_map(|d| fs::symlink_metadata(d.join(rel)).ok())
+            else {
+                continue;
+            };
+            let same = lower.is_dir()
+                && lower.mode() == meta.mode()
+                && lower.uid() == meta.uid()
+                && lower.gid() == meta.gid();
+            if same {
+                let _ = filetime::set_symlink_file_times(
+                    entry.path(),
+                    filetime::FileTime::from_last_access_time(&lower),
+                    filetime::FileTime::from_last_modification_time(&lower),
+                );
+            }
+        }
+    }
+
     /// All layer ids on disk.
     pub fn list(&self) -> io::Result<Vec<LayerId>> {
         let mut out = Vec::new();

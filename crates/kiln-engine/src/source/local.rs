@@ -97,6 +97,62 @@ impl HashCache {
     }
 }
 
+/// Whether the context path `rel` is wanted by the include (follow) path `inc`, a pattern of
+/// Go's `filepath.Match` per component as fsutil reads them: `rel` matches it, lies below a
+/// match, or is a directory on the way to one.
+fn included(inc: &str, rel: &str, is_dir: bool) -> bool {
+    let (want, have): (Vec<&str>, Vec<&str>) = (inc.split('/').collect(), rel.split('/').collect());
+    let n = want.len().min(have.len());
+    (0..n).all(|i| glob::path_match(want[i], have[i])) && (have.len() >= want.len() || is_dir)
+}
+
+/// The include paths plus the targets of the symlinks they name, as fsutil's `FollowLinks`
+/// does for `local.followpaths`: `COPY link /x` needs the link's target too (repeatedly, for
+/// links to links, and for links on the way to a path). Targets outside `root` are left out.
+fn follow_links(root: &Path, mut includes: Vec<String>) -> Vec<String> {
+    let mut i = 0;
+    while i < includes.len() && includes.len() < 4096 {
+        let pattern: Vec<String> = includes[i].split('/').map(str::to_string).collect();
+        // Every existing path matching a prefix of the pattern, component by component.
+        let mut level: Vec<PathBuf> = vec![PathBuf::new()];
+        for (depth, part) in pattern.iter().enumerate() {
+            let mut next = Vec::new();
+            for dir in &level {
+                let Ok(entries) = fs::read_dir(root.join(dir)) else {
+                    continue;
+                };
+                for entry in entries.flatten() {
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    if !glob::path_match(part, &name) {
+                        continue;
+                    }
+                    let rel = dir.join(&name);
+                    let is_link = entry.file_type().is_ok_and(|t| t.is_symlink());
+                    if is_link {
+                        if let Ok(target) = fs::read_link(root.join(&rel)) {
+                            // Absolute targets are read within the context; `..` stops at it.
+                            let joined = dir.join(&target).to_string_lossy().into_owned();
+                            let cleaned = crate::fsutil::clean_abs(&joined);
+                            let mut followed = cleaned.trim_start_matches('/').to_string();
+                            let rest = &pattern[depth + 1..];
+                            if !rest.is_empty() {
+                                followed = format!("{followed}/{}", rest.join("/"));
+                            }
+                            if !followed.is_empty() && !includes.contains(&followed) {
+                                includes.push(followed);
+                            }
+                        }
+                    }
+                    next.push(rel);
+                }
+            }
+            level = next;
+        }
+        i += 1;
+    }
+    includes
+}
+
 /// Scan `root`, applying `.dockerignore`-style `exclude` patterns and `include` (follow) paths.
 pub fn scan(
     name: &str,
@@ -115,6 +171,7 @@ pub fn scan(
         .map(|p| p.trim_start_matches('/').trim_end_matches('/').to_string())
         .filter(|p| !p.is_empty() && p != ".")
         .collect();
+    let includes = follow_links(root, includes);
     let io_err = |path: &Path| {
         let path = path.display().to_string();
         move |source| LocalError::Io { path, source }
@@ -143,13 +200,7 @@ pub fn scan(
             Err(_) => continue,
         };
         let is_dir = item.file_type().is_dir();
-        if !includes.is_empty()
-            && !includes.iter().any(|inc| {
-                rel == *inc
-                    || rel.starts_with(&format!("{inc}/"))
-                    || inc.starts_with(&format!("{rel}/"))
-            })
-        {
+        if !includes.is_empty() && !includes.iter().any(|inc| included(inc, &rel, is_dir)) {
             if is_dir {
                 walker.skip_current_dir();
             }
