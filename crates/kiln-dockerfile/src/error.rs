@@ -14,6 +14,9 @@ pub struct Error {
     pub line: usize,
     /// What went wrong, without the location prefix.
     pub message: String,
+    /// Raised while parsing an instruction: shown as BuildKit's `dockerfile parse error on
+    /// line N: …` rather than `Dockerfile:N: …`.
+    pub parse: bool,
 }
 
 impl Error {
@@ -22,6 +25,7 @@ impl Error {
             file: file.to_string(),
             line,
             message: message.into(),
+            parse: false,
         }
     }
 
@@ -31,10 +35,17 @@ impl Error {
             file: String::new(),
             line: 0,
             message: message.into(),
+            parse: false,
         }
     }
 
     /// Sets the location unless one is already set (inner locations are more precise).
+    /// Marks an error of instruction parsing at `line` (see [`Error::parse`]).
+    pub(crate) fn parsing(mut self, line: usize) -> Self {
+        self.parse = true;
+        self.at("", line)
+    }
+
     pub(crate) fn at(mut self, file: &str, line: usize) -> Self {
         if self.file.is_empty() {
             self.file = file.to_string();
@@ -53,7 +64,13 @@ impl fmt::Display for Error {
         } else {
             &self.file
         };
-        if self.line == 0 {
+        if self.parse && self.line > 0 {
+            write!(
+                f,
+                "dockerfile parse error on line {}: {}",
+                self.line, self.message
+            )
+        } else if self.line == 0 {
             write!(f, "{file}: {}", self.message)
         } else {
             write!(f, "{file}:{}: {}", self.line, self.message)

@@ -49,7 +49,7 @@ impl Platform {
         let parts: Vec<&str> = lower.split('/').collect();
         if lower.is_empty() || parts.iter().any(|p| p.is_empty()) || parts.len() > 3 {
             return Err(Error::msg(format!(
-                "invalid platform specifier {}",
+                "{}: cannot parse platform specifier: invalid argument",
                 crate::error::go_quote(s)
             )));
         }
@@ -79,7 +79,7 @@ impl Platform {
             [os, arch, variant] => (os.to_string(), arch.to_string(), Some(variant.to_string())),
             _ => {
                 return Err(Error::msg(format!(
-                    "invalid platform specifier {}",
+                    "{}: cannot parse platform specifier: invalid argument",
                     crate::error::go_quote(s)
                 )))
             }

@@ -17,9 +17,9 @@ use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
-    #[error("process \"{command}\" did not complete successfully: exit code: {code}")]
+    #[error("process {command:?} did not complete successfully: exit code: {code}")]
     ExitCode { command: String, code: i32 },
-    #[error("process \"{command}\" was killed by signal {signal}")]
+    #[error("process {command:?} was killed by signal {signal}")]
     Signal { command: String, signal: i32 },
     #[error("unable to find user {user}: no matching entries in passwd file")]
     NoSuchUser { user: String },
@@ -467,7 +467,8 @@ fn runc_message(stderr: &str) -> Option<String> {
 }
 
 /// Resolve `user[:group]` against the rootfs's /etc/passwd and /etc/group, as Docker does:
-/// numeric ids need no entry; names must exist.
+/// numeric ids need no entry; names must exist. The supplementary groups start with the
+/// primary one, then (without an explicit group) every group listing the user.
 pub fn resolve_user(rootfs: &Path, user: &str) -> Result<(u32, u32, Vec<u32>), ExecError> {
     let (user_part, group_part) = match user.split_once(':') {
         Some((u, g)) => (u, Some(g)),
@@ -528,6 +529,9 @@ pub fn resolve_user(rootfs: &Path, user: &str) -> Result<(u32, u32, Vec<u32>), E
             }
         }
     }
+    // As BuildKit (`WithUIDGID`): the primary group leads the supplementary ones, so `id`
+    // shows `groups=1500(appgrp),1600(extra)`, and `groups=0(root)` for `user:root`.
+    additional.insert(0, gid);
     Ok((uid, gid, additional))
 }
 
@@ -673,12 +677,12 @@ mod tests {
         )
         .unwrap();
         let r = |u: &str| resolve_user(dir.path(), u);
-        assert_eq!(r("").unwrap(), (0, 0, vec![]));
-        assert_eq!(r("user").unwrap(), (1000, 1000, vec![10]));
-        assert_eq!(r("1000").unwrap(), (1000, 1000, vec![10]));
-        assert_eq!(r("4242").unwrap(), (4242, 0, vec![]));
-        assert_eq!(r("user:wheel").unwrap(), (1000, 10, vec![]));
-        assert_eq!(r("1:2").unwrap(), (1, 2, vec![]));
+        assert_eq!(r("").unwrap(), (0, 0, vec![0]));
+        assert_eq!(r("user").unwrap(), (1000, 1000, vec![1000, 10]));
+        assert_eq!(r("1000").unwrap(), (1000, 1000, vec![1000, 10]));
+        assert_eq!(r("4242").unwrap(), (4242, 0, vec![0]));
+        assert_eq!(r("user:wheel").unwrap(), (1000, 10, vec![10]));
+        assert_eq!(r("1:2").unwrap(), (1, 2, vec![2]));
         assert!(matches!(r("nobody"), Err(ExecError::NoSuchUser { .. })));
         assert!(matches!(
             r("user:nogroup"),

@@ -36,7 +36,7 @@ impl Flags {
                 None => (arg, None),
             };
             let Some(&(decl, kind)) = self.declared.iter().find(|(n, _)| *n == name) else {
-                let mut msg = format!("unknown flag: {name}");
+                let mut msg = format!("unknown flag: --{name}");
                 if let Some(s) =
                     crate::error::did_you_mean(name, self.declared.iter().map(|(n, _)| *n))
                 {

@@ -38,10 +38,10 @@ pub(crate) fn from_ast(ast: Ast) -> Result<Dockerfile, Error> {
         let line = node.start_line;
         let kw = node.value.to_ascii_lowercase();
         if kw == "from" {
-            stages.push(parse_from(node).map_err(|e| e.at("", line))?);
+            stages.push(parse_from(node).map_err(|e| e.parsing(line))?);
             continue;
         }
-        let instruction = parse_node(node).map_err(|e| e.at("", line))?;
+        let instruction = parse_node(node).map_err(|e| e.parsing(line))?;
         match (stages.last_mut(), instruction) {
             (None, Instruction::Arg { args, .. }) => global_args.extend(args),
             (None, _) => return Err(Error::msg("no build stage in current context").at("", line)),

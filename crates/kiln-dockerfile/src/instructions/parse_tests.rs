@@ -12,12 +12,12 @@ fn unknown_instruction_names_the_line_and_suggests() {
     assert_eq!(e.line, 3);
     assert_eq!(
         e.to_string(),
-        "Dockerfile:3: unknown instruction: RUNN (did you mean RUN?)"
+        "dockerfile parse error on line 3: unknown instruction: RUNN (did you mean RUN?)"
     );
     let e = crate::parser::parse_named("build/Containerfile", "FROM a\nFROBNICATE\n").unwrap_err();
     assert_eq!(
         e.to_string(),
-        "build/Containerfile:2: unknown instruction: FROBNICATE"
+        "dockerfile parse error on line 2: unknown instruction: FROBNICATE"
     );
 }
 
@@ -39,7 +39,7 @@ fn instruction_errors_carry_buildkit_messages_and_lines() {
         (
             "FROM a\nCOPY --form=x a b\n",
             2,
-            "unknown flag: form (did you mean from?)",
+            "unknown flag: --form (did you mean from?)",
         ),
         (
             "FROM a\nCOPY --link=maybe a b\n",
@@ -107,7 +107,7 @@ fn instruction_errors_carry_buildkit_messages_and_lines() {
             "unsupported mount type \"nope\"",
         ),
         ("FROM a\nARG =x\n", 2, "ARG names can not be blank"),
-        ("FROM a\nENV --x=1 A=b\n", 2, "unknown flag: x"),
+        ("FROM a\nENV --x=1 A=b\n", 2, "unknown flag: --x"),
     ];
     for (text, line, msg) in cases {
         let e = parse(text).unwrap_err();

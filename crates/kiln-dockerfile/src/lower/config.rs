@@ -45,7 +45,10 @@ pub(crate) fn parse_ports(words: &[String]) -> Result<Vec<String>, Error> {
             None => (w.as_str(), "tcp".to_string()),
         };
         if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
-            return Err(Error::msg(format!("invalid proto: {proto}")));
+            return Err(Error::msg(format!(
+                "invalid port: {}: invalid proto: {proto}",
+                crate::error::go_quote(w)
+            )));
         }
         let port = port.rsplit(':').next().unwrap_or(port);
         let parse = |s: &str| {

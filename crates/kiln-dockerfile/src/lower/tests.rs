@@ -647,7 +647,7 @@ fn lowering_errors_name_the_line() {
         ("FROM busybox\nWORKDIR /x\nRUN --mount=type=cache,target=. x\n", ""),
         ("FROM busybox\nRUN --mount=type=bind,target=/ x\n", "Dockerfile:2: invalid mount target \"/\""),
         ("FROM busybox\nSTOPSIGNAL SIGNOPE\n", "Dockerfile:2: Invalid signal: SIGNOPE"),
-        ("FROM busybox\nEXPOSE 80/bogus\n", "Dockerfile:2: invalid proto: bogus"),
+        ("FROM busybox\nEXPOSE 80/bogus\n", "Dockerfile:2: invalid port: \"80/bogus\": invalid proto: bogus"),
         ("FROM busybox\nENV A=${B:?required}\n", "Dockerfile:2: failed to process \"${B:?required}\": B: required"),
         ("FROM busybox\nCOPY --chmod=999 a /b\n", "Dockerfile:2: invalid chmod parameter: '999'"),
     ];

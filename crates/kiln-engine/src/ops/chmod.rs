@@ -114,7 +114,7 @@ mod tests {
         assert_eq!(apply_symbolic("u+s", 0o755, false), Ok(0o4755));
         assert_eq!(apply_symbolic("+t", 0o755, true), Ok(0o1755));
         assert_eq!(apply_symbolic("g=u", 0o740, false), Ok(0o770));
-        assert_eq!(apply_symbolic("u+x,g+w-r", 0o644, false), Ok(0o764));
+        assert_eq!(apply_symbolic("u+x,g+w-r", 0o644, false), Ok(0o724));
         assert!(apply_symbolic("u+q", 0o644, false).is_err());
         assert!(apply_symbolic("z", 0o644, false).is_err());
     }

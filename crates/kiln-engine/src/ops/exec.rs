@@ -203,6 +203,9 @@ pub async fn solve(
     let mut held: Vec<Held> = Vec::new();
     let mut mounts = Vec::new();
     let mut env = meta.env.clone();
+    if let Some(p) = &meta.proxy_env {
+        env.extend(proxy_env_list(p));
+    }
     let mut output_layers: Vec<(i64, Chain, PendingLayer, RwMount)> = Vec::new();
     let mut secrets_dir: Option<PathBuf> = None;
 
@@ -270,7 +273,15 @@ pub async fn solve(
                     .root
                     .join("cache-mounts")
                     .join(hex::encode(&Sha256::digest(id.as_bytes())[..12]));
+                let fresh = !dir.exists();
                 std::fs::create_dir_all(&dir).map_err(SolveError::io("creating cache mount"))?;
+                if fresh && m.input >= 0 {
+                    let base = chain_of(m.input)?;
+                    ctx.engine
+                        .layers
+                        .seed_from(&base, &m.selector, &dir)
+                        .map_err(SolveError::io("seeding cache mount"))?;
+                }
                 if pb::CacheSharingOpt::try_from(opt.sharing) == Ok(pb::CacheSharingOpt::Locked) {
                     let lock = ctx.engine.cache_mount_lock(&id);
                     held.push(Held::CacheLock(lock.lock_owned().await));
@@ -298,6 +309,9 @@ pub async fn solve(
                 let value = match ctx.session.secret(&opt.id).await {
                     Ok(v) => v,
                     Err(_) if opt.optional => continue,
+                    Err(crate::session::SessionError::NoSuchSecret(_)) => {
+                        return Err(SolveError::msg(format!("secret {}: not found", opt.id)))
+                    }
                     Err(e) => return Err(SolveError::msg(format!("secret {}: {e}", opt.id))),
                 };
                 let dir = ensure_secrets_dir(&bundle, &mut secrets_dir, &mut held)?;
@@ -512,6 +526,22 @@ fn only_empty_dirs(p: &Path) -> bool {
         })
         .unwrap_or(false)
     })
+}
+
+/// The predefined proxy build args in both spellings, as BuildKit's `proxyEnvList`: they reach
+/// the step's environment without an `ARG` and stay out of the image.
+fn proxy_env_list(p: &pb::ProxyEnv) -> Vec<String> {
+    [
+        ("HTTP_PROXY", "http_proxy", &p.http_proxy),
+        ("HTTPS_PROXY", "https_proxy", &p.https_proxy),
+        ("FTP_PROXY", "ftp_proxy", &p.ftp_proxy),
+        ("NO_PROXY", "no_proxy", &p.no_proxy),
+        ("ALL_PROXY", "all_proxy", &p.all_proxy),
+    ]
+    .into_iter()
+    .filter(|(_, _, v)| !v.is_empty())
+    .flat_map(|(upper, lower, v)| [format!("{upper}={v}"), format!("{lower}={v}")])
+    .collect()
 }
 
 /// A number unique to each RUN of this process, so concurrent runs never share a runc id.

@@ -389,6 +389,40 @@ impl LayerStore {
         }
     }
 
+    /// Fills a new directory `dest` with what `path` holds in `chain`, its own mode and owner
+    /// included: a cache mount's starting content (`RUN --mount=type=cache,uid=…,mode=…`, or
+    /// `from=` a stage), as BuildKit starts the cache from the mount's input.
+    pub fn seed_from(&self, chain: &Chain, path: &str, dest: &Path) -> io::Result<()> {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let rel = path.trim_start_matches('/');
+        let in_layer = |id: &LayerId| {
+            if rel.is_empty() {
+                self.dir(id)
+            } else {
+                self.dir(id).join(rel)
+            }
+        };
+        for id in chain.layers() {
+            let src = in_layer(id);
+            if src.is_dir() {
+                native::apply_layer_dir(&src, dest)?;
+            }
+        }
+        if let Some(meta) = chain
+            .layers()
+            .iter()
+            .rev()
+            .find_map(|id| fs::symlink_metadata(in_layer(id)).ok())
+            .filter(|m| m.is_dir())
+        {
+            fs::set_permissions(dest, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+            if sys::euid() == 0 {
+                std::os::unix::fs::lchown(dest, Some(meta.uid()), Some(meta.gid()))?;
+            }
+        }
+        Ok(())
+    }
+
     /// All layer ids on disk.
     pub fn list(&self) -> io::Result<Vec<LayerId>> {
         let mut out = Vec::new();
