@@ -325,6 +325,29 @@ pub struct ErrorContext {
 }
 
 impl ErrorContext {
+    /// The lines around `line` of a Dockerfile that could not be parsed (`dockerfile parse
+    /// error on line N`), as buildx shows them.
+    pub fn at_line(step: &str, filename: &str, text: &str, line: usize) -> ErrorContext {
+        let all: Vec<&str> = text.lines().collect();
+        let from = line.saturating_sub(2).max(1);
+        let to = (line + 1).min(all.len());
+        let lines = (from..=to)
+            .filter_map(|n| all.get(n - 1).map(|l| (n, l.to_string(), n == line)))
+            .collect();
+        ErrorContext {
+            step: step.to_string(),
+            filename: filename.to_string(),
+            first_line: line,
+            lines,
+        }
+    }
+
+    /// The line a Dockerfile parse error (`dockerfile parse error on line N: …`) names.
+    pub fn parse_error_line(message: &str) -> Option<usize> {
+        let rest = message.split("dockerfile parse error on line ").nth(1)?;
+        rest.split(':').next()?.parse().ok()
+    }
+
     /// Find the source of `vertex` in a definition's source map.
     pub fn find(def: &pb::Definition, vertex: &str) -> Option<ErrorContext> {
         let source = def.source.as_ref()?;

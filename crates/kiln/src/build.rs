@@ -315,7 +315,7 @@ pub async fn run(args: BuildArgs, config: &KilnConfig, root: PathBuf) -> anyhow:
         &outputs,
         BuildInputs {
             cancel,
-            filename,
+            filename: filename.clone(),
             target_platforms,
             build_platform,
             build_args,
@@ -330,6 +330,16 @@ pub async fn run(args: BuildArgs, config: &KilnConfig, root: PathBuf) -> anyhow:
     // The CLI is the engine's only user (it holds the state directory's lock): collect now.
     if let Err(e) = engine.collect_garbage().await {
         eprintln!("WARNING: cache garbage collection: {e}");
+    }
+    if let (Err(e), None) = (&result, &failed_at) {
+        // A Dockerfile that does not parse: quote its lines too, as buildx does.
+        let line = kiln_engine::frontend::ErrorContext::parse_error_line(&e.to_string());
+        if let (Some(line), Ok(text)) = (line, std::fs::read_to_string(&dockerfile)) {
+            let step = format!("[internal] load build definition from {filename}");
+            failed_at = Some(kiln_engine::frontend::ErrorContext::at_line(
+                &step, &filename, &text, line,
+            ));
+        }
     }
     if let (Err(_), Some(context)) = (&result, &failed_at) {
         eprintln!("{context}");
