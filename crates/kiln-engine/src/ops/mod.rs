@@ -3,6 +3,7 @@
 mod chmod;
 pub mod exec;
 pub mod file;
+mod owner;
 
 use crate::llb::Vertex;
 use crate::snapshot::{Chain, LayerId};
