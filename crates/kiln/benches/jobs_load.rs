@@ -8,6 +8,8 @@
 //! the docker CLI and buildctl (`/opt/buildkit-current/bin`, see benches/README.md); the peer
 //! also needs `buildkitd` there and `dockerd`. Missing pieces print SKIP lines.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -175,20 +177,7 @@ fn kiln_jobs(rt: &tokio::runtime::Runtime, base: &str, registry: &str, dir: &Pat
         ),
     )
     .unwrap();
-    let ok = Command::new(kiln)
-        .args(["register", "--no-interactive", "--instance", &gitea.url()])
-        .args([
-            "--token",
-            &gitea.registration_token(),
-            "--labels",
-            "linux:host",
-            "-c",
-        ])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(ok.success(), "register failed");
+    common::register(kiln, &gitea, &config);
     let log = dir.join("daemon.log");
     let mut daemon = Command::new(kiln)
         .args(["daemon", "-c"])

@@ -3,8 +3,10 @@
 //!
 //! `cargo bench -p kiln --bench runner` (prints a table; no assertions).
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use kiln_gitea::fake::{FakeGitea, QueuedJob};
@@ -65,23 +67,7 @@ async fn main() {
         ),
     )
     .unwrap();
-    let ok = Command::new(kiln)
-        .args([
-            "register",
-            "--no-interactive",
-            "--instance",
-            &gitea.url(),
-            "--token",
-            &gitea.registration_token(),
-            "--labels",
-            "linux:host",
-            "-c",
-        ])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(ok.success(), "register failed");
+    common::register(kiln, &gitea, &config);
     let mut daemon = Command::new(kiln)
         .args(["daemon", "-c"])
         .arg(&config)
